@@ -1,0 +1,31 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   create .venv, install the course, run the end-to-end demo on the shipped data
+#   make test   create .venv if missing, install, run the whole test suite (COURSE_PROFILE=ci)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lab notebooks install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m course_lib.demo
+
+test: $(STAMP)
+	COURSE_PROFILE=$${COURSE_PROFILE:-ci} $(PY) -m pytest
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
+
+notebooks: $(STAMP)
+	$(PY) -m course_lib.notebooks build

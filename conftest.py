@@ -1,0 +1,13 @@
+"""Settings for every pytest run, unit tests and nbval alike (nbval's kernels inherit this environment)."""
+
+import os
+import tempfile
+
+# offline, always: nothing in the test suite may reach a model or data hub
+os.environ.setdefault("COURSE_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("COURSE_PROFILE", "ci")
+# what notebooks write (tokenizers, checkpoints) goes to a scratch folder, not into the repo
+os.environ.setdefault("COURSE_WORK_DIR", tempfile.mkdtemp(prefix="course-work-"))

@@ -1,0 +1,284 @@
+"""Student notebooks are generated from the solutions: `python -m course_lib.notebooks build`.
+
+The format of a solution notebook (`solutions/NN_topic.ipynb`):
+
+* notebook metadata `course.exercises` maps each exercise number to its title and points,
+  e.g. `{"1.1": {"title": "the BPE training loop", "points": 5}}`;
+* an exercise cell carries the tag `exercise` and `metadata.course.exercise = "1.1"`; the code a
+  student writes sits between `### BEGIN SOLUTION` and `### END SOLUTION` lines;
+* its check cell carries the tag `check`, the same `metadata.course.exercise`, the comment
+  `# NBVAL_CHECK_OUTPUT`, and calls a checker from `course_lib.checks`.
+
+The student build replaces each solution block by `raise NotImplementedError("Exercise N.k: title")`
+at the same indentation, clears the outputs of exercise and check cells, tags both
+`raises-exception` (so nbval and "Run All" go on past them), and drops saved widget state.
+Everything else, other cells' outputs included, is kept, cell for cell, with the same cell ids.
+
+    python -m course_lib.notebooks build      # write notebooks/ from solutions/
+    python -m course_lib.notebooks check      # fail if notebooks/ is stale or a solution is malformed
+    python -m course_lib.notebooks execute [solutions/NN_x.ipynb ...]   # rerun solutions, store outputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+COURSE_REPO = "https://github.com/mlm-pretraining-course/course"
+SETUP_CELL = f"""\
+# Course setup. On Colab this fetches the course and installs it (about a minute);
+# on your own machine `make lab` has done that already and this cell does nothing.
+import os, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course"):
+        !git clone --quiet --depth 1 {COURSE_REPO} /content/course
+        %pip install --quiet -e /content/course
+    sys.path.insert(0, "/content/course")
+"""
+
+
+class NotebookFormatError(ValueError):
+    """A solution notebook breaks the format above; the message names the notebook and the cell."""
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def cell_exercise(cell) -> str | None:
+    """The exercise number a cell belongs to ("1.1"), or None."""
+    return cell.get("metadata", {}).get("course", {}).get("exercise")
+
+
+def cell_role(cell) -> str | None:
+    """"exercise", "check", or None for an ordinary cell."""
+    tags = _tags(cell)
+    return "exercise" if "exercise" in tags else "check" if "check" in tags else None
+
+
+def exercises(nb) -> dict[str, dict]:
+    """The notebook's exercises: number -> {"title", "points"}."""
+    return dict(nb.metadata.get("course", {}).get("exercises", {}))
+
+
+def validate(nb, name: str) -> None:
+    """Raise NotebookFormatError for anything the build or the grader could not rely on."""
+    declared = exercises(nb)
+    if not declared:
+        raise NotebookFormatError(f"{name}: metadata.course.exercises is missing or empty")
+    seen_ids: set[str] = set()
+    found: dict[str, set[str]] = {number: set() for number in declared}
+    first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if first_code is None or first_code.source.strip() != SETUP_CELL.strip():
+        raise NotebookFormatError(
+            f"{name}: the first code cell must be the course setup cell (Colab install), exactly:\n{SETUP_CELL}"
+        )
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}, cell {index} (id {cell.get('id')})"
+        if not cell.get("id") or cell.id in seen_ids:
+            raise NotebookFormatError(f"{where}: every cell needs a unique id (nbformat >= 4.5)")
+        seen_ids.add(cell.id)
+        role, number = cell_role(cell), cell_exercise(cell)
+        has_solution = BEGIN in cell.source or END in cell.source
+        if cell.cell_type != "code":
+            if role or has_solution:
+                raise NotebookFormatError(f"{where}: only code cells can be exercise or check cells")
+            continue
+        if role is None:
+            if has_solution or number:
+                raise NotebookFormatError(f"{where}: has a solution block or an exercise number but no 'exercise' tag")
+            continue
+        if number not in declared:
+            raise NotebookFormatError(
+                f"{where}: metadata.course.exercise={number!r} is not in metadata.course.exercises "
+                f"({', '.join(declared)})"
+            )
+        found[number].add(role)
+        if role == "exercise":
+            begins = [i for i, line in enumerate(cell.source.splitlines()) if line.strip() == BEGIN]
+            ends = [i for i, line in enumerate(cell.source.splitlines()) if line.strip() == END]
+            if not begins or len(begins) != len(ends) or any(b >= e for b, e in zip(begins, ends)):
+                raise NotebookFormatError(f"{where}: needs matching '{BEGIN}' / '{END}' lines")
+        elif CHECK_MARKER not in cell.source:
+            raise NotebookFormatError(f"{where}: a check cell must contain '{CHECK_MARKER}'")
+        elif has_solution:
+            raise NotebookFormatError(f"{where}: a check cell cannot hold a solution block")
+    for number, roles in found.items():
+        missing = {"exercise", "check"} - roles
+        if missing:
+            raise NotebookFormatError(f"{name}: exercise {number} has no {' or '.join(sorted(missing))} cell")
+
+
+def strip_solution(source: str, number: str, title: str) -> str:
+    """Replace each BEGIN ... END block by a NotImplementedError at the BEGIN line's indentation."""
+    out, inside = [], False
+    for line in source.splitlines():
+        if line.strip() == BEGIN:
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f'{indent}raise NotImplementedError("Exercise {number}: {title}")')
+            inside = True
+        elif line.strip() == END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def drop_widget_state(nb) -> None:
+    """Remove saved widget state: the notebook-level store and widget views in outputs."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.outputs:
+            data = output.get("data")
+            if data is not None and WIDGET_MIME in data:
+                del data[WIDGET_MIME]
+                if not data:
+                    continue
+            kept.append(output)
+        cell.outputs = kept
+
+
+def student_version(solution, name: str = "notebook"):
+    """The student notebook made from a solution notebook (the solution is left unchanged)."""
+    validate(solution, name)
+    nb = copy.deepcopy(solution)
+    titles = {number: info.get("title", "") for number, info in exercises(nb).items()}
+    for cell in nb.cells:
+        role = cell_role(cell)
+        if role is None:
+            continue
+        number = cell_exercise(cell)
+        if role == "exercise":
+            cell.source = strip_solution(cell.source, number, titles[number])
+        cell.outputs = []
+        cell.execution_count = None
+        if "raises-exception" not in cell.metadata.tags:
+            cell.metadata.tags.append("raises-exception")
+    drop_widget_state(nb)
+    return nb
+
+
+def dumps(nb) -> str:
+    return nbformat.writes(nb, version=4) + "\n"
+
+
+def solution_paths() -> list[Path]:
+    return sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def read(path: Path):
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except Exception as e:  # nbformat raises several kinds for bad JSON or schema
+        raise NotebookFormatError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from e
+
+
+def build(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS) -> list[Path]:
+    """Write the student version of every solution notebook; return the paths written."""
+    notebooks.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        target = notebooks / path.name
+        target.write_text(dumps(student_version(read(path), path.name)))
+        written.append(target)
+    return written
+
+
+def problems(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS) -> list[str]:
+    """Everything `check` complains about: malformed or dirty solutions, stale or stray student notebooks."""
+    found = []
+    names = set()
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        names.add(path.name)
+        try:
+            solution = read(path)
+            expected = dumps(student_version(solution, path.name))
+        except NotebookFormatError as e:
+            found.append(str(e))
+            continue
+        if "widgets" in solution.metadata:
+            found.append(f"{path}: saved widget state in the metadata (rerun with `execute`, or clear it)")
+        for index, cell in enumerate(solution.cells):
+            if cell.cell_type != "code":
+                continue
+            if cell.execution_count is None and cell.source.strip():
+                found.append(f"{path}, cell {index}: never run; solutions are stored with their outputs")
+            for output in cell.outputs:
+                if output.output_type == "error" and "raises-exception" not in _tags(cell):
+                    found.append(f"{path}, cell {index}: a stored error ({output.ename})")
+                if CHECK_MARKER in cell.source and output.get("name") == "stderr":
+                    found.append(f"{path}, cell {index}: a checked cell writes to stderr, which nbval would compare")
+        target = notebooks / path.name
+        if not target.exists():
+            found.append(f"{target}: missing; run `make notebooks`")
+        elif target.read_text() != expected:
+            found.append(f"{target}: stale, differs from the build of {path}; run `make notebooks`")
+    for path in sorted(notebooks.glob("*.ipynb")):
+        if path.name not in names:
+            found.append(f"{path}: has no solution in {solutions}; student notebooks are only generated")
+    return found
+
+
+def execute(paths: list[Path], timeout: int = 1800) -> None:
+    """Run solution notebooks top to bottom in place (fresh kernel, in a scratch folder), store outputs."""
+    import tempfile
+
+    from nbclient import NotebookClient
+
+    for path in paths:
+        nb = read(path)
+        with tempfile.TemporaryDirectory() as scratch:
+            client = NotebookClient(
+                nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
+                resources={"metadata": {"path": scratch}},
+            )
+            client.execute()
+        drop_widget_state(nb)
+        path.write_text(dumps(nb))
+        print(f"executed {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="write notebooks/ from solutions/")
+    sub.add_parser("check", help="fail if notebooks/ is stale or a solution is malformed")
+    run = sub.add_parser("execute", help="rerun solution notebooks and store their outputs, then build")
+    run.add_argument("paths", nargs="*", type=Path, help="solution notebooks (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "execute":
+            execute(args.paths or solution_paths())
+        if args.command in ("build", "execute"):
+            for path in build():
+                print(f"wrote {path.relative_to(ROOT)}")
+            return 0
+        found = problems()
+    except NotebookFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in found:
+        print(line, file=sys.stderr)
+    if found:
+        return 1
+    print(f"notebooks/ is up to date with solutions/ ({len(solution_paths())} notebooks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

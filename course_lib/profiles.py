@@ -1,0 +1,97 @@
+"""Profiles: every size a notebook uses (corpus slice, vocabulary, model, steps) comes from here.
+
+`COURSE_PROFILE` picks one:
+
+* `ci`  - what the test suite runs: seconds per notebook;
+* `cpu` - a laptop: minutes per notebook (the default without a GPU);
+* `gpu` - longer and better (the default when CUDA is present).
+
+Outputs that nbval checks never depend on the profile; losses, timings and plots do.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PROFILE_NAMES = ("ci", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # notebook 01: tokenizer
+    tokenizer_sentences: int | None  # English training sentences for the real tokenizer (None: all)
+    vocab_size: int  # the course tokenizer's vocabulary
+    fertility_vocab_sizes: tuple[int, ...]  # vocabularies for the size-vs-fertility plot
+
+
+PROFILES = {
+    "ci": Profile(
+        name="ci",
+        tokenizer_sentences=8_000,
+        vocab_size=2_000,
+        fertility_vocab_sizes=(500, 1_000, 2_000),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        tokenizer_sentences=None,
+        vocab_size=8_000,
+        fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
+    ),
+    "gpu": Profile(
+        name="gpu",
+        tokenizer_sentences=None,
+        vocab_size=8_000,
+        fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
+    ),
+}
+
+
+def default_profile_name() -> str:
+    """`gpu` when CUDA is present, else `cpu`."""
+    try:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called `name`, else the one `COURSE_PROFILE` names, else the default for this machine."""
+    name = name or os.environ.get("COURSE_PROFILE") or default_profile_name()
+    if name not in PROFILES:
+        raise ValueError(f"COURSE_PROFILE={name!r} is not a profile; choose one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]
+
+
+def describe(profile: Profile) -> str:
+    """One line per setting, for the top of a notebook."""
+    return "\n".join(f"{f.name:>24} = {getattr(profile, f.name)}" for f in fields(profile))
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) so a notebook runs the same each time."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)  # also seeds every CUDA device
+    except ImportError:
+        pass
+
+
+def work_dir(*parts: str) -> Path:
+    """A folder for what a notebook writes (tokenizers, checkpoints): `COURSE_WORK_DIR`, default ./runs."""
+    path = Path(os.environ.get("COURSE_WORK_DIR", "runs")).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
