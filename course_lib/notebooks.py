@@ -113,6 +113,8 @@ def validate(nb, name: str) -> None:
                 raise NotebookFormatError(f"{where}: needs matching '{BEGIN}' / '{END}' lines")
         elif CHECK_MARKER not in cell.source:
             raise NotebookFormatError(f"{where}: a check cell must contain '{CHECK_MARKER}'")
+        elif "checks.check_" not in cell.source:
+            raise NotebookFormatError(f"{where}: a check cell must call a checker from course_lib.checks")
         elif has_solution:
             raise NotebookFormatError(f"{where}: a check cell cannot hold a solution block")
     for number, roles in found.items():
@@ -159,6 +161,7 @@ def student_version(solution, name: str = "notebook"):
     nb = copy.deepcopy(solution)
     titles = {number: info.get("title", "") for number, info in exercises(nb).items()}
     for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # run timestamps, if the solution was run with timing on
         role = cell_role(cell)
         if role is None:
             continue
@@ -244,7 +247,7 @@ def execute(paths: list[Path], timeout: int = 1800) -> None:
         nb = read(path)
         with tempfile.TemporaryDirectory() as scratch:
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
+                nb, timeout=timeout, kernel_name="python3", store_widget_state=False, record_timing=False,
                 resources={"metadata": {"path": scratch}},
             )
             client.execute()

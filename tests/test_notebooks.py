@@ -17,7 +17,7 @@ def make_solution():
         new_markdown_cell("# Title"),
         new_code_cell(nbs.SETUP_CELL),
         new_code_cell('def f(x):\n    """Double x."""\n    ### BEGIN SOLUTION\n    y = 2 * x\n    return y\n    ### END SOLUTION\n\nprint("defined")'),
-        new_code_cell("# NBVAL_CHECK_OUTPUT\ncheck(f)"),
+        new_code_cell("# NBVAL_CHECK_OUTPUT\nchecks.check_f(f)"),
         new_code_cell("print(1 + 1)"),
     ]
     for i, cell in enumerate(cells):
@@ -73,11 +73,15 @@ def unbalanced(nb):
 
 
 def check_without_marker(nb):
-    nb.cells[3].source = "check(f)"
+    nb.cells[3].source = "checks.check_f(f)"
 
 
 def no_check_cell(nb):
     del nb.cells[3]
+
+
+def check_calls_no_checker(nb):
+    nb.cells[3].source = "# NBVAL_CHECK_OUTPUT\nprint('Exercise 9.1 passed: 1/1 checks')"
 
 
 def duplicate_id(nb):
@@ -100,6 +104,7 @@ def untagged_solution(nb):
     (no_check_cell, "exercise 9.1 has no check cell"),
     (duplicate_id, "unique id"),
     (no_setup_cell, "setup cell"),
+    (check_calls_no_checker, "must call a checker"),
     (untagged_solution, "no 'exercise' tag"),
 ])
 def test_malformed_solutions_are_rejected_with_the_notebook_name(breaker, message):
