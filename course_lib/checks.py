@@ -135,3 +135,428 @@ def check_bpe_encode_word(bpe_encode_word: Callable) -> None:
         ("ties and repeated letters", same_as_tokenizers(_random_corpus(3), 60, _random_corpus(4, lines=5))),
         ("held-out English", same_as_tokenizers(english[:200], 400, english[200:])),
     ])
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+SPECIAL_IDS = (0, 1, 2, 3, 4)  # <s> <pad> </s> <unk> <mask>, as the course tokenizer
+MASK_ID = 4
+
+
+def _synthetic_batch(rows: int, length: int = 128, vocab: int = 1000, seed: int = 0):
+    """Token ids shaped like real batches: <s> words </s> then padding, of random lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(len(SPECIAL_IDS), vocab, (rows, length), generator=g)
+    lengths = torch.randint(8, length + 1, (rows,), generator=g)
+    positions = torch.arange(length).expand(rows, length)
+    ids[:, 0] = 0
+    ids[positions == (lengths - 1)[:, None]] = 2
+    ids[positions >= lengths[:, None]] = 1
+    return ids
+
+
+def _library_collator(vocab: int, **kwargs):
+    """`transformers`' DataCollatorForLanguageModeling over a word-level tokenizer with ids 0..vocab-1."""
+    from tokenizers import Tokenizer, models
+    from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
+
+    names = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + [f"w{i}" for i in range(len(SPECIAL_IDS), vocab)]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(names)}, unk_token="<unk>"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    return DataCollatorForLanguageModeling(tokenizer, return_tensors="pt", **kwargs)
+
+
+def _masking_rates(original, inputs, labels, special) -> dict[str, float]:
+    """Selection rate over ordinary tokens; mask / random / unchanged shares of the selected."""
+    selected = labels != -100
+    n = selected.sum().item()
+    masked = selected & (inputs == MASK_ID)
+    kept = selected & (inputs == original)
+    return {
+        "selected": n / (~special).sum().item(),
+        "mask": masked.sum().item() / n,
+        "random": (selected & ~masked & ~kept).sum().item() / n,
+        "unchanged": kept.sum().item() / n,
+    }
+
+
+def _expect_close(got: float, expected: float, tolerance: float, what: str) -> None:
+    if abs(got - expected) > tolerance:
+        raise AssertionError(f"{what}: {got:.4f}, expected {expected:.4f} ± {tolerance}")
+
+
+def check_mask_tokens(mask_tokens: Callable) -> None:
+    """Exercise 2.1: BERT's dynamic 80/10/10 masking, checked by its invariants and its statistics,
+    and against `transformers`' DataCollatorForLanguageModeling."""
+    import torch
+
+    ids = _synthetic_batch(1024)  # 131k positions, ~80k ordinary tokens
+    special = torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    random_ids = torch.arange(6, 1000, 2)  # only even ids: a random draw from elsewhere shows
+
+    def run(seed=0, source=ids, **kwargs):
+        inputs, labels = mask_tokens(source.clone(), special, mask_token_id=MASK_ID, random_token_ids=random_ids,
+                                     generator=torch.Generator().manual_seed(seed), **kwargs)
+        return inputs, labels
+
+    def shapes_and_input():
+        source = ids.clone()
+        inputs, labels = mask_tokens(source, special, mask_token_id=MASK_ID, random_token_ids=random_ids,
+                                     generator=torch.Generator().manual_seed(0))
+        assert inputs.shape == ids.shape and labels.shape == ids.shape, "inputs and labels keep the batch's shape"
+        assert inputs.dtype == torch.long and labels.dtype == torch.long, "ids and labels are integer (long) tensors"
+        assert torch.equal(source, ids), "the input_ids passed in were modified; work on a copy"
+
+    def specials_never_selected():
+        inputs, labels = run()
+        assert (labels[special] == -100).all(), "a special or padding token was selected (label != -100)"
+        assert torch.equal(inputs[special], ids[special]), "a special or padding token was changed"
+
+    def labels_are_the_originals():
+        inputs, labels = run()
+        selected = labels != -100
+        assert selected.any(), "nothing was selected"
+        assert torch.equal(labels[selected], ids[selected]), "labels must hold the original id where selected"
+        assert torch.equal(inputs[~selected], ids[~selected]), "a token that was not selected was changed"
+
+    def rates(mlm_probability, mask_p, random_p, **kwargs):
+        def case():
+            inputs, labels = run(mlm_probability=mlm_probability, **kwargs)
+            r = _masking_rates(ids, inputs, labels, special)
+            _expect_close(r["selected"], mlm_probability, 0.005, "share of ordinary tokens selected")
+            _expect_close(r["mask"], mask_p, 0.02, "share of selected tokens set to <mask>")
+            _expect_close(r["random"], random_p, 0.02, "share of selected tokens set to a random id")
+        return case
+
+    def random_ids_only_ordinary():
+        inputs, labels = run()
+        replaced = (labels != -100) & (inputs != MASK_ID) & (inputs != ids)
+        assert replaced.any(), "no token was replaced by a random id"
+        assert torch.isin(inputs[replaced], random_ids).all(), "a random replacement is not from random_token_ids"
+
+    def seeded():
+        a, b, c = run(seed=1), run(seed=1), run(seed=2)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), "the same generator seed gave other masks"
+        assert not torch.equal(a[1], c[1]), "another seed gave the same masks: use the generator you are given"
+
+    def same_as_library():
+        collator = _library_collator(1000, mlm_probability=0.15)
+        torch.manual_seed(0)
+        lib_inputs, lib_labels = collator.torch_mask_tokens(ids.clone(), special.clone())
+        library = _masking_rates(ids, lib_inputs, lib_labels, special)
+        inputs, labels = run(seed=3)
+        yours = _masking_rates(ids, inputs, labels, special)
+        for key in ("selected", "mask", "unchanged"):
+            _expect_close(yours[key], library[key], 0.025, f"share '{key}' vs DataCollatorForLanguageModeling")
+
+    run_cases("2.1", [
+        ("shapes, dtypes, input left alone", shapes_and_input),
+        ("special and padding tokens never selected", specials_never_selected),
+        ("labels: original id if selected, else -100", labels_are_the_originals),
+        ("15% selected, 80/10/10", rates(0.15, 0.8, 0.1)),
+        ("30% selected, 50/25/25", rates(0.3, 0.5, 0.25, mask_replace_prob=0.5, random_replace_prob=0.25)),
+        ("random ids drawn from random_token_ids", random_ids_only_ordinary),
+        ("the generator decides", seeded),
+        ("rates as DataCollatorForLanguageModeling", same_as_library),
+    ])
+
+
+def _synthetic_word_ids(rows: int, length: int = 96, seed: int = 0):
+    """word_ids as a fast tokenizer gives them: -1 on <s>, </s> and padding; words of 1-4 tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    word_ids = torch.full((rows, length), -1, dtype=torch.long)
+    for r in range(rows):
+        end = int(torch.randint(10, length, (1,), generator=g))
+        position, word = 1, 0
+        while position < end - 1:
+            span = int(torch.randint(1, 5, (1,), generator=g))
+            word_ids[r, position : min(position + span, end - 1)] = word
+            position, word = position + span, word + 1
+    return word_ids
+
+
+def check_whole_word_mask(whole_word_mask: Callable) -> None:
+    """Exercise 2.2: whole-word selection over the word ids a fast tokenizer gives (byte-level BPE too)."""
+    import torch
+
+    word_ids = _synthetic_word_ids(1500)
+
+    def run(p=0.15, seed=0):
+        return whole_word_mask(word_ids.clone(), mlm_probability=p, generator=torch.Generator().manual_seed(seed))
+
+    def words_selected(mask):
+        """(row, word) -> was it selected; raises if a word is only partly selected."""
+        rows = torch.arange(word_ids.shape[0])[:, None].expand_as(word_ids)
+        key = (rows * 1000 + word_ids)[word_ids >= 0]
+        chosen = mask[word_ids >= 0].long()
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        totals = torch.zeros(len(uniq), dtype=torch.long).index_add_(0, inverse, chosen)
+        sizes = torch.zeros(len(uniq), dtype=torch.long).index_add_(0, inverse, torch.ones_like(chosen))
+        partial = ((totals > 0) & (totals < sizes)).sum().item()
+        assert partial == 0, f"{partial} words were only partly selected: select whole words"
+        return totals > 0, uniq % 1000
+
+    def shape_and_specials():
+        mask = run()
+        assert mask.shape == word_ids.shape and mask.dtype == torch.bool, "return a bool tensor shaped like word_ids"
+        assert not mask[word_ids < 0].any(), "a special or padding token (word id -1) was selected"
+
+    def whole_words():
+        words_selected(run())
+
+    def rate(p):
+        def case():
+            selected, _ = words_selected(run(p))
+            _expect_close(selected.float().mean().item(), p, 0.012, "share of words selected")
+        return case
+
+    def each_sequence_draws_its_own():
+        selected, word = words_selected(run(0.5))
+        first_word_rate = selected[word == 0].float().mean().item()
+        _expect_close(first_word_rate, 0.5, 0.06, "share of sequences whose first word is selected")
+
+    def seeded():
+        assert torch.equal(run(seed=1), run(seed=1)), "the same generator seed gave other masks"
+        assert not torch.equal(run(seed=1), run(seed=2)), "another seed gave the same masks"
+
+    run_cases("2.2", [
+        ("bool mask, specials never selected", shape_and_specials),
+        ("every word all or nothing", whole_words),
+        ("15% of words", rate(0.15)),
+        ("40% of words", rate(0.4)),
+        ("each sequence draws its own words", each_sequence_draws_its_own),
+        ("the generator decides", seeded),
+    ])
+
+
+def check_pack_sequences(pack_sequences: Callable) -> None:
+    """Exercise 2.3: packing equals the concatenate-and-chunk recipe of Hugging Face's run_mlm example."""
+    import torch
+
+    rng = random.Random(0)
+
+    def sentences(n, longest=40):
+        return [[0] + [rng.randrange(5, 999) for _ in range(rng.randint(1, longest))] + [2] for _ in range(n)]
+
+    def library_recipe(token_ids, block_size):
+        stream = [t for ids in token_ids for t in ids]
+        total = len(stream) // block_size * block_size
+        return torch.tensor([stream[i : i + block_size] for i in range(0, total, block_size)], dtype=torch.long)
+
+    def same_as_recipe(token_ids, block_size):
+        def case():
+            got = pack_sequences(token_ids, block_size)
+            expected = library_recipe(token_ids, block_size)
+            assert isinstance(got, torch.Tensor) and got.dtype == torch.long, "return a long tensor"
+            assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+            assert torch.equal(got, expected), "blocks differ from the concatenated stream cut every block_size tokens"
+        return case
+
+    def no_padding():
+        blocks = pack_sequences(sentences(300), 64)
+        assert not (blocks == 1).any(), "a packed block holds padding"
+
+    run_cases("2.3", [
+        ("short sentences, blocks of 16", same_as_recipe(sentences(50, 10), 16)),
+        ("blocks of 128", same_as_recipe(sentences(400), 128)),
+        ("sentences longer than a block", same_as_recipe(sentences(30, 300), 64)),
+        ("no padding in packed blocks", no_padding),
+    ])
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+def _padding_mask(batch: int, seq: int, seed: int = 0):
+    """bool [batch, 1, 1, seq], True at the keys to attend to: random lengths, at least 1."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=g)
+    lengths[0] = seq
+    return (torch.arange(seq)[None, :] < lengths[:, None])[:, None, None, :]
+
+
+def _close(got, expected, what: str, atol: float = 1e-5) -> None:
+    import torch
+
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{what}: expected a tensor, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    error = (got.detach().float() - expected.detach().float()).abs().max().item()
+    if not error <= atol:
+        raise AssertionError(f"{what}: differs by up to {error:.2e} (tolerance {atol:.0e})")
+
+
+def check_attention(attention: Callable) -> None:
+    """Exercise 3.1: softmax(q k^T / sqrt(d) + mask) v from matmuls equals `F.scaled_dot_product_attention`."""
+    import torch
+    import torch.nn.functional as F
+
+    def same_as_torch(batch, heads, seq, d, masked, seed):
+        def case():
+            g = torch.Generator().manual_seed(seed)
+            q, k, v = (torch.randn(batch, heads, seq, d, generator=g) for _ in range(3))
+            mask = _padding_mask(batch, seq, seed) if masked else None
+            _close(attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                   "attention output")
+        return case
+
+    def rows_sum_to_one_with_a_mask():  # values = identity: the output rows are the attention weights
+        seq = 6
+        q, k = torch.randn(1, 1, seq, 4), torch.randn(1, 1, seq, 4)
+        mask = torch.tensor([True, True, True, False, False, False])[None, None, None, :]
+        weights = attention(q, k, torch.eye(seq)[None, None], mask)
+        _close(weights.sum(-1), torch.ones(1, 1, seq), "each query's weights summed")
+        assert (weights[..., 3:] == 0).all(), "masked keys (padding) must get exactly zero weight"
+
+    run_cases("3.1", [
+        ("one head, no mask", same_as_torch(1, 1, 5, 8, False, 0)),
+        ("several heads, no mask", same_as_torch(2, 4, 7, 16, False, 1)),
+        ("padding mask", same_as_torch(3, 2, 9, 8, True, 2)),
+        ("scale by sqrt(head size)", same_as_torch(2, 2, 6, 64, False, 3)),
+        ("weights sum to 1, padding gets 0", rows_sum_to_one_with_a_mask),
+    ])
+
+
+def check_multi_head_attention(attention_class: type) -> None:
+    """Exercise 3.2: multi-head self-attention equals `torch.nn.MultiheadAttention` with the same weights."""
+    import torch
+
+    from .model import EncoderConfig
+
+    def same_as_torch(hidden, heads, batch, seq, masked, seed):
+        def case():
+            torch.manual_seed(seed)
+            config = EncoderConfig(vocab_size=50, hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden,
+                                   max_length=seq, attention_dropout=0.0, dropout=0.0)
+            ours = attention_class(config).eval()
+            for p in ours.parameters():  # random biases too, so that a forgotten bias shows
+                torch.nn.init.normal_(p, std=0.2)
+            library = torch.nn.MultiheadAttention(hidden, heads, batch_first=True).eval()
+            with torch.no_grad():
+                library.in_proj_weight.copy_(torch.cat([ours.query.weight, ours.key.weight, ours.value.weight]))
+                library.in_proj_bias.copy_(torch.cat([ours.query.bias, ours.key.bias, ours.value.bias]))
+                library.out_proj.weight.copy_(ours.out.weight)
+                library.out_proj.bias.copy_(ours.out.bias)
+            x = torch.randn(batch, seq, hidden)
+            mask = _padding_mask(batch, seq, seed) if masked else None
+            expected, _ = library(x, x, x, key_padding_mask=None if mask is None else ~mask[:, 0, 0, :],
+                                  need_weights=False)
+            got = ours(x, mask)
+            if masked:  # padded query rows are not compared: what a padded position computes is never used
+                keep = mask[:, 0, 0, :]
+                got, expected = got[keep], expected[keep]
+            _close(got, expected, "attention output")
+        return case
+
+    run_cases("3.2", [
+        ("one head", same_as_torch(16, 1, 2, 5, False, 0)),
+        ("4 heads", same_as_torch(32, 4, 2, 7, False, 1)),
+        ("4 heads, padding mask", same_as_torch(32, 4, 3, 9, True, 2)),
+        ("8 heads of 8, padding mask", same_as_torch(64, 8, 2, 12, True, 3)),
+    ])
+
+
+def _roberta_pair(hidden=32, heads=4, layers=2, vocab=120, seed=0):
+    """A randomly initialised RobertaForMaskedLM (eval mode) and the course model with its weights."""
+    import torch
+    from transformers import RobertaForMaskedLM
+
+    from .model import EncoderConfig, from_roberta, roberta_config
+
+    torch.manual_seed(seed)
+    config = EncoderConfig(vocab_size=vocab, hidden_size=hidden, num_heads=heads, num_layers=layers,
+                           intermediate_size=2 * hidden, max_length=24)
+    library = RobertaForMaskedLM(roberta_config(config)).eval()
+    with torch.no_grad():  # random LayerNorms and biases too, so that a missing one shows
+        for name, p in library.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return library, from_roberta(library).eval()
+
+
+def _padded_batch(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, seq), generator=g)
+    attention_mask = torch.ones(batch, seq, dtype=torch.long)
+    for row, length in enumerate([seq, seq - 6, 7][:batch]):
+        ids[row, 0], ids[row, length - 1] = 0, 2
+        ids[row, length:] = 1
+        attention_mask[row, length:] = 0
+    return ids, attention_mask
+
+
+def check_encoder_block(block_class: type) -> None:
+    """Exercise 3.3: a post-norm encoder block; the course model built from it gives RobertaForMaskedLM's logits."""
+    import torch
+
+    def same_logits(hidden, heads, layers, seed):
+        def case():
+            library, ours = _roberta_pair(hidden, heads, layers, seed=seed)
+            for i, old in enumerate(ours.layers):
+                new = block_class(ours.config)
+                new.load_state_dict(old.state_dict())
+                ours.layers[i] = new.eval()
+            ids, attention_mask = _padded_batch(ours.config.vocab_size, seed=seed)
+            with torch.no_grad():
+                expected = library(input_ids=ids, attention_mask=attention_mask).logits
+                got = ours(ids, attention_mask).logits
+            keep = attention_mask.bool()
+            _close(got[keep], expected[keep], "logits at real tokens", atol=1e-4)
+        return case
+
+    run_cases("3.3", [
+        ("one block, as RobertaLayer", same_logits(32, 4, 1, 0)),
+        ("three blocks, padding", same_logits(48, 3, 3, 1)),
+    ])
+
+
+def check_mlm_head(head_class: type) -> None:
+    """Exercise 3.4: the tied MLM head equals RobertaLMHead with the same weights, and adds no vocab x hidden matrix."""
+    import torch
+
+    def same_as_roberta(seed):
+        def case():
+            library, ours = _roberta_pair(seed=seed)
+            head = head_class(ours.config, ours.word_embeddings)
+            head.load_state_dict({"dense.weight": library.lm_head.dense.weight, "dense.bias": library.lm_head.dense.bias,
+                                  "layer_norm.weight": library.lm_head.layer_norm.weight,
+                                  "layer_norm.bias": library.lm_head.layer_norm.bias, "bias": library.lm_head.bias},
+                                 strict=False)
+            x = torch.randn(2, 5, ours.config.hidden_size)
+            with torch.no_grad():
+                _close(head(x), library.lm_head(x), "logits")
+        return case
+
+    def tied():
+        _, ours = _roberta_pair()
+        head = head_class(ours.config, ours.word_embeddings)
+        own = sum(p.numel() for name, p in head.named_parameters() if p is not ours.word_embeddings.weight)
+        h, v = ours.config.hidden_size, ours.config.vocab_size
+        assert own == h * h + h + 2 * h + v, (f"the head holds {own} numbers of its own; tied, it has only dense "
+                                              f"({h * h + h}), LayerNorm ({2 * h}) and the output bias ({v})")
+        head(torch.randn(2, 3, h)).sum().backward()
+        grad = ours.word_embeddings.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, "no gradient reached the word embeddings through the head"
+
+    def state_names():
+        _, ours = _roberta_pair()
+        names = set(dict(head_class(ours.config, ours.word_embeddings).named_parameters()))
+        expected = {"dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias", "bias"}
+        assert expected <= names, f"name the head's parts dense, layer_norm and bias; missing {sorted(expected - names)}"
+
+    run_cases("3.4", [
+        ("parts named dense, layer_norm, bias", state_names),
+        ("as RobertaLMHead", same_as_roberta(0)),
+        ("as RobertaLMHead, other weights", same_as_roberta(1)),
+        ("tied to the word embeddings", tied),
+    ])

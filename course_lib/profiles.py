@@ -26,6 +26,9 @@ class Profile:
     tokenizer_sentences: int | None  # English training sentences for the real tokenizer (None: all)
     vocab_size: int  # the course tokenizer's vocabulary
     fertility_vocab_sizes: tuple[int, ...]  # vocabularies for the size-vs-fertility plot
+    # notebook 02: masking and packing
+    masking_sentences: int | None  # English sentences for the masking statistics and padding plots
+    batch_size: int  # sentences (or packed blocks) per batch
 
 
 PROFILES = {
@@ -34,18 +37,24 @@ PROFILES = {
         tokenizer_sentences=8_000,
         vocab_size=2_000,
         fertility_vocab_sizes=(500, 1_000, 2_000),
+        masking_sentences=5_000,
+        batch_size=32,
     ),
     "cpu": Profile(
         name="cpu",
         tokenizer_sentences=None,
         vocab_size=8_000,
         fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
+        masking_sentences=None,
+        batch_size=32,
     ),
     "gpu": Profile(
         name="gpu",
         tokenizer_sentences=None,
         vocab_size=8_000,
         fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
+        masking_sentences=None,
+        batch_size=64,
     ),
 }
 

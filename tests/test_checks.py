@@ -145,3 +145,236 @@ def test_failure_message_names_the_case_and_the_difference():
         checks.check_bpe_encode_word(characters)
     message = str(info.value)
     assert "earliest-learned merge first" in message and "got 'b', expected 'bc'" in message
+
+
+# --------------------------------------------------------------------------- notebook 02
+import math  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from course_lib import masking, model  # noqa: E402
+
+
+def masks_specials_too(input_ids, special_mask, **kwargs):
+    return masking.mask_tokens(input_ids, torch.zeros_like(special_mask), **kwargs)
+
+
+def modifies_its_input(input_ids, special_mask, **kwargs):
+    inputs, labels = masking.mask_tokens(input_ids, special_mask, **kwargs)
+    input_ids.copy_(inputs)
+    return input_ids, labels
+
+
+def labels_everywhere(input_ids, special_mask, **kwargs):
+    inputs, _ = masking.mask_tokens(input_ids, special_mask, **kwargs)
+    return inputs, input_ids.clone()
+
+
+def always_mask(input_ids, special_mask, *, mask_token_id, random_token_ids, mlm_probability=0.15,
+                mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):
+    """Every selected token becomes <mask>: no random, no unchanged."""
+    return masking.mask_tokens(input_ids, special_mask, mask_token_id=mask_token_id, random_token_ids=random_token_ids,
+                               mlm_probability=mlm_probability, mask_replace_prob=1.0, random_replace_prob=0.0,
+                               generator=generator)
+
+
+def random_from_whole_vocab(input_ids, special_mask, *, random_token_ids, **kwargs):
+    return masking.mask_tokens(input_ids, special_mask, random_token_ids=torch.arange(0, 1000), **kwargs)
+
+
+def ignores_generator(input_ids, special_mask, *, generator=None, **kwargs):
+    return masking.mask_tokens(input_ids, special_mask, **kwargs)
+
+
+def ignores_probability(input_ids, special_mask, *, mlm_probability=0.15, **kwargs):
+    return masking.mask_tokens(input_ids, special_mask, **kwargs)
+
+
+def test_reference_mask_tokens_passes(capsys):
+    checks.check_mask_tokens(masking.mask_tokens)
+    assert capsys.readouterr().out == "Exercise 2.1 passed: 8/8 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [masks_specials_too, modifies_its_input, labels_everywhere, always_mask,
+                                   random_from_whole_vocab, ignores_generator, ignores_probability])
+def test_wrong_mask_tokens_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 2.1 failed \d of 8 checks"):
+        checks.check_mask_tokens(wrong)
+
+
+def token_level(word_ids, mlm_probability=0.15, generator=None):
+    """Selects tokens, not words."""
+    return (torch.rand(word_ids.shape, generator=generator) < mlm_probability) & (word_ids >= 0)
+
+
+def same_words_in_every_row(word_ids, mlm_probability=0.15, generator=None):
+    """One draw per word index, shared by all sentences of the batch."""
+    chosen = torch.rand(int(word_ids.max()) + 1, generator=generator) < mlm_probability
+    return chosen[word_ids.clamp(min=0)] & (word_ids >= 0)
+
+
+def selects_specials(word_ids, mlm_probability=0.15, generator=None):
+    n = int(word_ids.max()) + 2
+    chosen = torch.rand(word_ids.shape[0], n, generator=generator) < mlm_probability
+    return chosen.gather(1, word_ids + 1)
+
+
+def test_reference_whole_word_mask_passes(capsys):
+    checks.check_whole_word_mask(masking.whole_word_mask)
+    assert capsys.readouterr().out == "Exercise 2.2 passed: 6/6 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [token_level, same_words_in_every_row, selects_specials])
+def test_wrong_whole_word_mask_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 2.2 failed \d of 6 checks"):
+        checks.check_whole_word_mask(wrong)
+
+
+def pads_the_last_block(token_ids, block_size):
+    return masking.pack_sequences(token_ids, block_size, drop_last=False)
+
+
+def one_sentence_per_block(token_ids, block_size):
+    rows = [torch.tensor(ids[:block_size]) for ids in token_ids]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=1)[:, :block_size]
+
+
+def test_reference_pack_sequences_passes(capsys):
+    checks.check_pack_sequences(masking.pack_sequences)
+    assert capsys.readouterr().out == "Exercise 2.3 passed: 4/4 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [pads_the_last_block, one_sentence_per_block])
+def test_wrong_pack_sequences_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 2.3 failed \d of 4 checks"):
+        checks.check_pack_sequences(wrong)
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+def reference_attention(q, k, v, mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def unscaled_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def unmasked_attention(q, k, v, mask=None):
+    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v
+
+
+def softmax_over_queries(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-2).nan_to_num() @ v
+
+
+def test_reference_attention_passes(capsys):
+    checks.check_attention(reference_attention)
+    assert capsys.readouterr().out == "Exercise 3.1 passed: 5/5 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [unscaled_attention, unmasked_attention, softmax_over_queries])
+def test_wrong_attention_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.1 failed \d of 5 checks"):
+        checks.check_attention(wrong)
+
+
+class HeadsSplitWrongly(model.MultiHeadSelfAttention):
+    """Splits [batch, seq, hidden] into heads without the transpose: mixes positions and heads."""
+
+    def forward(self, x, mask=None):
+        b, s, h = x.shape
+        q, k, v = (t.reshape(b, self.num_heads, s, self.head_size) for t in (self.query(x), self.key(x), self.value(x)))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.reshape(b, s, h))
+
+
+class NoOutputProjection(model.MultiHeadSelfAttention):
+    def forward(self, x, mask=None):
+        b, s, h = x.shape
+        q, k, v = (t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)
+                   for t in (self.query(x), self.key(x), self.value(x)))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, h)
+
+
+class IgnoresMask(model.MultiHeadSelfAttention):
+    def forward(self, x, mask=None):
+        return super().forward(x, None)
+
+
+def test_reference_multi_head_attention_passes(capsys):
+    checks.check_multi_head_attention(model.MultiHeadSelfAttention)
+    assert capsys.readouterr().out == "Exercise 3.2 passed: 4/4 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [HeadsSplitWrongly, NoOutputProjection, IgnoresMask])
+def test_wrong_multi_head_attention_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.2 failed \d of 4 checks"):
+        checks.check_multi_head_attention(wrong)
+
+
+class PreNormBlock(model.EncoderBlock):
+    def forward(self, x, mask=None):
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+        return x + self.feed_forward(self.feed_forward_norm(x))
+
+
+class NoResidual(model.EncoderBlock):
+    def forward(self, x, mask=None):
+        x = self.attention_norm(self.dropout(self.attention(x, mask)))
+        return self.feed_forward_norm(self.feed_forward(x))
+
+
+class MaskDropped(model.EncoderBlock):
+    def forward(self, x, mask=None):
+        return super().forward(x, None)
+
+
+def test_reference_encoder_block_passes(capsys):
+    checks.check_encoder_block(model.EncoderBlock)
+    assert capsys.readouterr().out == "Exercise 3.3 passed: 2/2 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [PreNormBlock, NoResidual, MaskDropped])
+def test_wrong_encoder_block_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.3 failed \d of 2 checks"):
+        checks.check_encoder_block(wrong)
+
+
+class TiedHead(nn.Module):
+    def __init__(self, config, word_embeddings, untied=False, activation=F.gelu):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.word_embeddings = word_embeddings
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.activation = activation
+        if untied:  # a copy: the head owns a vocab x hidden matrix of its own
+            self.decoder = nn.Parameter(word_embeddings.weight.detach().clone())
+
+    def forward(self, x):
+        weight = self.decoder if hasattr(self, "decoder") else self.word_embeddings.weight
+        return F.linear(self.layer_norm(self.activation(self.dense(x))), weight, self.bias)
+
+
+def test_reference_style_head_passes(capsys):
+    checks.check_mlm_head(TiedHead)
+    assert capsys.readouterr().out == "Exercise 3.4 passed: 4/4 checks\n"
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda config, emb: TiedHead(config, emb, untied=True),
+    lambda config, emb: TiedHead(config, emb, activation=F.relu),
+])
+def test_wrong_mlm_head_fails(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.4 failed \d of 4 checks"):
+        checks.check_mlm_head(wrong)

@@ -1,0 +1,433 @@
+"""Notebook 03: a Transformer encoder for masked language modelling, written from scratch.
+
+Read it top to bottom; it is the model of RoBERTa (and of BERT, minus next-sentence prediction):
+
+    input_ids [batch, seq]
+      -> embeddings: word + position + token type, then LayerNorm and dropout      [batch, seq, hidden]
+      -> num_layers x EncoderBlock: self-attention and a feed-forward network,
+         each wrapped in a residual connection and a LayerNorm                    [batch, seq, hidden]
+      -> MLMHead: dense, GELU, LayerNorm, then a projection onto the vocabulary
+         whose weight IS the word-embedding matrix ("tied")                       [batch, seq, vocab]
+      -> cross-entropy at the positions the collator masked (labels != -100)
+
+Every weight has a twin in `transformers.RobertaForMaskedLM`, so `from_roberta` / `to_roberta` copy
+weights across and the two models give the same logits (the tests check 1e-5). Two switches go past
+RoBERTa, both recipes for cheaper pretraining that notebook 04 measures:
+
+* `pre_norm=True` puts the LayerNorm *before* each sub-layer (x + f(LN(x))) and adds one after the
+  last block: it trains stably at higher learning rates, but has no RoBERTa twin;
+* `masked_only=True` runs the MLM head only where there is a label. With 15% masking this skips 85%
+  of the biggest matrix product in the model (hidden x vocab) and of its softmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class EncoderConfig:
+    """Every size and switch of the model. The defaults are a small model that trains on a laptop."""
+
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024  # width of the feed-forward network, usually 4 x hidden_size
+    max_length: int = 128  # longest input, in tokens
+    pad_token_id: int = 1  # RoBERTa's <pad>
+    dropout: float = 0.1  # on embeddings and on the output of every sub-layer
+    attention_dropout: float = 0.1  # on the attention probabilities
+    layer_norm_eps: float = 1e-5
+    pre_norm: bool = False  # False: post-norm, as RoBERTa; True: pre-norm, plus a final LayerNorm
+    masked_only: bool = False  # compute the MLM head only at positions with labels != -100
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
+                             f"num_heads={self.num_heads}: each head gets hidden_size / num_heads dimensions")
+        if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"EncoderConfig.pad_token_id={self.pad_token_id!r} must be a token id, "
+                             f"0 <= id < vocab_size={self.vocab_size}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"EncoderConfig.{name} must be a probability in [0, 1), got {value!r}")
+        if not isinstance(self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
+            raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        for name in ("pre_norm", "masked_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EncoderConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+    @property
+    def num_position_embeddings(self) -> int:
+        """Rows of the position table: positions start at pad_token_id + 1 (see `position_ids`)."""
+        return self.max_length + self.pad_token_id + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EncoderConfig":
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig field(s) {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**values)
+
+
+def position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.LongTensor:
+    """RoBERTa's positions (from fairseq): real tokens count pad_token_id + 1, + 2, ...; pads get pad_token_id.
+
+    `[[0, 5, 6, 2, 1, 1]]` with pad id 1 gives `[[2, 3, 4, 5, 1, 1]]`. Pads point at the padding row of
+    the position table, which stays zero; a left-padded sentence gets the same positions as unpadded.
+    """
+    not_pad = input_ids.ne(pad_token_id).long()
+    return torch.cumsum(not_pad, dim=1) * not_pad + pad_token_id
+
+
+# --------------------------------------------------------------------------- the building blocks
+class MultiHeadSelfAttention(nn.Module):
+    """Every token looks at every other token, `num_heads` times in parallel, in smaller subspaces."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_size = config.hidden_size // config.num_heads
+        self.dropout = config.attention_dropout
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [batch, seq, hidden]; mask: None, or bool [batch, 1, 1, seq] with True at keys to attend to."""
+        batch, seq, hidden = x.shape
+
+        def heads(t):  # [batch, seq, hidden] -> [batch, heads, seq, head_size]
+            return t.view(batch, seq, self.num_heads, self.head_size).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        # softmax(q k^T / sqrt(head_size)) v, in one fused kernel; the mask sends padded keys to -inf
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))  # heads side by side again
+
+
+class FeedForward(nn.Module):
+    """The same two-layer network applied to each position on its own: dense -> GELU -> dense -> dropout."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))  # exact (erf) GELU, as RoBERTa
+
+
+class EncoderBlock(nn.Module):
+    """Attention then feed-forward, each with a residual connection and a LayerNorm.
+
+    post-norm (RoBERTa): x = LN(x + drop(attn(x)));  x = LN(x + ffn(x))
+    pre-norm:            x = x + drop(attn(LN(x)));  x = x + ffn(LN(x))
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.attention = MultiHeadSelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.feed_forward = FeedForward(config)
+        self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            return x + self.feed_forward(self.feed_forward_norm(x))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.feed_forward_norm(x + self.feed_forward(x))
+
+
+class MLMHead(nn.Module):
+    """Hidden states -> a score for every vocabulary token: dense -> GELU -> LayerNorm -> decoder (+ bias).
+
+    The decoder's weight is the word-embedding matrix itself (the model ties them): a token's output
+    score is its embedding's dot product with the transformed hidden state. Only its bias is the head's own.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)  # weight replaced by the tied embeddings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
+
+
+class MaskedLMOutput(NamedTuple):
+    loss: torch.Tensor | None  # mean cross-entropy over labelled positions; None without labels
+    logits: torch.Tensor  # [batch, seq, vocab], or [n_labelled, vocab] when masked_only and labels are given
+
+
+# --------------------------------------------------------------------------- the model
+class EncoderForMaskedLM(nn.Module):
+    """Embeddings -> `num_layers` encoder blocks -> MLM head (`_roberta_names` maps the weights to HF's names).
+
+    `model(input_ids, attention_mask, labels)` returns `MaskedLMOutput(loss, logits)`, like
+    `RobertaForMaskedLM(input_ids=..., attention_mask=..., labels=...)` does.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.num_position_embeddings, h, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(1, h)  # RoBERTa's one-row table: a learned bias on every token
+        self.embedding_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.final_norm = nn.LayerNorm(h, eps=config.layer_norm_eps) if config.pre_norm else None
+        self.head = MLMHead(config)
+        self.apply(self._init_weights)
+        self.head.decoder.weight = self.word_embeddings.weight  # tie: one Parameter, two uses
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """As Hugging Face's BERT/RoBERTa: normal(0, 0.02) weights, zero biases and padding rows, LayerNorm = identity."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _check_input(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_length:
+            raise ValueError(f"input has {input_ids.shape[1]} tokens per sequence but config.max_length is "
+                             f"{self.config.max_length}; truncate the batch (tokenizer(..., truncation=True, "
+                             f"max_length={self.config.max_length})) or build a model with a larger max_length")
+        if input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if high >= self.config.vocab_size or low < 0:
+                bad = high if high >= self.config.vocab_size else low
+                raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size} "
+                                 f"(ids must be 0..{self.config.vocab_size - 1}); does the tokenizer have more "
+                                 f"tokens than the model?")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                             f"input_ids {tuple(input_ids.shape)}; they must match")
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder without the head: [batch, seq] token ids -> [batch, seq, hidden] hidden states.
+
+        attention_mask: 1 for real tokens, 0 for padding (as tokenizers return it); None means attend to
+        everything, as in `transformers` (pad tokens still get the padding position).
+        """
+        self._check_input(input_ids, attention_mask)
+        x = (self.word_embeddings(input_ids)
+             + self.position_embeddings(position_ids(input_ids, self.config.pad_token_id))
+             + self.token_type_embeddings.weight[0])
+        x = self.embedding_dropout(self.embedding_norm(x))
+        mask = None  # with no padding, no mask: scaled_dot_product_attention may then pick a faster kernel
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]  # [batch, 1 (all heads), 1 (all queries), seq (keys)]
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> MaskedLMOutput:
+        """Logits for every position and, given labels (-100 = no prediction there), the mean MLM loss.
+
+        With config.masked_only and labels, only the labelled positions go through the head, and the
+        logits come back as [n_labelled, vocab], in the order of `labels != -100` read row by row.
+        """
+        hidden = self.encode(input_ids, attention_mask)
+        if labels is None:
+            return MaskedLMOutput(None, self.head(hidden))
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels have shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}; they must match")
+        if self.config.masked_only:
+            where = labels != -100
+            hidden, labels = hidden[where], labels[where]  # [n_labelled, hidden], [n_labelled]
+        logits = self.head(hidden)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return MaskedLMOutput(loss, logits)
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        """Trainable numbers, each shared Parameter once; embeddings=False leaves out the embedding tables."""
+        skip = set() if embeddings else {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+
+def parameter_table(model: EncoderForMaskedLM) -> list[tuple[str, int]]:
+    """Where the parameters are: (row, count) rows, the last one the total (= model.num_parameters())."""
+    rows = {  # row: how its parameters' names start or what they contain, tried in this order
+        "word embeddings": ("word_embeddings.",),
+        "position embeddings": ("position_embeddings.",),
+        "token type + embedding LayerNorm": ("token_type_embeddings.", "embedding_norm."),
+        "attention (all layers)": (".attention.",),
+        "feed-forward (all layers)": (".feed_forward.",),
+        "layer norms (all layers)": ("layers.", "final_norm."),
+        "MLM head (dense, LayerNorm, bias; decoder tied)": ("head.",),
+    }
+    counts = dict.fromkeys(rows, 0)
+    for name, p in model.named_parameters():  # a shared Parameter comes once, under its first name
+        row = next(row for row, keys in rows.items() if any(name.startswith(k) or k in name for k in keys))
+        counts[row] += p.numel()
+    return list(counts.items()) + [("total", sum(counts.values()))]
+
+
+# --------------------------------------------------------------------------- the same weights in transformers
+def _roberta_names(config: EncoderConfig) -> dict[str, str]:
+    """Our parameter name -> the name of the same tensor in `RobertaForMaskedLM`'s state dict."""
+    names = {"word_embeddings.weight": "roberta.embeddings.word_embeddings.weight",
+             "position_embeddings.weight": "roberta.embeddings.position_embeddings.weight",
+             "token_type_embeddings.weight": "roberta.embeddings.token_type_embeddings.weight",
+             "head.dense.weight": "lm_head.dense.weight", "head.dense.bias": "lm_head.dense.bias",
+             "head.layer_norm.weight": "lm_head.layer_norm.weight", "head.layer_norm.bias": "lm_head.layer_norm.bias",
+             "head.decoder.bias": "lm_head.bias"}
+    parts = {"embedding_norm": "roberta.embeddings.LayerNorm"}
+    for i in range(config.num_layers):
+        ours, theirs = f"layers.{i}.", f"roberta.encoder.layer.{i}."
+        parts.update({ours + "attention.query": theirs + "attention.self.query",
+                      ours + "attention.key": theirs + "attention.self.key",
+                      ours + "attention.value": theirs + "attention.self.value",
+                      ours + "attention.out": theirs + "attention.output.dense",
+                      ours + "attention_norm": theirs + "attention.output.LayerNorm",
+                      ours + "feed_forward.up": theirs + "intermediate.dense",
+                      ours + "feed_forward.down": theirs + "output.dense",
+                      ours + "feed_forward_norm": theirs + "output.LayerNorm"})
+    for ours, theirs in parts.items():
+        names.update({f"{ours}.weight": f"{theirs}.weight", f"{ours}.bias": f"{theirs}.bias"})
+    return names
+
+
+# HF tensors that are not weights of their own: buffers, and the tied decoder (its weight is the word
+# embeddings, its bias lm_head.bias)
+_ROBERTA_EXTRAS = {"roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids",
+                   "lm_head.decoder.weight", "lm_head.decoder.bias"}
+
+
+def load_roberta_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) -> None:
+    """Copy the weights of a `RobertaForMaskedLM` (or its state dict) into `model`, in place.
+
+    Strict: every weight of `model` must be filled and every HF weight used; the error lists the names.
+    """
+    state = hf_model_or_state_dict
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    names = _roberta_names(model.config)
+    missing = sorted(theirs for theirs in names.values() if theirs not in state)
+    unexpected = sorted(set(state) - set(names.values()) - _ROBERTA_EXTRAS)
+    if missing or unexpected:
+        raise ValueError(f"RoBERTa weights do not fit a {model.config.num_layers}-layer EncoderForMaskedLM: "
+                         f"missing {missing}, unexpected {unexpected}")
+    ours = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, theirs in names.items():
+            source = state[theirs]
+            if name == "token_type_embeddings.weight":
+                source = source[:1]  # a 2-row BERT-style table: only row 0 is ever used without token_type_ids
+            if source.shape != ours[name].shape:
+                raise ValueError(f"{theirs} has shape {tuple(source.shape)}, but {name} needs {tuple(ours[name].shape)}")
+            ours[name].copy_(source)
+    decoder = state.get("lm_head.decoder.weight")
+    if decoder is not None and not torch.equal(decoder, state["roberta.embeddings.word_embeddings.weight"]):
+        raise ValueError("lm_head.decoder.weight differs from the word embeddings: this model is untied, ours is tied")
+
+
+def roberta_config(config: EncoderConfig):
+    """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
+    from transformers import RobertaConfig
+
+    if config.pre_norm:
+        raise ValueError("EncoderConfig.pre_norm=True has no RoBERTa equivalent (RoBERTa is post-norm); "
+                         "train with pre_norm=False to export to transformers")
+    return RobertaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size, hidden_act="gelu",
+        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.num_position_embeddings, type_vocab_size=1, initializer_range=0.02,
+        layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2,
+        tie_word_embeddings=True)
+
+
+def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
+    """A course model with the architecture and weights of a `RobertaForMaskedLM`.
+
+    overrides: EncoderConfig fields to change that do not touch the weights, e.g. masked_only=True, dropout=0.0.
+    """
+    c = hf_model.config
+    if (c.hidden_act != "gelu" or c.is_decoder or c.add_cross_attention or not c.tie_word_embeddings
+            or not isinstance(c.pad_token_id, int)):
+        raise ValueError(f"only an encoder RoBERTa with exact GELU, tied embeddings and a pad token maps to "
+                         f"EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, is_decoder={c.is_decoder}, "
+                         f"add_cross_attention={c.add_cross_attention}, tie_word_embeddings={c.tie_word_embeddings}, "
+                         f"pad_token_id={c.pad_token_id}")
+    config = EncoderConfig(**{
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
+        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+        "max_length": c.max_position_embeddings - c.pad_token_id - 1, "pad_token_id": c.pad_token_id,
+        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
+        "layer_norm_eps": c.layer_norm_eps, **overrides})
+    model = EncoderForMaskedLM(config)
+    load_roberta_state_dict(model, hf_model)
+    return model.train(hf_model.training)
+
+
+def to_roberta(model: EncoderForMaskedLM):
+    """The same model as a `transformers.RobertaForMaskedLM` (sdpa attention), on the same device and mode."""
+    from transformers import RobertaForMaskedLM
+
+    hf_model = RobertaForMaskedLM(roberta_config(model.config))
+    names, theirs = _roberta_names(model.config), hf_model.state_dict()  # state-dict tensors share the weights' memory
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            theirs[names[name]].copy_(p)
+    device = next(model.parameters()).device
+    return hf_model.to(device).train(model.training)
+
+
+def export_pretrained(model: EncoderForMaskedLM, folder, tokenizer=None) -> Path:
+    """Save `model` (and its tokenizer) as a Hugging Face folder; return the folder.
+
+    `AutoModelForMaskedLM.from_pretrained(folder)` loads it, and with a tokenizer so does
+    `pipeline("fill-mask", model=folder, tokenizer=folder)`.
+    """
+    folder = Path(folder)
+    if tokenizer is not None:
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                             f"{model.config.vocab_size}: some ids would have no embedding")
+        if tokenizer.pad_token_id != model.config.pad_token_id:
+            raise ValueError(f"tokenizer.pad_token_id={tokenizer.pad_token_id} but the model's "
+                             f"pad_token_id={model.config.pad_token_id}: positions would be wrong")
+        if tokenizer.mask_token_id is None:
+            raise ValueError("the tokenizer has no mask token, so fill-mask cannot use it")
+    hf_model = to_roberta(model)  # raises for pre_norm models
+    hf_model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
