@@ -4,10 +4,16 @@ Each check cell calls one function here with the student's code. It runs a few c
 the student's results with those of the library the course is checked against (never with the
 student's own output), then prints one fixed line, `Exercise N.k passed: c/c checks`, that nbval
 compares. Any failed case raises `CheckFailed`, naming the case and what differed.
+
+Hidden checks: every checker also has further cases that the notebooks never run (other seeds, sizes
+and edge cases), so that code special-cased to the visible cases does not pass. The grader turns them
+on (`COURSE_HIDDEN_CHECKS=1`, or `hidden=True`); the pass line then reads
+`Exercise N.k passed: c/c checks, h/h hidden checks`, with h = `HIDDEN_CASES[N.k]`.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Callable
 
@@ -20,9 +26,31 @@ class CheckFailed(AssertionError):
 
 Case = tuple[str, Callable[[], None]]
 
+# How many hidden cases each checker has: the grader needs the count to expect the hidden pass line.
+HIDDEN_CASES = {"1.1": 3, "1.2": 2, "2.1": 2, "2.2": 2, "2.3": 2, "3.1": 2, "3.2": 2, "3.3": 1, "3.4": 1}
 
-def run_cases(exercise: str, cases: list[Case]) -> None:
-    """Run every case; print the pass line, or raise `CheckFailed` listing each failed case."""
+
+def hidden_mode(hidden: bool | None = None) -> bool:
+    """Whether to run the hidden cases too: `hidden` if given, else whether `COURSE_HIDDEN_CHECKS=1`."""
+    return os.environ.get("COURSE_HIDDEN_CHECKS") == "1" if hidden is None else bool(hidden)
+
+
+def pass_line(exercise: str, visible: int, hidden: int | None = None) -> str:
+    """The line a passed check prints: `Exercise 1.1 passed: 6/6 checks[, 3/3 hidden checks]`."""
+    line = f"Exercise {exercise} passed: {visible}/{visible} checks"
+    return line if hidden is None else f"{line}, {hidden}/{hidden} hidden checks"
+
+
+def run_cases(exercise: str, cases: list[Case], hidden_cases: list[Case] = (), hidden: bool | None = None) -> None:
+    """Run every case (and the hidden ones in hidden mode); print the pass line, or raise `CheckFailed`
+    listing each failed case."""
+    hidden = hidden_mode(hidden)
+    if hidden and len(hidden_cases) != HIDDEN_CASES[exercise]:
+        raise RuntimeError(f"checks.HIDDEN_CASES[{exercise!r}] is {HIDDEN_CASES[exercise]}, "
+                           f"but the checker has {len(hidden_cases)} hidden cases")
+    visible = len(cases)
+    if hidden:
+        cases = list(cases) + [(f"hidden: {name}", case) for name, case in hidden_cases]
     failures = []
     for name, case in cases:
         try:
@@ -37,7 +65,7 @@ def run_cases(exercise: str, cases: list[Case]) -> None:
             f"Exercise {exercise} failed {len(failures)} of {len(cases)} checks:\n"
             + "\n".join(f"  - {f}" for f in failures)
         )
-    print(f"Exercise {exercise} passed: {len(cases)}/{len(cases)} checks")
+    print(pass_line(exercise, visible, len(hidden_cases) if hidden else None))
 
 
 def expect_equal(got, expected, what: str) -> None:
@@ -72,7 +100,13 @@ def _english(n: int) -> list[str]:
     return english_sentences("valid", limit=n)
 
 
-def check_train_bpe(train_bpe: Callable) -> None:
+def _english_paragraphs(n: int) -> list[str]:
+    from .data import english_paragraphs
+
+    return english_paragraphs("valid", limit=n)
+
+
+def check_train_bpe(train_bpe: Callable, hidden: bool | None = None) -> None:
     """Exercise 1.1: `train_bpe(word_counts, vocab_size) -> (vocab, merges)` equals `tokenizers`' BpeTrainer."""
     from .tokenization import count_words, tokenizers_bpe, tokenizers_vocab_and_merges
 
@@ -97,10 +131,14 @@ def check_train_bpe(train_bpe: Callable) -> None:
         ("ties and repeated letters", same_as_tokenizers(_random_corpus(1), 60)),
         ("ties, merges reaching a token twice", same_as_tokenizers(_random_corpus(2, "ab"), 40)),
         ("English sentences", same_as_tokenizers(_english(200), 300)),
-    ])
+    ], hidden_cases=[
+        ("one letter, words of many lengths", same_as_tokenizers(["aaaaaaa aaaa aa a"] * 3, 10)),
+        ("five letters, another seed", same_as_tokenizers(_random_corpus(7, "abcde"), 50)),
+        ("English paragraphs", same_as_tokenizers(_english_paragraphs(20), 250)),
+    ], hidden=hidden)
 
 
-def check_bpe_encode_word(bpe_encode_word: Callable) -> None:
+def check_bpe_encode_word(bpe_encode_word: Callable, hidden: bool | None = None) -> None:
     """Exercise 1.2: `bpe_encode_word(word, merges) -> tokens` equals `tokenizers`' BPE model."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -123,6 +161,9 @@ def check_bpe_encode_word(bpe_encode_word: Callable) -> None:
         expect_equal(list(bpe_encode_word("abc", [])), ["a", "b", "c"], "tokens of 'abc' with no merges")
         expect_equal(list(bpe_encode_word("a", [("a", "b")])), ["a"], "tokens of a one-letter word")
 
+    def overlapping_pairs():
+        expect_equal(list(bpe_encode_word("aaaaa", [("a", "a")])), ["aa", "aa", "a"], "tokens of 'aaaaa'")
+
     def merge_order_matters():
         # learned ("b", "c") before ("a", "b"): "abc" must become a + bc, not ab + c
         expect_equal(list(bpe_encode_word("abc", [("b", "c"), ("a", "b")])), ["a", "bc"], "tokens of 'abc'")
@@ -134,7 +175,11 @@ def check_bpe_encode_word(bpe_encode_word: Callable) -> None:
         ("toy corpus, new words", same_as_tokenizers(TOY_CORPUS, 20, ["lowest newer wider slow"])),
         ("ties and repeated letters", same_as_tokenizers(_random_corpus(3), 60, _random_corpus(4, lines=5))),
         ("held-out English", same_as_tokenizers(english[:200], 400, english[200:])),
-    ])
+    ], hidden_cases=[
+        ("overlapping pairs merge left to right", overlapping_pairs),
+        ("five letters, another seed", same_as_tokenizers(_random_corpus(7, "abcde"), 50,
+                                                          _random_corpus(9, "abcde", lines=5))),
+    ], hidden=hidden)
 
 
 # --------------------------------------------------------------------------- notebook 02
@@ -188,7 +233,7 @@ def _expect_close(got: float, expected: float, tolerance: float, what: str) -> N
         raise AssertionError(f"{what}: {got:.4f}, expected {expected:.4f} ± {tolerance}")
 
 
-def check_mask_tokens(mask_tokens: Callable) -> None:
+def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None) -> None:
     """Exercise 2.1: BERT's dynamic 80/10/10 masking, checked by its invariants and its statistics,
     and against `transformers`' DataCollatorForLanguageModeling."""
     import torch
@@ -242,6 +287,23 @@ def check_mask_tokens(mask_tokens: Callable) -> None:
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), "the same generator seed gave other masks"
         assert not torch.equal(a[1], c[1]), "another seed gave the same masks: use the generator you are given"
 
+    def nothing_selected():
+        inputs, labels = run(mlm_probability=0.0)
+        assert (labels == -100).all(), "a token was selected with mlm_probability=0"
+        assert torch.equal(inputs, ids), "a token was changed with mlm_probability=0"
+
+    def everything_selected():
+        other = _synthetic_batch(512, length=64, seed=7)
+        other_special = torch.isin(other, torch.tensor(SPECIAL_IDS))
+        inputs, labels = mask_tokens(other.clone(), other_special, mask_token_id=MASK_ID, random_token_ids=random_ids,
+                                     mlm_probability=1.0, mask_replace_prob=0.7, random_replace_prob=0.2,
+                                     generator=torch.Generator().manual_seed(4))
+        assert (labels[other_special] == -100).all(), "a special or padding token was selected"
+        r = _masking_rates(other, inputs, labels, other_special)
+        _expect_close(r["selected"], 1.0, 0.0, "share of ordinary tokens selected")
+        _expect_close(r["mask"], 0.7, 0.02, "share of selected tokens set to <mask>")
+        _expect_close(r["random"], 0.2, 0.02, "share of selected tokens set to a random id")
+
     def same_as_library():
         collator = _library_collator(1000, mlm_probability=0.15)
         torch.manual_seed(0)
@@ -261,7 +323,10 @@ def check_mask_tokens(mask_tokens: Callable) -> None:
         ("random ids drawn from random_token_ids", random_ids_only_ordinary),
         ("the generator decides", seeded),
         ("rates as DataCollatorForLanguageModeling", same_as_library),
-    ])
+    ], hidden_cases=[
+        ("nothing selected at probability 0", nothing_selected),
+        ("every ordinary token selected at probability 1, 70/20/10", everything_selected),
+    ], hidden=hidden)
 
 
 def _synthetic_word_ids(rows: int, length: int = 96, seed: int = 0):
@@ -280,7 +345,7 @@ def _synthetic_word_ids(rows: int, length: int = 96, seed: int = 0):
     return word_ids
 
 
-def check_whole_word_mask(whole_word_mask: Callable) -> None:
+def check_whole_word_mask(whole_word_mask: Callable, hidden: bool | None = None) -> None:
     """Exercise 2.2: whole-word selection over the word ids a fast tokenizer gives (byte-level BPE too)."""
     import torch
 
@@ -315,6 +380,14 @@ def check_whole_word_mask(whole_word_mask: Callable) -> None:
             _expect_close(selected.float().mean().item(), p, 0.012, "share of words selected")
         return case
 
+    def rows_without_words():
+        other = _synthetic_word_ids(64, length=32, seed=3)
+        other[::2] = -1  # every other row holds no word at all
+        mask = whole_word_mask(other.clone(), mlm_probability=0.7, generator=torch.Generator().manual_seed(5))
+        assert mask.shape == other.shape and mask.dtype == torch.bool, "return a bool tensor shaped like word_ids"
+        assert not mask[other < 0].any(), "a special or padding token (word id -1) was selected"
+        assert mask[1::2].any(), "no word was selected at mlm_probability=0.7"
+
     def each_sequence_draws_its_own():
         selected, word = words_selected(run(0.5))
         first_word_rate = selected[word == 0].float().mean().item()
@@ -331,10 +404,13 @@ def check_whole_word_mask(whole_word_mask: Callable) -> None:
         ("40% of words", rate(0.4)),
         ("each sequence draws its own words", each_sequence_draws_its_own),
         ("the generator decides", seeded),
-    ])
+    ], hidden_cases=[
+        ("70% of words", rate(0.7)),
+        ("rows without words, short rows", rows_without_words),
+    ], hidden=hidden)
 
 
-def check_pack_sequences(pack_sequences: Callable) -> None:
+def check_pack_sequences(pack_sequences: Callable, hidden: bool | None = None) -> None:
     """Exercise 2.3: packing equals the concatenate-and-chunk recipe of Hugging Face's run_mlm example."""
     import torch
 
@@ -366,7 +442,10 @@ def check_pack_sequences(pack_sequences: Callable) -> None:
         ("blocks of 128", same_as_recipe(sentences(400), 128)),
         ("sentences longer than a block", same_as_recipe(sentences(30, 300), 64)),
         ("no padding in packed blocks", no_padding),
-    ])
+    ], hidden_cases=[
+        ("blocks of 3 tokens", same_as_recipe(sentences(20, 5), 3)),
+        ("the stream fills the blocks exactly", same_as_recipe([[0] + list(range(5, 15)) + [2]] * 8, 32)),
+    ], hidden=hidden)
 
 
 # --------------------------------------------------------------------------- notebook 03
@@ -394,7 +473,7 @@ def _close(got, expected, what: str, atol: float = 1e-5) -> None:
         raise AssertionError(f"{what}: differs by up to {error:.2e} (tolerance {atol:.0e})")
 
 
-def check_attention(attention: Callable) -> None:
+def check_attention(attention: Callable, hidden: bool | None = None) -> None:
     """Exercise 3.1: softmax(q k^T / sqrt(d) + mask) v from matmuls equals `F.scaled_dot_product_attention`."""
     import torch
     import torch.nn.functional as F
@@ -416,16 +495,25 @@ def check_attention(attention: Callable) -> None:
         _close(weights.sum(-1), torch.ones(1, 1, seq), "each query's weights summed")
         assert (weights[..., 3:] == 0).all(), "masked keys (padding) must get exactly zero weight"
 
+    def more_keys_than_queries():
+        g = torch.Generator().manual_seed(5)
+        q, k, v = torch.randn(2, 3, 4, 16, generator=g), torch.randn(2, 3, 7, 16, generator=g), torch.randn(2, 3, 7, 16, generator=g)
+        mask = _padding_mask(2, 7, 5)
+        _close(attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "attention output")
+
     run_cases("3.1", [
         ("one head, no mask", same_as_torch(1, 1, 5, 8, False, 0)),
         ("several heads, no mask", same_as_torch(2, 4, 7, 16, False, 1)),
         ("padding mask", same_as_torch(3, 2, 9, 8, True, 2)),
         ("scale by sqrt(head size)", same_as_torch(2, 2, 6, 64, False, 3)),
         ("weights sum to 1, padding gets 0", rows_sum_to_one_with_a_mask),
-    ])
+    ], hidden_cases=[
+        ("8 heads of 32, padding mask", same_as_torch(2, 8, 11, 32, True, 4)),
+        ("more keys than queries, padding mask", more_keys_than_queries),
+    ], hidden=hidden)
 
 
-def check_multi_head_attention(attention_class: type) -> None:
+def check_multi_head_attention(attention_class: type, hidden: bool | None = None) -> None:
     """Exercise 3.2: multi-head self-attention equals `torch.nn.MultiheadAttention` with the same weights."""
     import torch
 
@@ -461,7 +549,10 @@ def check_multi_head_attention(attention_class: type) -> None:
         ("4 heads", same_as_torch(32, 4, 2, 7, False, 1)),
         ("4 heads, padding mask", same_as_torch(32, 4, 3, 9, True, 2)),
         ("8 heads of 8, padding mask", same_as_torch(64, 8, 2, 12, True, 3)),
-    ])
+    ], hidden_cases=[
+        ("2 heads of 12, padding mask", same_as_torch(24, 2, 4, 10, True, 5)),
+        ("a batch of one token", same_as_torch(16, 4, 1, 1, False, 6)),
+    ], hidden=hidden)
 
 
 def _roberta_pair(hidden=32, heads=4, layers=2, vocab=120, seed=0):
@@ -495,7 +586,7 @@ def _padded_batch(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
     return ids, attention_mask
 
 
-def check_encoder_block(block_class: type) -> None:
+def check_encoder_block(block_class: type, hidden: bool | None = None) -> None:
     """Exercise 3.3: a post-norm encoder block; the course model built from it gives RobertaForMaskedLM's logits."""
     import torch
 
@@ -517,16 +608,18 @@ def check_encoder_block(block_class: type) -> None:
     run_cases("3.3", [
         ("one block, as RobertaLayer", same_logits(32, 4, 1, 0)),
         ("three blocks, padding", same_logits(48, 3, 3, 1)),
-    ])
+    ], hidden_cases=[
+        ("two blocks of 8 heads, other weights", same_logits(64, 8, 2, 2)),
+    ], hidden=hidden)
 
 
-def check_mlm_head(head_class: type) -> None:
+def check_mlm_head(head_class: type, hidden: bool | None = None) -> None:
     """Exercise 3.4: the tied MLM head equals RobertaLMHead with the same weights, and adds no vocab x hidden matrix."""
     import torch
 
-    def same_as_roberta(seed):
+    def same_as_roberta(seed, **sizes):
         def case():
-            library, ours = _roberta_pair(seed=seed)
+            library, ours = _roberta_pair(seed=seed, **sizes)
             head = head_class(ours.config, ours.word_embeddings)
             head.load_state_dict({"dense.weight": library.lm_head.dense.weight, "dense.bias": library.lm_head.dense.bias,
                                   "layer_norm.weight": library.lm_head.layer_norm.weight,
@@ -559,4 +652,6 @@ def check_mlm_head(head_class: type) -> None:
         ("as RobertaLMHead", same_as_roberta(0)),
         ("as RobertaLMHead, other weights", same_as_roberta(1)),
         ("tied to the word embeddings", tied),
-    ])
+    ], hidden_cases=[
+        ("as RobertaLMHead, hidden 48, vocab 77", same_as_roberta(2, hidden=48, heads=3, vocab=77)),
+    ], hidden=hidden)

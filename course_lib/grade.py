@@ -1,0 +1,515 @@
+"""Grade student notebooks: `python -m course_lib.grade SUBMISSION.ipynb ... [--report grades.csv]`.
+
+For each submission (also installed as the console script `course-grade`):
+
+1. find which course notebook it is (`metadata.course.notebook`, else the cell ids it shares with a
+   solution, else its file name) and take that solution notebook as the reference;
+2. take from the submission only the *source* of each exercise cell, matched by cell id, else by
+   `metadata.course.exercise`, else by the `Exercise N.k:` text or the function/class it defines;
+   nothing else is used (its metadata only says which notebook and student it is): not its outputs,
+   not its other cells, not its points;
+3. scan each exercise cell for tampering (see `FORBIDDEN`); a cell that touches the checkers or the
+   grading machinery earns 0 and the reference solution runs in its place;
+4. put the sources into the reference and run it with nbval (`--nbval-lax`: the check cells' outputs
+   are compared) in a fresh kernel, in a temporary folder, on a copy of course_lib, offline, under
+   `COURSE_PROFILE=ci`, with a time limit per cell; each check cell first imports the checkers afresh
+   from their files and turns on their hidden cases, so it expects
+   `Exercise N.k passed: c/c checks, h/h hidden checks`;
+5. score each exercise with the points in the reference's `metadata.course.exercises`. A cell that
+   hits the time limit costs its exercise only: the run is repeated with the reference solution in
+   that exercise's place, to grade the exercises after it.
+
+Statuses: passed, failed (the check failed, or the exercise cell raised), timeout, missing (no cell
+for the exercise), tampered, error (unreadable notebook, or a run that could not be graded).
+The student is `metadata.course.student` if set, else the file name without `.ipynb`, or the name of
+the folder when the file keeps its course name (e.g. `alice/01_bpe_tokenizer.ipynb`).
+The exit status is 0 whenever grading ran, whatever the scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import checks
+from . import notebooks as nbs
+
+LIBRARY = Path(__file__).resolve().parent  # each run gets a copy: it can change only that copy
+SANITIZE = nbs.ROOT / "tests" / "nbval_sanitize.cfg"
+DEFAULT_TIMEOUT = 120  # seconds per cell
+
+# An exercise cell that uses one of these names (as a name, an attribute, or an import) is tampering ...
+FORBIDDEN = {
+    "checks", "course_lib", "CheckFailed", "run_cases", "nbval", "pytest",  # the checkers and the grader
+    "builtins", "__builtins__", "__import__", "importlib", "sys", "os", "subprocess", "shutil",  # the runtime
+    "ctypes", "gc", "inspect", "get_ipython",  # ... and shells and magics (`!ls`, `%time`)
+    "f_globals", "f_locals", "f_back", "f_builtins", "tb_frame", "gi_frame", "cr_frame", "_getframe",
+} | {name for name in dir(checks) if name.startswith("check_")}
+# ... and so is one that uses these builtins (as names: `model.eval()` is fine), or assigns to print
+FORBIDDEN_BUILTINS = {"open", "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr"}
+ALLOWED_DUNDERS = {"__init__", "__name__"}  # any other `x.__dunder__` is tampering
+
+FRESH_CHECKS = """\
+# (grader) a fresh copy of the checkers, from their files, with the hidden checks on
+import importlib as _importlib, os as _os, sys as _sys
+for _name in [name for name in _sys.modules if name.split(".")[0] == "course_lib"]:
+    del _sys.modules[_name]
+checks = _importlib.import_module("course_lib.checks")
+_os.environ["COURSE_HIDDEN_CHECKS"] = "1"
+"""
+
+
+@dataclass
+class Result:
+    student: str
+    notebook: str
+    exercise: str
+    points: float
+    max_points: float
+    status: str
+    message: str = ""
+    file: str = ""
+
+
+@dataclass
+class Graded:
+    """One submission: its rows, and notes for the instructor (reference cells that failed)."""
+    path: Path
+    student: str
+    notebook: str
+    results: list[Result]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- references and matching
+
+
+def load_references(solutions: Path = nbs.SOLUTIONS) -> dict[str, object]:
+    """The reference notebooks: file stem ("01_bpe_tokenizer") -> notebook, each checked by `validate`."""
+    references = {}
+    for path in sorted(Path(solutions).glob("[0-9][0-9]_*.ipynb")):
+        nb = nbs.read(path)
+        nbs.validate(nb, path.name)
+        references[path.stem] = nb
+    if not references:
+        raise nbs.NotebookFormatError(f"{solutions}: no solution notebooks (NN_topic.ipynb)")
+    return references
+
+
+def identify(nb, path: Path, references: dict, notebook: str | None = None) -> str | None:
+    """Which reference a submission (or, with nb=None, an unreadable file) is; `notebook` ("01") decides."""
+    if notebook:
+        return next((stem for stem in references if stem == notebook or stem.startswith(notebook + "_")), None)
+    if nb is not None:
+        number = str(nb.metadata.get("course", {}).get("notebook", ""))
+        by_number = [stem for stem in references if number and stem.startswith(number + "_")]
+        if len(by_number) == 1:
+            return by_number[0]
+        ids = {cell.get("id") for cell in nb.cells}
+        shared = {stem: len(ids & {c.id for c in ref.cells}) for stem, ref in references.items()}
+        best = max(shared, key=shared.get)
+        if shared[best] >= 3:
+            return best
+    by_name = [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
+    return by_name[0] if len(by_name) == 1 else None
+
+
+def student_name(nb, path: Path, references: dict) -> str:
+    named = nb.metadata.get("course", {}).get("student") if nb is not None else None
+    if isinstance(named, str) and named.strip():
+        return named.strip()
+    return path.parent.name if path.stem in references else path.stem
+
+
+def defined_names(source: str) -> set[str]:
+    """Functions and classes a cell defines at its top level (empty if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+def match_exercises(reference, submission) -> dict[str, str | None]:
+    """Exercise number -> the source of the submission's cell for it, or None if there is none."""
+    code = [c for c in submission.cells if c.get("cell_type") == "code" and nbs.cell_role(c) != "check"]
+    found = {}
+    for cell in reference.cells:
+        if nbs.cell_role(cell) != "exercise":
+            continue
+        number, names = nbs.cell_exercise(cell), defined_names(cell.source)
+        candidates = ([c for c in code if c.get("id") == cell.id]
+                      or [c for c in code if nbs.cell_exercise(c) == number]
+                      or [c for c in code if f"Exercise {number}:" in c.source or names & defined_names(c.source)])
+        found[number] = candidates[-1].source if candidates else None  # the last one, as "Run All" would
+    return found
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def _python(source: str) -> ast.AST | None:
+    """The cell as Python, magics and shell commands turned into get_ipython() calls; None if invalid."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return None  # it will fail when run, with the error to show
+
+
+def imported_names(sources) -> set[str]:
+    """Names that import statements bind in these cells (modules, and what is imported from them)."""
+    names = set()
+    for source in sources:
+        for node in ast.walk(_python(source) or ast.Module(body=[], type_ignores=[])):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _root(node) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def tampering(source: str, imported: set[str] = frozenset()) -> str | None:
+    """Why an exercise cell counts as tampering with the grading, or None. `imported`: names bound by
+    the notebook's imports, whose attributes and items an exercise cell must not assign or delete."""
+    tree = _python(source)
+    if tree is None:
+        return None
+    nodes = list(ast.walk(tree))
+    for node in nodes:
+        forbidden = FORBIDDEN | FORBIDDEN_BUILTINS
+        if isinstance(node, ast.Name):
+            names, binds = [node.id], not isinstance(node.ctx, ast.Load)
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
+                return f"uses the attribute {node.attr}"
+            names, binds, forbidden = [node.attr], False, FORBIDDEN
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names, binds, forbidden = [node.name], True, FORBIDDEN
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
+            names = [part for name in modules for part in name.split(".")] + [a.asname for a in node.names if a.asname]
+            binds = True
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names, binds = node.names, True
+        else:
+            continue
+        if binds and "print" in names:
+            return "reassigns print"
+        if forbidden.intersection(names):
+            return f"uses {sorted(forbidden.intersection(names))[0]}"
+    imported = set(imported) | imported_names([source])
+    for node in nodes:
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            for target in getattr(node, "targets", None) or [node.target]:
+                for part in ast.walk(target):
+                    if isinstance(part, (ast.Attribute, ast.Subscript)) and _root(part) in imported:
+                        return f"changes {_root(part)}, which the notebook imported"
+    return None
+
+
+# --------------------------------------------------------------------------- assembling and running
+
+
+def assemble(reference, sources: dict[str, str]):
+    """The reference with `sources` in its exercise cells and fresh, hidden-mode checkers in its check
+    cells, which then expect the hidden pass line. Returns (notebook, {code cell index: (number, role)})."""
+    nb = copy.deepcopy(reference)
+    nb.metadata.pop("widgets", None)
+    roles = {}
+    for index, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        role, number = nbs.cell_role(cell), nbs.cell_exercise(cell)
+        if role == "exercise":
+            # a student's `# NBVAL_...` comment must not change how nbval treats the cell
+            cell.source = re.sub(r"^(\s*#+\s*)NBVAL_", r"\1NBVAL-ignored_", sources[number], flags=re.M)
+            cell.outputs = []
+        elif role == "check":
+            stored = "".join(o.get("text", "") for o in cell.outputs)
+            found = re.fullmatch(rf"Exercise {re.escape(number)} passed: (\d+)/\1 checks\n", stored)
+            if not found:
+                raise nbs.NotebookFormatError(f"check cell of exercise {number} stores {stored!r}, not its pass line")
+            expected = checks.pass_line(number, int(found.group(1)), checks.HIDDEN_CASES[number]) + "\n"
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
+            marker, _, rest = cell.source.partition("\n")
+            cell.source = f"{marker}\n{FRESH_CHECKS}{rest}"
+        if role:
+            roles[index] = (number, role)
+    return nb, roles
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text or "")  # junit xml writes ESC as #x1B
+
+
+def _error_text(report: str) -> str:
+    """The exception (type and message) at the end of an nbval failure report, or its first lines."""
+    report = _clean(report)
+    if "Cell outputs differ" in report:
+        return "the check printed other output than expected:\n" + report.split("Cell outputs differ", 1)[1].strip()[-800:]
+    tail = report.split("Traceback:", 1)[-1]
+    found = list(re.finditer(r"^([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit|Interrupt)\b.*)$", tail, re.M))
+    return tail[found[-1].start():].strip()[:2000] if found else tail.strip()[-800:]
+
+
+def course_files(solutions: Path = nbs.SOLUTIONS) -> dict[Path, bytes]:
+    """The library and the solutions as they are now: runs get their copy of the library from this."""
+    return {p: p.read_bytes() for p in [*LIBRARY.glob("*.py"), *Path(solutions).glob("*.ipynb")]}
+
+
+def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None) -> tuple[dict, list[str]]:
+    """Run a notebook under nbval in a fresh kernel, in a temporary folder, on a copy of course_lib made
+    from `library` (file name -> content; default: as it is now). Returns ({code cell index: (outcome,
+    message)}, names of the library files the run changed in its copy); outcome is passed, failed,
+    timeout (or the kernel died), or skipped (after a timeout)."""
+    library = library or {p.name: p.read_bytes() for p in LIBRARY.glob("*.py")}
+    with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
+        work, lib = Path(tmp, "work"), Path(tmp, "lib", "course_lib")
+        work.mkdir()
+        lib.mkdir(parents=True)
+        for name, data in library.items():
+            (lib / name).write_bytes(data)
+        path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
+        path.write_text(nbs.dumps(nb))
+        env = {**os.environ, "COURSE_PROFILE": "ci", "COURSE_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COURSE_HIDDEN_CHECKS": "1",
+               "COURSE_WORK_DIR": str(work / "runs"), "MPLBACKEND": "Agg",
+               "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "pytest", str(path), "-c", os.devnull, "--rootdir", tmp, "-o", "addopts=",
+                   "-p", "no:cacheprovider", "--color=no", "-q", "--nbval-lax", "--nbval-current-env",
+                   f"--nbval-cell-timeout={timeout}", f"--junitxml={junit}"]
+        if SANITIZE.exists():
+            command.append(f"--nbval-sanitize-with={SANITIZE}")
+        cells = sum(c.cell_type == "code" for c in nb.cells)
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=cells * (timeout + 30) + 120)
+        if not junit.exists():
+            raise RuntimeError(f"nbval did not run: {(done.stdout + done.stderr)[-1500:]}")
+        outcomes = {}
+        for case in ET.parse(junit).iter("testcase"):
+            index = int(case.get("name", "Cell -1").split()[-1])
+            problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+            if problem is None:
+                outcomes[index] = ("skipped", "") if case.find("skipped") is not None else ("passed", "")
+                continue
+            text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
+            outcome = "timeout" if "Timeout of" in text else "failed"
+            outcomes[index] = (outcome, _error_text(text))
+        files = {p.name for p in lib.glob("*.py")} | set(library)
+        changed = [name for name in sorted(files) if not (lib / name).exists() or name not in library
+                   or (lib / name).read_bytes() != library[name]]
+        return outcomes, changed
+
+
+def _score(outcomes: dict, cells: dict) -> tuple[str, str]:
+    """An exercise's status and message from the outcomes of its exercise and check cells."""
+    exercise, check = outcomes.get(cells["exercise"]), outcomes.get(cells["check"])
+    if exercise and exercise[0] == "failed":
+        return "failed", f"the exercise cell raised: {exercise[1]}"
+    if check and check[0] in ("passed", "failed"):
+        return check
+    return "error", "the check cell did not run"
+
+
+# --------------------------------------------------------------------------- grading
+
+
+def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, notebook: str | None = None,
+               pristine: dict[Path, bytes] | None = None) -> Graded:
+    """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
+    bad submission. `pristine`: `course_files()` when grading began (default: now)."""
+    path = Path(path)
+    try:
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        nbformat.validate(nb)
+        error = None
+    except Exception as e:  # not JSON, not a notebook, not nbformat 4: a row per exercise says so
+        nb, error = None, f"{path.name}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+    stem = identify(nb, path, references, notebook)
+    student = student_name(nb, path, references)
+    if stem is None:
+        error = error or f"{path.name}: not one of the course notebooks ({', '.join(references)})"
+        return Graded(path, student, "?", [Result(student, "?", "-", 0, 0, "error", error, str(path))])
+    reference = references[stem]
+    info = nbs.exercises(reference)
+
+    def row(number, status, message=""):
+        points = info[number]["points"] if status == "passed" else 0
+        return Result(student, stem, number, points, info[number]["points"], status, message, str(path))
+
+    if error:
+        return Graded(path, student, stem, [row(n, "error", error) for n in info])
+    solutions = {nbs.cell_exercise(c): c.source for c in reference.cells if nbs.cell_role(c) == "exercise"}
+    imported = imported_names(c.source for c in reference.cells if c.cell_type == "code" and not nbs.cell_role(c))
+    decided, sources = {}, {}
+    for number, source in match_exercises(reference, nb).items():
+        reason = None if source is None else tampering(source, imported)
+        if source is None:
+            decided[number] = row(number, "missing", f"exercise {number} not found in the submission")
+        elif reason:
+            decided[number] = row(number, "tampered", f"tampering: the exercise cell {reason}")
+        sources[number] = solutions[number] if number in decided else source
+    graded = Graded(path, student, stem, [], [])
+    pristine = pristine or course_files()
+    library = {p.name: data for p, data in pristine.items() if p.parent == LIBRARY}
+    while len(decided) < len(info):
+        nb_run, roles = assemble(reference, sources)
+        try:
+            outcomes, changed = run_nbval(nb_run, timeout, library)
+        except Exception as e:  # the run itself broke (not the student's code): say so, grade nothing more
+            decided.update({n: row(n, "error", f"grading failed: {e}") for n in info if n not in decided})
+            break
+        moved = [p.name for p, data in pristine.items() if not p.exists() or p.read_bytes() != data]
+        if moved:  # grading goes on from the copies; whoever changed the files, someone should look
+            graded.notes.append(f"course files differ from when grading began: {', '.join(moved)}")
+            print(f"warning: after grading {path}, course files differ from when grading began: "
+                  f"{', '.join(moved)}", file=sys.stderr)
+        if changed:
+            message = f"tampering: the run changed the checkers' library ({', '.join(changed)})"
+            decided.update({n: row(n, "tampered", message) for n in info if n not in decided})
+            break
+        # a cell past the time limit (or whose kernel died) stops the run: what comes after it is rerun
+        stop = min((i for i, (outcome, _) in outcomes.items() if outcome == "timeout"), default=None)
+        for index, (outcome, message) in sorted(outcomes.items()):
+            if index not in roles and outcome != "passed" and (stop is None or index <= stop):
+                graded.notes.append(f"reference cell {index} (not an exercise) failed: {message[:300]}")
+        undecided = [n for n in info if n not in decided]
+        for number in undecided:
+            cells = {role: i for i, (n, role) in roles.items() if n == number}
+            if stop in cells.values():
+                decided[number] = row(number, "timeout", f"the {roles[stop][1]} cell ran past the time limit of "
+                                                         f"{timeout} s (an endless loop?), or the kernel died")
+                sources[number] = solutions[number]
+            elif stop is None or cells["check"] < stop:
+                decided[number] = row(number, *_score(outcomes, cells))
+        if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
+            decided.update({n: row(n, "error", f"the run stopped at cell {stop}: {outcomes[stop][1][:300]}")
+                            for n in undecided})
+    graded.results = [decided[n] for n in info]
+    return graded
+
+
+def grade(paths, solutions: Path = nbs.SOLUTIONS, timeout: int = DEFAULT_TIMEOUT, jobs: int = 1,
+          notebook: str | None = None, log=None) -> list[Graded]:
+    """Grade several submissions, `jobs` at a time (each run is a kernel of its own)."""
+    references, pristine = load_references(solutions), course_files(solutions)
+
+    def one(path):
+        start, path = time.time(), Path(path)
+        try:
+            g = grade_file(path, references, timeout, notebook, pristine)
+        except Exception as e:  # a notebook odd in a way no check foresaw: an error for that student only
+            message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
+            g = Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", message, str(path))])
+        if log:
+            print(f"graded {path} ({g.student}, {g.notebook}): {sum(r.points for r in g.results):g}/"
+                  f"{sum(r.max_points for r in g.results):g} in {time.time() - start:.0f} s", file=log)
+        return g
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, paths))
+
+
+# --------------------------------------------------------------------------- reports
+
+COLUMNS = ["student", "notebook", "exercise", "points", "max_points", "status", "message", "file"]
+
+
+def write_csv(graded: list[Graded], path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        for g in graded:
+            for r in g.results:
+                writer.writerow({c: getattr(r, c) for c in COLUMNS})
+
+
+def summary(graded: list[Graded]) -> str:
+    """A markdown table: a row per student, a column per exercise, and the total."""
+    rows = [r for g in graded for r in g.results]
+    numbers = sorted({r.exercise for r in rows} - {"-"}, key=lambda n: [int(x) for x in n.split(".") if x.isdigit()])
+    lines = ["| student | " + " | ".join(numbers) + " | total |", "|---" * (len(numbers) + 2) + "|"]
+    for student in dict.fromkeys(r.student for r in rows):
+        mine = [r for r in rows if r.student == student]
+        by_number = {r.exercise: r for r in mine}
+        cells = [f"{r.points:g}/{r.max_points:g}" + ("" if r.status == "passed" else f" {r.status}") if r else ""
+                 for r in (by_number.get(n) for n in numbers)]
+        total = f"{sum(r.points for r in mine):g}/{sum(r.max_points for r in mine):g}"
+        unread = " (unreadable file)" if "-" in by_number else ""
+        lines.append(f"| {student} | " + " | ".join(cells) + f" | {total}{unread} |")
+    return "\n".join(lines) + "\n"
+
+
+def feedback(graded: list[Graded], student: str) -> str:
+    """Markdown feedback for one student: each exercise, its points, and what failed."""
+    lines = [f"# Feedback for {student}", ""]
+    for g in (g for g in graded if g.student == student):
+        got, out_of = sum(r.points for r in g.results), sum(r.max_points for r in g.results)
+        lines += [f"## {g.notebook} ({g.path.name}): {got:g}/{out_of:g} points", ""]
+        for r in g.results:
+            lines.append(f"- Exercise {r.exercise}: {r.points:g}/{r.max_points:g}, {r.status}")
+            if r.message:
+                lines += ["", "  ```", *("  " + line for line in r.message.splitlines()), "  ```", ""]
+        lines += [f"- note: {note}" for note in g.notes] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course-grade", description="Grade student notebooks against the course's "
+                                     "solutions with nbval; see docs/instructors.md.")
+    parser.add_argument("submissions", nargs="+", type=Path, help="student notebooks (.ipynb), or folders of them")
+    parser.add_argument("--report", type=Path, default=Path("grades.csv"), help="CSV, a row per student and exercise")
+    parser.add_argument("--summary", type=Path, help="also write the markdown summary table here")
+    parser.add_argument("--feedback", type=Path, help="write one STUDENT.md per student here (default: print)")
+    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell (default %(default)s)")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
+    parser.add_argument("--notebook", help="grade every submission as this course notebook (e.g. 01)")
+    parser.add_argument("--solutions", type=Path, default=nbs.SOLUTIONS, help="reference notebooks (default: the course's)")
+    args = parser.parse_args(argv)
+    paths = [found for path in args.submissions for found in (
+        sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts) if path.is_dir() else [path])]
+    if not paths:
+        parser.error("no notebooks among the submissions")
+    try:
+        graded = grade(paths, args.solutions, args.timeout, args.jobs, args.notebook, log=sys.stderr)
+    except nbs.NotebookFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_csv(graded, args.report)
+    table = summary(graded)
+    if args.summary:
+        args.summary.write_text(table)
+    students = list(dict.fromkeys(g.student for g in graded))
+    for student in students:
+        if args.feedback:
+            args.feedback.mkdir(parents=True, exist_ok=True)
+            safe = re.sub(r"[^\w.-]", "_", student)
+            (args.feedback / f"{safe}.md").write_text(feedback(graded, student))
+        else:
+            print(feedback(graded, student))
+    print(table)
+    print(f"wrote {args.report}" + (f", feedback in {args.feedback}/" if args.feedback else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""The grader (course_lib.grade): matching, tampering, hidden checks, and real nbval runs of submissions.
+
+Submissions are built here from the student notebooks, with solution or wrong code pasted into their
+exercise cells. Most runs grade against a light copy of solution 01 (its setup, exercise and check
+cells) to keep the suite fast; one test grades a small class, covering every exercise of every course
+notebook, against the real solutions.
+"""
+
+import csv
+import json
+import sys
+
+import nbformat
+import pytest
+
+from course_lib import checks, grade, masking
+from course_lib import notebooks as nbs
+from course_lib import tokenization as tk
+
+STEMS = [p.stem for p in nbs.solution_paths()]
+
+
+def solved(source):
+    return "\n".join(line for line in source.splitlines() if line.strip() not in (nbs.BEGIN, nbs.END))
+
+
+def submission(stem, code=None, unsolved=()):
+    """The student notebook of `stem`, with the solution in every exercise cell except those in `code`
+    (number -> source) and `unsolved` (left as handed out)."""
+    solution = nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb")
+    nb = nbs.read(nbs.NOTEBOOKS / f"{stem}.ipynb")
+    sources = {c.id: c.source for c in solution.cells}
+    for cell in nb.cells:
+        number = nbs.cell_exercise(cell)
+        if nbs.cell_role(cell) == "exercise" and number not in unsolved:
+            cell.source = (code or {}).get(number) or solved(sources[cell.id])
+    return nb
+
+
+def save(nb, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(nbs.dumps(nb))
+    return path
+
+
+def by_exercise(graded):
+    return {r.exercise: (r.points, r.status) for r in graded.results}
+
+
+@pytest.fixture(scope="module")
+def light_01(tmp_path_factory):
+    """A solutions folder with notebook 01 cut to its setup cell, the imports its exercises need, and its
+    exercise and check cells: a run takes seconds, and no cell but a student's comes near the time limit."""
+    folder = tmp_path_factory.mktemp("solutions")
+    nb = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[1].source = "from collections import Counter\n\nfrom course_lib import checks, tokenization\n"
+    nb.cells = code[:2] + [c for c in code[2:] if nbs.cell_role(c)]
+    save(nb, folder / "01_bpe_tokenizer.ipynb")
+    return folder
+
+
+# --------------------------------------------------------------------------- wrong and hostile code
+
+CHEAT_1_1 = '''\
+def train_bpe(word_counts, vocab_size):
+    if vocab_size in (15, 100, 60, 40, 300):  # the sizes the visible checks use
+        return tokenization.train_bpe(word_counts, vocab_size)
+    return sorted({ch for word in word_counts for ch in word}), []
+'''
+WRONG = {
+    "1.2": "def bpe_encode_word(word, merges):\n    return tokenization.bpe_encode_word(word, merges[::-1])\n",
+    "2.1": ("def mask_tokens(input_ids, special_mask, **kwargs):  # masks special tokens too\n"
+            "    return masking.mask_tokens(input_ids, torch.zeros_like(special_mask), **kwargs)\n"),
+    "2.2": ("def whole_word_mask(word_ids, mlm_probability=0.15, generator=None):  # tokens, not words\n"
+            "    return (torch.rand(word_ids.shape, generator=generator) < mlm_probability) & (word_ids >= 0)\n"),
+    "2.3": "def pack_sequences(token_ids, block_size):\n    return masking.pack_sequences(token_ids, block_size, drop_last=False)\n",
+    "3.1": "def attention(q, k, v, mask=None):  # no mask\n    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v\n",
+    "3.2": ("class MultiHeadSelfAttention(model.MultiHeadSelfAttention):\n"
+            "    def forward(self, x, mask=None):\n        return super().forward(x, None)\n"),
+    "3.3": ("class EncoderBlock(model.EncoderBlock):  # pre-norm\n    def forward(self, x, mask=None):\n"
+            "        x = x + self.dropout(self.attention(self.attention_norm(x), mask))\n"
+            "        return x + self.feed_forward(self.feed_forward_norm(x))\n"),
+    "3.4": ("class TiedMLMHead(nn.Module):  # relu instead of gelu\n    def __init__(self, config, word_embeddings):\n"
+            "        super().__init__()\n        self.dense = nn.Linear(config.hidden_size, config.hidden_size)\n"
+            "        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)\n"
+            "        self.word_embeddings = word_embeddings\n        self.bias = nn.Parameter(torch.zeros(config.vocab_size))\n\n"
+            "    def forward(self, x):\n"
+            "        return F.linear(self.layer_norm(F.relu(self.dense(x))), self.word_embeddings.weight, self.bias)\n"),
+}
+PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
+PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
+               "builtins.print = lambda *a, **k: _print('Exercise 1.2 passed: 5/5 checks')\n")
+LOOP = "def train_bpe(word_counts, vocab_size):\n    while True:\n        pass\n"
+
+
+def fake_outputs(nb):
+    """Stored outputs edited to show every check passed, and the points raised: the grader must ignore both."""
+    for cell in nb.cells:
+        if nbs.cell_role(cell) == "check":
+            line = f"Exercise {nbs.cell_exercise(cell)} passed: 6/6 checks, 3/3 hidden checks\n"
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line)]
+            cell.execution_count = 3
+    for info in nb.metadata["course"]["exercises"].values():
+        info["points"] = 100
+    return nb
+
+
+# --------------------------------------------------------------------------- hidden checks (no nbval)
+
+
+def test_every_exercise_has_hidden_cases():
+    numbers = {n for stem in STEMS for n in nbs.exercises(nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb"))}
+    assert set(checks.HIDDEN_CASES) == numbers and all(1 <= h <= 3 for h in checks.HIDDEN_CASES.values())
+
+
+def test_code_made_for_the_visible_cases_fails_the_hidden_ones(capsys, monkeypatch):
+    namespace = {"tokenization": tk}
+    exec(CHEAT_1_1, namespace)
+    checks.check_train_bpe(namespace["train_bpe"])  # the notebook's check passes ...
+    assert capsys.readouterr().out == "Exercise 1.1 passed: 6/6 checks\n"
+    monkeypatch.setenv("COURSE_HIDDEN_CHECKS", "1")  # ... the grader's does not
+    with pytest.raises(checks.CheckFailed, match=r"failed 3 of 9 checks:\n  - hidden: one letter"):
+        checks.check_train_bpe(namespace["train_bpe"])
+
+
+def test_hidden_mode_follows_the_argument_else_the_environment(capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_HIDDEN_CHECKS", raising=False)
+    checks.check_pack_sequences(masking.pack_sequences, hidden=True)
+    monkeypatch.setenv("COURSE_HIDDEN_CHECKS", "1")
+    checks.check_pack_sequences(masking.pack_sequences)
+    checks.check_pack_sequences(masking.pack_sequences, hidden=False)
+    assert capsys.readouterr().out.splitlines() == ["Exercise 2.3 passed: 4/4 checks, 2/2 hidden checks"] * 2 + [
+        "Exercise 2.3 passed: 4/4 checks"]
+
+
+# --------------------------------------------------------------------------- matching, tampering, assembling
+
+
+def test_exercises_are_matched_by_id_then_number_then_text():
+    reference = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
+    nb = submission("01_bpe_tokenizer", {"1.2": WRONG["1.2"]})
+    nb.cells.reverse()  # order does not matter
+    assert grade.match_exercises(reference, nb) == {"1.1": solved(reference.cells[10].source), "1.2": WRONG["1.2"]}
+    for cell in nb.cells:
+        if nbs.cell_role(cell) == "exercise":
+            cell.id = "renamed-" + cell.id  # as an old Jupyter would after a copy-paste
+    assert grade.match_exercises(reference, nb)["1.2"] == WRONG["1.2"]
+    for cell in nb.cells:
+        cell.metadata = {}  # metadata lost too: found by the function it defines, or the stub's text
+    unsolved = submission("01_bpe_tokenizer", unsolved=("1.2",)).cells[15].source
+    nb.cells = [c for c in nb.cells if "def bpe_encode_word" not in c.source] + [nbformat.v4.new_code_cell(unsolved)]
+    assert grade.match_exercises(reference, nb)["1.2"] == unsolved
+    nb.cells = [c for c in nb.cells if "bpe_encode_word" not in c.source or "check_" in c.source]
+    assert grade.match_exercises(reference, nb) == {"1.1": solved(reference.cells[10].source), "1.2": None}
+
+
+@pytest.mark.parametrize("source, reason", [
+    (PATCH_CHECKER, "uses check_train_bpe"),
+    (PATCH_PRINT, "uses builtins"),
+    ("print = lambda *a: None\n", "reassigns print"),
+    ("def print(*a):\n    pass\n", "reassigns print"),
+    ("from course_lib import checks as c\n", "uses checks"),
+    ("import importlib\n", "uses importlib"),
+    ("tokenization.tokenizers_bpe = tokenization.train_bpe\n", "changes tokenization"),
+    ("F.scaled_dot_product_attention = lambda q, k, v, attn_mask=None: q\n", "changes F"),
+    ("os.environ['COURSE_HIDDEN_CHECKS'] = '0'\n", "uses os"),
+    ("!sed -i s/raise/pass/ course_lib/checks.py\n", "uses get_ipython"),
+    ("def f(g):\n    return g.__globals__\n", "__globals__"),
+    ("x = getattr(tokenization, 'train_bpe')\n", "uses getattr"),
+    ("def check_train_bpe(f):\n    pass\n", "uses check_train_bpe"),
+    ("x = eval('1')\n", "uses eval"),
+])
+def test_tampering_is_recognised(source, reason):
+    imported = {"tokenization", "F", "torch", "checks"}
+    assert reason in grade.tampering(source, imported)
+
+
+def test_no_solution_counts_as_tampering():
+    for stem in STEMS:
+        nb = nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb")
+        imported = grade.imported_names(c.source for c in nb.cells if c.cell_type == "code" and not nbs.cell_role(c))
+        for cell in nb.cells:
+            if nbs.cell_role(cell) == "exercise":
+                assert grade.tampering(cell.source, imported) is None, (stem, cell.id)
+    for wrong in [*WRONG.values(), "self.attention.eval()\n", "y = torch.compile(f)\n"]:
+        assert grade.tampering(wrong, {"torch", "tokenization", "masking", "model", "nn", "F"}) is None
+
+
+def test_the_run_takes_only_exercise_sources_from_a_submission():
+    reference = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
+    nb, roles = grade.assemble(reference, {"1.1": "x = 1\n  # NBVAL_SKIP", "1.2": "y = 2"})
+    assert roles == {5: ("1.1", "exercise"), 6: ("1.1", "check"), 8: ("1.2", "exercise"), 9: ("1.2", "check")}
+    for ref, cell in zip(reference.cells, nb.cells):
+        role = nbs.cell_role(ref)
+        if role is None:
+            assert cell == ref
+        elif role == "exercise":
+            assert cell.outputs == [] and cell.source in ("x = 1\n  # NBVAL-ignored_SKIP", "y = 2")
+        else:
+            assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n" + grade.FRESH_CHECKS)
+            assert cell.source.endswith(ref.source.split("\n", 1)[1])
+    assert [o.text for o in nb.cells[11].outputs] == ["Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks\n"]
+
+
+def test_check_cells_use_a_fresh_checker_that_a_monkeypatch_cannot_reach(monkeypatch, capsys):
+    monkeypatch.setattr(checks, "check_train_bpe", lambda f: print("Exercise 1.1 passed: 6/6 checks"))
+    monkeypatch.setenv("COURSE_HIDDEN_CHECKS", "0")
+    saved = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "course_lib"}
+    namespace = {}
+    try:
+        exec(grade.FRESH_CHECKS, namespace)
+        with pytest.raises(namespace["checks"].CheckFailed, match="hidden"):
+            namespace["checks"].check_train_bpe(lambda word_counts, vocab_size: (["a"], []))
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "course_lib"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    assert namespace["checks"] is not checks and "passed" not in capsys.readouterr().out
+
+
+def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
+    """The kernel imports course_lib from a copy made for the run from the library given; a change to
+    it is reported, and the course's own files are untouched. (The cell runs as is: the grader's scan
+    would not let it through.)"""
+    before = grade.LIBRARY.joinpath("checks.py").read_bytes()
+    library = {p.name: data for p, data in grade.course_files().items() if p.suffix == ".py"}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import course_lib, pathlib\nfrom course_lib import given\n"
+        "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
+        "pathlib.Path(course_lib.__file__).with_name('checks.py').write_text('def check_train_bpe(f): pass')")])
+    outcomes, changed = grade.run_nbval(nb, timeout=60, library=library | {"given.py": b"X = 1\n"})
+    assert outcomes == {0: ("passed", "")} and changed == ["checks.py"]
+    assert grade.LIBRARY.joinpath("checks.py").read_bytes() == before
+
+
+def test_a_run_that_changes_the_library_is_tampering(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library: ({}, ["checks.py"]))
+    graded = grade.grade([save(submission("01_bpe_tokenizer"), tmp_path / "eve.ipynb")])[0]
+    assert {r.status for r in graded.results} == {"tampered"} and "checks.py" in graded.results[0].message
+
+
+def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monkeypatch):
+    """The rerun logic, with a stand-in for nbval: the run stops in 1.1's check cell (6)."""
+    runs = []
+
+    def run_nbval(nb, timeout, library):
+        runs.append([c.source for c in nb.cells if nbs.cell_role(c) == "exercise"])
+        if "while True" in runs[-1][0]:
+            return {i: ("passed", "") for i in range(6)} | {6: ("timeout", "Timeout"), 7: ("skipped", "")}, []
+        return {i: ("passed", "") for i in range(21)}, []
+
+    monkeypatch.setattr(grade, "run_nbval", run_nbval)
+    graded = grade.grade([save(submission("01_bpe_tokenizer", {"1.1": LOOP}), tmp_path / "tim.ipynb")])[0]
+    assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
+    assert len(runs) == 2 and "while True" not in runs[1][0] and nbs.BEGIN in runs[1][0]
+
+
+# --------------------------------------------------------------------------- real nbval runs
+
+
+@pytest.fixture(scope="module")
+def graded_01(light_01, tmp_path_factory):
+    """Notebook 01 submissions, graded in one call (two at a time) against the light solution."""
+    folder = tmp_path_factory.mktemp("submissions")
+    stem = "01_bpe_tokenizer"
+    paths = [
+        save(submission(stem, {"1.1": LOOP}), folder / "looper.ipynb"),
+        save(submission(stem, {"1.1": CHEAT_1_1}), folder / "cheat.ipynb"),
+        save(fake_outputs(submission(stem, {"1.2": WRONG["1.2"]})), folder / "wrong.ipynb"),
+        save(fake_outputs(nbs.read(nbs.NOTEBOOKS / f"{stem}.ipynb")), folder / "faker.ipynb"),
+        save(submission(stem, {"1.1": PATCH_CHECKER, "1.2": PATCH_PRINT}), folder / "patcher.ipynb"),
+    ]
+    (folder / "broken.ipynb").write_text('{"cells": [')
+    (folder / "01_bpe_tokenizer_schema.ipynb").write_text(json.dumps({"cells": "none", "nbformat": 4}))
+    paths += [folder / "broken.ipynb", folder / "01_bpe_tokenizer_schema.ipynb"]
+    return {g.student: g for g in grade.grade(paths, light_01, timeout=10, jobs=2)}
+
+
+def test_code_special_cased_to_the_visible_checks_loses_that_exercise(graded_01):
+    assert by_exercise(graded_01["cheat"]) == {"1.1": (0, "failed"), "1.2": (4, "passed")}
+    assert "hidden: five letters, another seed" in graded_01["cheat"].results[0].message
+
+
+def test_a_wrong_exercise_loses_exactly_that_exercise_whatever_its_stored_outputs(graded_01):
+    assert by_exercise(graded_01["wrong"]) == {"1.1": (6, "passed"), "1.2": (0, "failed")}
+    assert "earliest-learned merge first" in graded_01["wrong"].results[1].message
+    assert [r.max_points for r in graded_01["wrong"].results] == [6, 4]  # the points come from the course
+
+
+def test_edited_outputs_alone_earn_nothing(graded_01):
+    assert by_exercise(graded_01["faker"]) == {"1.1": (0, "failed"), "1.2": (0, "failed")}
+    assert "NotImplementedError: Exercise 1.1" in graded_01["faker"].results[0].message
+
+
+def test_an_infinite_loop_costs_only_its_exercise(graded_01):
+    assert by_exercise(graded_01["looper"]) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
+
+
+def test_patching_the_checker_or_print_earns_nothing(graded_01):
+    results = graded_01["patcher"].results
+    assert by_exercise(graded_01["patcher"]) == {"1.1": (0, "tampered"), "1.2": (0, "tampered")}
+    assert "uses check_train_bpe" in results[0].message and "uses builtins" in results[1].message
+
+
+def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
+    broken, schema = graded_01["broken"], graded_01["01_bpe_tokenizer_schema"]
+    assert broken.results[0].status == "error" and "broken.ipynb: not a readable notebook" in broken.results[0].message
+    assert by_exercise(schema) == {"1.1": (0, "error"), "1.2": (0, "error")}
+    assert "01_bpe_tokenizer_schema.ipynb: not a readable notebook" in schema.results[0].message
+
+
+# Against the real solutions, through the command line: notebook 01 solved, and for 02 and 03 two
+# submissions each, whose wrong exercises together cover every exercise once and whose others are solved.
+CLASS = [("alice", "01_bpe_tokenizer", ()),
+         ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
+         ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4"))]
+
+
+def test_grading_a_class_with_the_command(tmp_path, capsys):
+    paths = [save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
+             for name, stem, wrong in CLASS]
+    paths.append(save(submission("01_bpe_tokenizer", {"1.1": PATCH_CHECKER}), tmp_path / "mallory.ipynb"))
+    (tmp_path / "broken.ipynb").write_text("not json")
+    report, table = tmp_path / "grades.csv", tmp_path / "summary.md"
+    assert grade.main([*map(str, paths), str(tmp_path / "broken.ipynb"), "--report", str(report), "--summary",
+                       str(table), "--feedback", str(tmp_path / "feedback"), "--jobs", "2"]) == 0
+    rows = list(csv.DictReader(report.open()))
+    assert {n for stem in STEMS for n in nbs.exercises(nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb"))} == {
+        r["exercise"] for r in rows if r["status"] == "passed"}, "every exercise of every notebook is graded"
+    for name, stem, wrong in CLASS:
+        mine = [r for r in rows if r["student"] == name]
+        assert mine and all(r["notebook"] == stem for r in mine)
+        for r in mine:
+            expected = ("failed", 0) if r["exercise"] in wrong else ("passed", float(r["max_points"]))
+            assert (r["status"], float(r["points"])) == expected, r
+    assert [(r["exercise"], r["status"]) for r in rows if r["student"] == "mallory"] == [
+        ("1.1", "tampered"), ("1.2", "passed")]
+    assert [r["status"] for r in rows if r["student"] == "broken"] == ["error"]
+    out = capsys.readouterr().out
+    assert "| alice | 6/6 | 4/4 |" in table.read_text() and "| mallory | 0/6 tampered | 4/4 |" in out
+    assert "tampering: the exercise cell uses check_train_bpe" in (tmp_path / "feedback" / "mallory.md").read_text()
+    assert "Exercise 2.2 failed" in (tmp_path / "feedback" / "carol.md").read_text()
+    assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), \
+        "every cell of the solutions still runs with fresh checkers"
+
+
+def test_told_the_notebook_an_unreadable_file_gets_a_row_per_exercise(tmp_path):
+    (tmp_path / "x.ipynb").write_text("")
+    graded = grade.grade([tmp_path / "x.ipynb"], notebook="01")[0]
+    assert by_exercise(graded) == {"1.1": (0, "error"), "1.2": (0, "error")}
+
+
+def test_an_odd_notebook_is_an_error_for_that_student_only(tmp_path):
+    nb = submission("01_bpe_tokenizer")
+    nb.metadata["course"] = "not a dict"
+    nb.cells[10].metadata["course"] = ["nor this"]
+    graded = grade.grade([save(nb, tmp_path / "odd.ipynb")])[0]
+    assert [(r.status, r.points) for r in graded.results] == [("error", 0)] * len(graded.results)
+    assert "odd.ipynb" in graded.results[0].message
