@@ -227,6 +227,45 @@ def tampering(source: str, imported: set[str] = frozenset()) -> str | None:
     return None
 
 
+# An exercise cell must not hand in the course's own answer to it: it may not use these names (the
+# reference in course_lib, or the library the checker compares with) ...
+REFERENCES = {
+    "1.1": {"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"},
+    "1.2": {"bpe_encode_word", "bpe_encode", "BPE"},
+    "2.1": {"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks", "torch_mask_tokens",
+            "DataCollatorForLanguageModeling"},
+    "2.2": {"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"},
+    "2.3": {"pack_sequences"},
+    "3.1": {"scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward"},
+    "3.2": {"MultiheadAttention", "multi_head_attention_forward"},
+    "3.3": {"RobertaLayer"},
+    "3.4": {"MLMHead", "RobertaLMHead"},
+}
+# ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
+REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}
+
+
+def reference_use(number: str, source: str) -> str | None:
+    """Why exercise `number`'s cell hands in the course's reference instead of the student's code, or None."""
+    tree = _python(source)
+    if tree is None:
+        return None
+    names = REFERENCES.get(number, set())
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    for node in ast.walk(tree):  # a bare name may be the cell's own function (recursion); `module.name` is not
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names - own:
+            return f"uses {node.id}, the answer it should write"
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            return f"uses {node.attr}, the answer it should write"
+        if isinstance(node, ast.Attribute) and node.attr == "forward":
+            base = node.value
+            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
+                return "calls super().forward, the course's answer"
+            if getattr(base, "attr", getattr(base, "id", None)) in REFERENCE_BASES:
+                return "calls the course class's forward, the course's answer"
+    return None
+
+
 # --------------------------------------------------------------------------- assembling and running
 
 
@@ -362,7 +401,7 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
     imported = imported_names(c.source for c in reference.cells if c.cell_type == "code" and not nbs.cell_role(c))
     decided, sources = {}, {}
     for number, source in match_exercises(reference, nb).items():
-        reason = None if source is None else tampering(source, imported)
+        reason = None if source is None else tampering(source, imported) or reference_use(number, source)
         if source is None:
             decided[number] = row(number, "missing", f"exercise {number} not found in the submission")
         elif reason:

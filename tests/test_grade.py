@@ -64,20 +64,49 @@ def light_01(tmp_path_factory):
 
 CHEAT_1_1 = '''\
 def train_bpe(word_counts, vocab_size):
-    if vocab_size in (15, 100, 60, 40, 300):  # the sizes the visible checks use
-        return tokenization.train_bpe(word_counts, vocab_size)
-    return sorted({ch for word in word_counts for ch in word}), []
+    vocab = sorted({ch for word in word_counts for ch in word})
+    if vocab_size not in (15, 100, 60, 40, 300):  # right only at the sizes the visible checks use
+        return vocab, []
+    token_id = {token: i for i, token in enumerate(vocab)}
+    words = {tuple(word): n for word, n in word_counts.items()}
+    merges = []
+    while len(vocab) < vocab_size:
+        pair_counts = Counter()
+        for symbols, n in words.items():
+            for pair in zip(symbols, symbols[1:]):
+                pair_counts[pair] += n
+        if not pair_counts:
+            break
+        best = max(pair_counts, key=lambda p: (pair_counts[p], -token_id[p[0]], -token_id[p[1]]))
+        merges.append(best)
+        if best[0] + best[1] not in token_id:
+            token_id[best[0] + best[1]] = len(vocab)
+            vocab.append(best[0] + best[1])
+        words = {tokenization.merge_pair(symbols, best): n for symbols, n in words.items()}
+    return vocab, merges
 '''
-WRONG = {
-    "1.2": "def bpe_encode_word(word, merges):\n    return tokenization.bpe_encode_word(word, merges[::-1])\n",
-    "2.1": ("def mask_tokens(input_ids, special_mask, **kwargs):  # masks special tokens too\n"
-            "    return masking.mask_tokens(input_ids, torch.zeros_like(special_mask), **kwargs)\n"),
+WRONG = {  # each wrong in its own way, written out (calling the course's reference counts as tampering)
+    "1.2": ("def bpe_encode_word(word, merges):  # latest-learned merge first\n"
+            "    rank = {pair: -i for i, pair in enumerate(merges)}\n    symbols = list(word)\n"
+            "    while len(symbols) > 1:\n"
+            "        best, i = min((rank.get(p, 1), i) for i, p in enumerate(zip(symbols, symbols[1:])))\n"
+            "        if best == 1:\n            break\n"
+            "        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]\n    return symbols\n"),
+    "2.1": ("def mask_tokens(input_ids, special_mask, *, mask_token_id, random_token_ids, mlm_probability=0.15,\n"
+            "                mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):  # specials too, all <mask>\n"
+            "    selected = torch.rand(input_ids.shape, generator=generator) < mlm_probability\n"
+            "    return input_ids.masked_fill(selected, mask_token_id), input_ids.masked_fill(~selected, -100)\n"),
     "2.2": ("def whole_word_mask(word_ids, mlm_probability=0.15, generator=None):  # tokens, not words\n"
             "    return (torch.rand(word_ids.shape, generator=generator) < mlm_probability) & (word_ids >= 0)\n"),
-    "2.3": "def pack_sequences(token_ids, block_size):\n    return masking.pack_sequences(token_ids, block_size, drop_last=False)\n",
+    "2.3": ("def pack_sequences(token_ids, block_size):  # pads the last block instead of dropping it\n"
+            "    stream = [t for ids in token_ids for t in ids]\n    stream += [1] * (-len(stream) % block_size)\n"
+            "    return torch.tensor(stream).view(-1, block_size)\n"),
     "3.1": "def attention(q, k, v, mask=None):  # no mask\n    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v\n",
     "3.2": ("class MultiHeadSelfAttention(model.MultiHeadSelfAttention):\n"
-            "    def forward(self, x, mask=None):\n        return super().forward(x, None)\n"),
+            "    def forward(self, x, mask=None):  # ignores the padding mask\n        b, s, h = x.shape\n"
+            "        q, k, v = (t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)\n"
+            "                   for t in (self.query(x), self.key(x), self.value(x)))\n"
+            "        return self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, h))\n"),
     "3.3": ("class EncoderBlock(model.EncoderBlock):  # pre-norm\n    def forward(self, x, mask=None):\n"
             "        x = x + self.dropout(self.attention(self.attention_norm(x), mask))\n"
             "        return x + self.feed_forward(self.feed_forward_norm(x))\n"),
@@ -115,7 +144,7 @@ def test_every_exercise_has_hidden_cases():
 
 
 def test_code_made_for_the_visible_cases_fails_the_hidden_ones(capsys, monkeypatch):
-    namespace = {"tokenization": tk}
+    namespace = {"tokenization": tk, "Counter": __import__("collections").Counter}
     exec(CHEAT_1_1, namespace)
     checks.check_train_bpe(namespace["train_bpe"])  # the notebook's check passes ...
     assert capsys.readouterr().out == "Exercise 1.1 passed: 6/6 checks\n"
@@ -176,6 +205,26 @@ def test_tampering_is_recognised(source, reason):
     assert reason in grade.tampering(source, imported)
 
 
+@pytest.mark.parametrize("number, source, reason", [
+    ("1.1", "def train_bpe(word_counts, vocab_size):\n    return tokenization.train_bpe(word_counts, vocab_size)\n",
+     "uses train_bpe"),
+    ("1.2", "def bpe_encode_word(word, merges):\n    return tokenization.bpe_encode(word, merges)\n", "uses bpe_encode"),
+    ("2.1", "def mask_tokens(ids, special, **kw):\n    c = DataCollatorForLanguageModeling(tok)\n    return c.torch_mask_tokens(ids)\n",
+     "uses DataCollatorForLanguageModeling"),
+    ("2.3", "from_course = masking.pack_sequences\n", "uses pack_sequences"),
+    ("3.1", "def attention(q, k, v, mask=None):\n    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n",
+     "uses scaled_dot_product_attention"),
+    ("3.2", "class M(model.MultiHeadSelfAttention):\n    def forward(self, x, mask=None):\n        return super().forward(x, mask)\n",
+     "super().forward"),
+    ("3.3", "class E(model.EncoderBlock):\n    def forward(self, x, mask=None):\n        return model.EncoderBlock.forward(self, x, mask)\n",
+     "course class's forward"),
+    ("3.4", "class H(nn.Module):\n    def __init__(self, config, emb):\n        super().__init__()\n        self.head = model.MLMHead(config)\n",
+     "uses MLMHead"),
+])
+def test_handing_in_the_reference_is_recognised(number, source, reason):
+    assert reason in grade.reference_use(number, source)
+
+
 def test_no_solution_counts_as_tampering():
     for stem in STEMS:
         nb = nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb")
@@ -183,8 +232,11 @@ def test_no_solution_counts_as_tampering():
         for cell in nb.cells:
             if nbs.cell_role(cell) == "exercise":
                 assert grade.tampering(cell.source, imported) is None, (stem, cell.id)
+                assert grade.reference_use(nbs.cell_exercise(cell), cell.source) is None, (stem, cell.id)
     for wrong in [*WRONG.values(), "self.attention.eval()\n", "y = torch.compile(f)\n"]:
         assert grade.tampering(wrong, {"torch", "tokenization", "masking", "model", "nn", "F"}) is None
+    for number, wrong in WRONG.items():
+        assert grade.reference_use(number, wrong) is None, number
 
 
 def test_the_run_takes_only_exercise_sources_from_a_submission():
