@@ -26,7 +26,7 @@ import os
 import zlib
 from pathlib import Path
 
-DATA_DIR = Path(os.environ.get("COURSE_DATA_DIR") or Path(__file__).resolve().parents[1] / "data")
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # $COURSE_DATA_DIR overrides it: see data_dir()
 
 SPLITS = ("train", "valid")
 PARALLEL_LANGS = ("it", "pt")

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = tokenization.load_tokenizer(folder)
     print(f"[2/3] saved to {folder} and loaded back with AutoTokenizer ({type(tokenizer).__name__})")
 
-    print(f"[3/3] held-out sentences, tokenised (Ġ marks a token that starts with a space):")
+    print("[3/3] held-out sentences, tokenised (Ġ marks a token that starts with a space):")
     for sentence in heldout[: args.sentences]:
         ids = tokenizer(sentence)["input_ids"]
         print(f"\n  {sentence}")
