@@ -201,6 +201,14 @@ class MLMCollator:
             self.generator, self._worker_seed = torch.Generator().manual_seed(seed), worker_seed
         return self.generator
 
+    def state_dict(self) -> dict:
+        """Where the masking RNG is, for checkpoints: a resumed run then draws the very same masks."""
+        return {"generator": self._rng().get_state(), "worker_seed": self._worker_seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator, self._worker_seed = torch.Generator(), state["worker_seed"]  # draws nothing from torch's RNG
+        self.generator.set_state(state["generator"])
+
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         if isinstance(examples, torch.Tensor):  # packed blocks: one example per row
             if examples.dim() != 2:

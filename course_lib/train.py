@@ -1,0 +1,427 @@
+"""The command-line trainer: `python -m course_lib.train --config configs/tiny.yaml [--key value ...]`.
+
+It runs the whole pipeline of notebooks 01-04 on the shipped corpus (or on your own text files):
+train (or load) a tokenizer, tokenise and pack the texts, build the model, train it with
+`course_lib.training.train` in an experiment folder, evaluate on fixed masks, export it in Hugging
+Face format (`{experiment}/hf/`), and print fill-mask predictions for a few held-out sentences.
+
+A config is a YAML file with three sections and a few top-level keys (see configs/):
+
+    name: tiny                # experiment folders are {output_dir}/{name}.{date}.{uuid}/
+    output_dir: runs
+    resume: auto              # auto: continue the newest run of this name if it has a checkpoint;
+                              # none: start afresh; or a checkpoint file / experiment folder
+    data:  {corpus, train_files, eval_files, max_train_texts, max_eval_texts, tokenizer, vocab_size, block_size, ...}
+    model: {hidden_size, num_layers, num_heads, intermediate_size, dropout, attention_dropout, pre_norm, masked_only}
+    train: {max_steps, batch_size, grad_accum, lr, warmup_steps, schedule, precision, seed, ...}
+
+Any key can be overridden on the command line, by its full name (`--train.lr 1e-3`) or, when the name
+is unique, by itself (`--max_steps 100`, `--seed 1`). Unknown keys and bad values stop the run with a
+message naming them, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .training import TrainConfig
+
+CORPORA = ("brown", "sotu", "brown+sotu", "files")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist, or a value of the wrong kind; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "brown"  # brown (English sentences), sotu (paragraphs), brown+sotu, or files (your own)
+    train_files: list[str] = field(default_factory=list)  # corpus: files -- text files (.txt or .gz), one text per line
+    eval_files: list[str] = field(default_factory=list)
+    max_train_texts: int | None = None  # use the first N training texts (None: all)
+    max_eval_texts: int | None = 2000
+    tokenizer: str | None = None  # a saved tokenizer folder to use; None: train one on the training texts
+    vocab_size: int = 8000  # of the tokenizer trained when `tokenizer` is None
+    block_size: int = 128  # tokens per packed training block (and the model's max_length)
+    mlm_probability: float = 0.15
+
+    def __post_init__(self):
+        if self.corpus not in CORPORA:
+            raise ConfigError(f"data.corpus={self.corpus!r}: choose one of {', '.join(CORPORA)}")
+        if self.corpus == "files" and not self.train_files:
+            raise ConfigError("data.corpus=files needs data.train_files (text files, one text per line)")
+        if self.corpus != "files" and (self.train_files or self.eval_files):
+            raise ConfigError(f"data.train_files / data.eval_files are read only with data.corpus=files "
+                              f"(data.corpus is {self.corpus!r})")
+        for name in ("max_train_texts", "max_eval_texts"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer or null, got {value!r}")
+        if self.block_size < 8:
+            raise ConfigError(f"data.block_size must be at least 8, got {self.block_size}")
+        if self.vocab_size < 261:
+            raise ConfigError(f"data.vocab_size must be at least 261 (5 special tokens + 256 bytes), got {self.vocab_size}")
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError(f"data.mlm_probability must be between 0 and 1, got {self.mlm_probability}")
+
+
+@dataclass
+class ModelConfig:
+    """The EncoderConfig fields you choose; vocab_size, max_length and pad_token_id come from the tokenizer
+    and data.block_size."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    pre_norm: bool = False  # True trains more stably at high learning rates, but cannot be exported to transformers
+    masked_only: bool = False  # the MLM head only at masked positions: faster, same loss
+
+
+@dataclass
+class RunConfig:
+    name: str = "mlm"
+    output_dir: str = "runs"
+    resume: str = "auto"
+    device: str = "auto"  # auto: cuda if there is one, else cpu
+    fill_mask: int = 5  # held-out sentences to show fill-mask predictions for (0: none)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ConfigError(f"device={self.device!r}: choose one of {', '.join(DEVICES)}")
+        if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
+            raise ConfigError(f"name={self.name!r} must be a plain folder name")
+        if self.fill_mask < 0:
+            raise ConfigError(f"fill_mask must be >= 0, got {self.fill_mask}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- dicts, YAML and overrides -> config
+
+
+def _coerce(value, kind, key: str):
+    """`value` as the annotated type `kind` (int, float, bool, str, list[str], X | None); command-line
+    strings are converted, anything else of the wrong kind raises ConfigError naming `key`."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-3 (no dot) as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"{key}: no conversion to {kind}")
+
+
+def _unknown(key: str, known) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in known], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint} (known here: {', '.join(sorted(known))})")
+
+
+def from_dict(cls, values: dict | None, where: str = ""):
+    """Build the dataclass `cls` (with nested dataclass sections) from a dict, checking every key and value."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise _unknown(full, [f"{where}.{n}" if where else n for n in names])
+        kind = hints[key]
+        kwargs[key] = from_dict(kind, value, full) if dataclasses.is_dataclass(kind) else _coerce(value, kind, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a section's own validation (EncoderConfig-like checks in TrainConfig)
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _all_keys(cls, where: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        full = f"{where}.{f.name}" if where else f.name
+        keys += _all_keys(hints[f.name], full) if dataclasses.is_dataclass(hints[f.name]) else [full]
+    return keys
+
+
+def apply_overrides(values: dict, overrides: list[str], cls=RunConfig) -> dict:
+    """`--key value` / `--key=value` pairs applied onto the nested dict `values` (a copy is returned).
+    A key is its full dotted name or, when unique, its last part."""
+    values = json.loads(json.dumps(values))  # a deep copy
+    keys = _all_keys(cls)
+    i = 0
+    while i < len(overrides):
+        item = overrides[i]
+        if not item.startswith("--"):
+            raise ConfigError(f"expected --key value, got {item!r}")
+        if "=" in item:
+            key, value = item[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(overrides):
+                raise ConfigError(f"{item} has no value")
+            key, value = item[2:], overrides[i + 1]
+            i += 2
+        matches = [k for k in keys if k == key] or [k for k in keys if k.rsplit(".", 1)[-1] == key]
+        if not matches:
+            raise _unknown(key, keys)
+        if len(matches) > 1:
+            raise ConfigError(f"--{key} is ambiguous: say which of {', '.join(matches)}")
+        *sections, last = matches[0].split(".")
+        node = values
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{section} must be a mapping in the config")
+        node[last] = value
+    return values
+
+
+def load_config(path=None, overrides: list[str] = ()) -> RunConfig:
+    """A RunConfig from a YAML file (None: the defaults) with command-line overrides applied."""
+    import yaml
+
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    try:
+        return from_dict(RunConfig, apply_overrides(values, list(overrides)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def load_texts(config: DataConfig, split: str) -> list[str]:
+    """The training ("train") or held-out ("eval") texts the config names."""
+    from . import data
+
+    limit = config.max_train_texts if split == "train" else config.max_eval_texts
+    if config.corpus == "files":
+        files = config.train_files if split == "train" else config.eval_files
+        texts = [line for path in files for line in data.read_lines(path)]
+        if split == "eval" and not files:  # no eval files: hold out the last 5% of the training texts
+            all_train = [line for path in config.train_files for line in data.read_lines(path)]
+            texts = all_train[len(all_train) - max(1, len(all_train) // 20):]
+        elif split == "train" and not config.eval_files:
+            texts = texts[:len(texts) - max(1, len(texts) // 20)]
+    else:
+        which = "train" if split == "train" else "valid"
+        texts = []
+        if "brown" in config.corpus:
+            texts += data.english_sentences(which)
+        if "sotu" in config.corpus:
+            texts += data.english_paragraphs(which)
+    texts = texts[:limit] if limit else texts
+    if not texts:
+        raise ConfigError(f"no {split} texts in data.corpus={config.corpus!r}")
+    return texts
+
+
+def prepare(config: RunConfig, tokenizer) -> tuple:
+    """Tokenise and pack the training texts into [n_blocks, block_size]; mask the held-out texts once
+    (fixed masks, packed the same way) into padded eval batches."""
+    from . import masking, training
+
+    block = config.data.block_size
+    train_ids = tokenizer(load_texts(config.data, "train"), verbose=False)["input_ids"]
+    blocks = masking.pack_sequences(train_ids, block, pad_token_id=tokenizer.pad_token_id)
+    eval_ids = tokenizer(load_texts(config.data, "eval"), verbose=False)["input_ids"]
+    eval_blocks = masking.pack_sequences(eval_ids, block, drop_last=False, pad_token_id=tokenizer.pad_token_id)
+    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0, mlm_probability=config.data.mlm_probability)
+    return blocks, training.eval_batches(masked, config.train.batch_size, tokenizer.pad_token_id)
+
+
+# keys that may change when a run is resumed; any other difference means it would not be the same run
+RESUMABLE_CHANGES = {"resume", "output_dir", "fill_mask", "device", "train.max_steps", "train.log_every",
+                     "train.eval_every", "train.save_every", "train.keep_last"}
+
+
+def _flat(values: dict, where: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        full = f"{where}.{key}" if where else key
+        out.update(_flat(value, full) if isinstance(value, dict) else {full: value})
+    return out
+
+
+def experiment_folder(config: RunConfig) -> tuple[Path, bool]:
+    """The folder to run in, and whether it continues an earlier run (see `resume`)."""
+    from . import training
+
+    hparams = config.to_dict()
+    resume = config.resume
+    if resume == "none":
+        return training.new_experiment(config.output_dir, config.name, hparams), False
+    if resume == "auto":
+        folder = training.find_experiment(config.output_dir, config.name)
+        if folder is None:
+            return training.new_experiment(config.output_dir, config.name, hparams), False
+    else:
+        folder = Path(resume)
+        if folder.is_file():  # a checkpoint: its experiment is two levels up
+            folder = folder.parent.parent
+        if not (folder / "hparams.json").is_file():
+            raise ConfigError(f"resume={resume!r}: not an experiment folder or a checkpoint in one (no hparams.json)")
+    before = _flat(json.loads((folder / "hparams.json").read_text()))
+    now = _flat(hparams)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(f"cannot resume {folder}: it was trained with different settings "
+                          f"({'; '.join(f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in changed)}); "
+                          f"use --resume none to start a new run")
+    return folder, True
+
+
+def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -> dict:
+    """The whole pipeline for `config`; returns {"folder", "eval", "fill_mask" (accuracy or None)}."""
+    import torch
+
+    from . import masking, model as model_lib, tokenization, training
+    from .profiles import set_seed
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars between our lines
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if config.device == "auto" else config.device))
+    folder, resuming = experiment_folder(config)
+    show(f"experiment folder: {folder}{' (resuming)' if resuming else ''}")
+
+    saved = folder / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        tokenizer = tokenization.load_tokenizer(saved)
+    elif config.data.tokenizer:
+        tokenizer = tokenization.load_tokenizer(config.data.tokenizer)
+        tokenizer.save_pretrained(str(saved))
+    else:
+        texts = load_texts(config.data, "train")
+        show(f"training a byte-level BPE tokenizer, vocab {config.data.vocab_size}, on {len(texts):,} texts")
+        tokenizer = tokenization.train_tokenizer(texts, config.data.vocab_size, max_length=config.data.block_size)
+        tokenizer.save_pretrained(str(saved))
+    blocks, eval_data = prepare(config, tokenizer)
+    show(f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
+         f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens")
+
+    set_seed(config.train.seed)
+    encoder_config = model_lib.EncoderConfig(vocab_size=len(tokenizer), max_length=config.data.block_size,
+                                             pad_token_id=tokenizer.pad_token_id, **dataclasses.asdict(config.model))
+    model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
+    (folder / "encoder_config.json").write_text(json.dumps(encoder_config.to_dict(), indent=2) + "\n")
+    show(f"model: {model.num_parameters():,} parameters on {device}; "
+         f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks")
+    collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
+    result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
+                            resume="auto" if resuming else None, progress=progress, on_step=on_step)
+    if result:
+        show(f"held-out (fixed masks): loss {result['loss']:.3f}, perplexity {result['ppl']:.1f}, "
+             f"masked-token accuracy {result['acc']:.1%}")
+    accuracy = None
+    if config.model.pre_norm:
+        show("pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
+             f"(the weights are in {folder / 'checkpoints'})")
+    else:
+        hf = model_lib.export_pretrained(model.cpu(), folder / "hf", tokenizer)
+        show(f"exported in Hugging Face format: {hf}")
+        if config.fill_mask:
+            accuracy = show_fill_mask(hf, load_texts(config.data, "eval"), config.fill_mask, show=show)
+    return {"folder": folder, "eval": result, "fill_mask": accuracy}
+
+
+def show_fill_mask(folder, texts: list[str], n: int, show=print, seed: int = 0) -> float:
+    """Print pipeline("fill-mask") predictions for n held-out sentences, and its accuracy on up to 200."""
+    from .training import fill_mask_accuracy, fill_mask_examples, fill_mask_pipeline
+
+    pipe = fill_mask_pipeline(folder)
+    examples = fill_mask_examples(texts, pipe.tokenizer, 200, seed=seed)
+    accuracy, predictions = fill_mask_accuracy(pipe, examples)
+    show(f"fill-mask on held-out sentences (top-1 accuracy on {len(examples)}: {accuracy:.1%}):")
+    for (masked, answer), top in list(zip(examples, predictions))[:n]:
+        guesses = ", ".join(f"{p['token_str'].strip()!r} {p['score']:.2f}" for p in top[:3])
+        show(f"  {masked}\n      answer {answer!r}; model: {guesses}")
+    return accuracy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__.split("\n")[0],
+                                     epilog="Any config key can follow as --key value (e.g. --max_steps 100 --train.lr 1e-3).")
+    parser.add_argument("--config", help="a YAML config (see configs/); default: the built-in defaults")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args, overrides = parser.parse_known_args(argv)
+    from .data import DataError
+
+    try:
+        config = load_config(args.config, overrides)
+        run(config, progress=not args.no_progress)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
