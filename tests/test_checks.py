@@ -1,6 +1,8 @@
 """Every checker passes the reference and fails wrong code: at least one wrong implementation per exercise."""
 
+import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -378,3 +380,128 @@ def test_reference_style_head_passes(capsys):
 def test_wrong_mlm_head_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.4 failed \d of 4 checks"):
         checks.check_mlm_head(wrong)
+
+
+# --------------------------------------------------------------------------- exercises 4.1-4.3: the training loop
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def make_train_step(weighting="tokens", clip="before", schedule=True, zero=True, returns="total"):
+    """A train_step written out as a student would, with one thing that can be done wrong."""
+
+    def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):
+        model.train()
+        counts = [int((b["labels"] != -100).sum()) for b in micro_batches]
+        total, loss_sum, last = sum(counts), 0.0, 0.0
+        for batch, count in zip(micro_batches, counts):
+            loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+            share = count / total if weighting == "tokens" else 1 / len(micro_batches)
+            (loss * share).backward()
+            loss_sum, last = loss_sum + loss.item() * share, loss.item()
+        if clip == "before" and max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        if clip == "after" and max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if schedule:
+            scheduler.step()
+        if zero:
+            optimizer.zero_grad()
+        return loss_sum if returns == "total" else last
+
+    return train_step
+
+
+def test_reference_style_train_step_passes(capsys):
+    checks.check_train_step(make_train_step(), hidden=True)
+    assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [
+    dict(weighting="mean of means"), dict(clip="never"), dict(clip="after"), dict(schedule=False), dict(zero=False),
+    dict(returns="last micro-batch"),
+], ids=str)
+def test_wrong_train_step_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_train_step(make_train_step(**wrong))
+
+
+def make_evaluate(weighting="tokens", eval_mode=True, restore=True, accuracy_over="masked"):
+    def evaluate(model, batches):
+        was = model.training
+        model.train(not eval_mode)
+        losses, correct, count, means = 0.0, 0, 0, []
+        with torch.no_grad():
+            for batch in batches:
+                logits = model(batch["input_ids"], batch["attention_mask"]).logits
+                where = batch["labels"] != -100
+                loss = F.cross_entropy(logits[where], batch["labels"][where], reduction="sum")
+                losses += loss.item()
+                means.append(loss.item() / int(where.sum()))
+                if accuracy_over == "masked":
+                    correct += int((logits[where].argmax(-1) == batch["labels"][where]).sum())
+                else:
+                    correct += int((logits.argmax(-1) == batch["input_ids"]).sum())
+                count += int(where.sum())
+        if restore:
+            model.train(was)
+        loss = losses / count if weighting == "tokens" else sum(means) / len(means)
+        return {"loss": loss, "ppl": math.exp(loss), "acc": correct / count}
+
+    return evaluate
+
+
+def test_reference_style_evaluate_passes(capsys):
+    checks.check_evaluate(make_evaluate(), hidden=True)
+    assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [
+    dict(weighting="mean of means"), dict(eval_mode=False), dict(restore=False), dict(accuracy_over="everything"),
+], ids=str)
+def test_wrong_evaluate_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_evaluate(make_evaluate(**wrong))
+
+
+def make_checkpointing(atomic=True, keep=("model", "optimizer", "scheduler", "rng"), step_offset=0):
+    import random
+
+    def save_checkpoint(path, model, optimizer, scheduler, step):
+        path = Path(path)
+        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+        target = path.with_name(path.name + ".tmp") if atomic else path
+        torch.save({k: v for k, v in state.items() if k in keep or k == "step"}, target)
+        if atomic:
+            target.replace(path)
+
+    def load_checkpoint(path, model, optimizer, scheduler):
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(state["rng"]["python"])
+        return state["step"] + step_offset
+
+    return save_checkpoint, load_checkpoint
+
+
+def test_reference_style_checkpointing_passes(capsys):
+    checks.check_checkpoint(*make_checkpointing(), hidden=True)
+    assert "3/3 checks, 1/1 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [
+    dict(atomic=False), dict(keep=("model", "optimizer", "scheduler")), dict(keep=("model", "optimizer", "rng")),
+    dict(keep=("model", "scheduler", "rng")), dict(step_offset=1),
+], ids=str)
+def test_wrong_checkpointing_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_checkpoint(*make_checkpointing(**wrong))
