@@ -240,6 +240,9 @@ REFERENCES = {
     "3.2": {"MultiheadAttention", "multi_head_attention_forward"},
     "3.3": {"RobertaLayer"},
     "3.4": {"MLMHead", "RobertaLMHead"},
+    "4.1": {"train_step", "Trainer"},
+    "4.2": {"evaluate", "Trainer"},
+    "4.3": {"save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"},
 }
 # ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
 REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}

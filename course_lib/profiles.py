@@ -29,6 +29,18 @@ class Profile:
     # notebook 02: masking and packing
     masking_sentences: int | None  # English sentences for the masking statistics and padding plots
     batch_size: int  # sentences (or packed blocks) per batch
+    # notebook 04: training
+    train_sentences: int | None  # English training sentences (None: all of Brown's)
+    eval_sentences: int  # held-out sentences, masked once (fixed masks)
+    block_size: int  # tokens per packed block
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    train_lr: float  # peak learning rate of the notebook's main run
+    train_steps: int  # optimizer updates of the notebook's main run
+    compare_steps: int  # updates of the side-by-side runs (resume demo, Hugging Face Trainer)
+    curve_steps: int  # updates of each "what the loss looks like" run
 
 
 PROFILES = {
@@ -39,6 +51,9 @@ PROFILES = {
         fertility_vocab_sizes=(500, 1_000, 2_000),
         masking_sentences=5_000,
         batch_size=32,
+        train_sentences=8_000, eval_sentences=300, block_size=64,
+        hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+        train_lr=3e-3, train_steps=60, compare_steps=12, curve_steps=25,
     ),
     "cpu": Profile(
         name="cpu",
@@ -47,10 +62,13 @@ PROFILES = {
         fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
         masking_sentences=None,
         batch_size=32,
+        train_sentences=None, eval_sentences=2_000, block_size=128,
+        hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
+        train_lr=1e-3, train_steps=1200, compare_steps=60, curve_steps=60,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)
-PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64)
+PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, train_steps=4000, compare_steps=200, curve_steps=200)
 
 
 def default_profile_name() -> str:

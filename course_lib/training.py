@@ -598,8 +598,13 @@ def hf_trainer(hf_model, train_examples, collator, config: TrainConfig, output_d
         seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], dataloader_drop_last=True,
         disable_tqdm=not progress, use_cpu=not torch.cuda.is_available())
     args.update(overrides)
-    return Trainer(model=hf_model, args=TrainingArguments(**args), train_dataset=list(train_examples),
-                   data_collator=collator)
+    trainer = Trainer(model=hf_model, args=TrainingArguments(**args), train_dataset=list(train_examples),
+                      data_collator=collator)
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it would print every log row
+    return trainer
 
 
 def fill_mask_pipeline(folder):

@@ -116,6 +116,26 @@ WRONG = {  # each wrong in its own way, written out (calling the course's refere
             "        self.word_embeddings = word_embeddings\n        self.bias = nn.Parameter(torch.zeros(config.vocab_size))\n\n"
             "    def forward(self, x):\n"
             "        return F.linear(self.layer_norm(F.relu(self.dense(x))), self.word_embeddings.weight, self.bias)\n"),
+    "4.1": ("def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):  # mean of means\n"
+            "    model.train()\n    total = 0.0\n    for batch in micro_batches:\n"
+            "        loss = model(batch['input_ids'], batch['attention_mask'], batch['labels']).loss / len(micro_batches)\n"
+            "        loss.backward()\n        total += loss.item()\n"
+            "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)\n"
+            "    optimizer.step()\n    scheduler.step()\n    optimizer.zero_grad()\n    return total\n"),
+    "4.2": ("def evaluate(model, batches):  # dropout left on\n    loss_sum, correct, count = 0.0, 0, 0\n"
+            "    with torch.no_grad():\n        for batch in batches:\n"
+            "            logits = model(batch['input_ids'], batch['attention_mask']).logits\n"
+            "            where = batch['labels'] != -100\n            targets = batch['labels'][where]\n"
+            "            loss_sum += F.cross_entropy(logits[where], targets, reduction='sum').item()\n"
+            "            correct += int((logits[where].argmax(-1) == targets).sum())\n            count += int(where.sum())\n"
+            "    return {'loss': loss_sum / count, 'ppl': math.exp(loss_sum / count), 'acc': correct / count}\n"),
+    "4.3": ("def save_checkpoint(path, model, optimizer, scheduler, step):  # written in place, not atomically\n"
+            "    torch.save({'step': step, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),\n"
+            "                'scheduler': scheduler.state_dict(), 'rng': torch.get_rng_state()}, path)\n\n\n"
+            "def load_checkpoint(path, model, optimizer, scheduler):\n    state = torch.load(path, weights_only=False)\n"
+            "    model.load_state_dict(state['model'])\n    optimizer.load_state_dict(state['optimizer'])\n"
+            "    scheduler.load_state_dict(state['scheduler'])\n    torch.set_rng_state(state['rng'])\n"
+            "    return state['step']\n"),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
 PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
@@ -363,10 +383,11 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
 
 
 # Against the real solutions, through the command line: notebook 01 solved, and for 02 and 03 two
-# submissions each, whose wrong exercises together cover every exercise once and whose others are solved.
+# (and 04) submissions each, whose wrong exercises together cover every exercise once and whose others are solved.
 CLASS = [("alice", "01_bpe_tokenizer", ()),
          ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
-         ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4"))]
+         ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4")),
+         ("frank", "04_training_loop", ("4.1", "4.3")), ("grace", "04_training_loop", ("4.2",))]
 
 
 def test_grading_a_class_with_the_command(tmp_path, capsys):
