@@ -242,7 +242,7 @@ REFERENCES = {
     "3.4": {"MLMHead", "RobertaLMHead"},
     "4.1": {"train_step", "Trainer"},
     "4.2": {"evaluate", "Trainer"},
-    "4.3": {"save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"},
+    "4.3": {"save_checkpoint", "load_checkpoint"},
 }
 # ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
 REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}

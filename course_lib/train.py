@@ -394,12 +394,14 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
 
 def show_fill_mask(folder, texts: list[str], n: int, show=print, seed: int = 0) -> float:
     """Print pipeline("fill-mask") predictions for n held-out sentences, and its accuracy on up to 200."""
-    from .training import fill_mask_accuracy, fill_mask_examples, fill_mask_pipeline
+    from .training import fill_mask_accuracy, fill_mask_examples, fill_mask_pipeline, most_frequent_answer
 
     pipe = fill_mask_pipeline(folder)
     examples = fill_mask_examples(texts, pipe.tokenizer, 200, seed=seed)
     accuracy, predictions = fill_mask_accuracy(pipe, examples)
-    show(f"fill-mask on held-out sentences (top-1 accuracy on {len(examples)}: {accuracy:.1%}):")
+    word, baseline = most_frequent_answer(examples)
+    show(f"fill-mask on held-out sentences: top-1 accuracy {accuracy:.1%} on {len(examples)} "
+         f"(always answering {word!r} would score {baseline:.1%}):")
     for (masked, answer), top in list(zip(examples, predictions))[:n]:
         guesses = ", ".join(f"{p['token_str'].strip()!r} {p['score']:.2f}" for p in top[:3])
         show(f"  {masked}\n      answer {answer!r}; model: {guesses}")

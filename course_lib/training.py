@@ -648,3 +648,14 @@ def fill_mask_accuracy(pipe, examples: list[tuple[str, str]], top_k: int = 5) ->
     predictions = pipe([text for text, _ in examples], top_k=top_k, batch_size=32)
     correct = sum(top[0]["token_str"].strip() == answer for top, (_, answer) in zip(predictions, examples))
     return correct / len(examples), predictions
+
+
+def most_frequent_answer(examples: list[tuple[str, str]]) -> tuple[str, float]:
+    """The baseline a fill-mask accuracy must beat: the commonest answer word, and the accuracy of always
+    answering it (a model on the unigram plateau scores about this)."""
+    from collections import Counter
+
+    if not examples:
+        raise ValueError("no fill-mask examples")
+    word, count = Counter(answer for _, answer in examples).most_common(1)[0]
+    return word, count / len(examples)

@@ -134,3 +134,10 @@ def test_fill_mask_examples_mask_one_whole_word(english_train, english_valid):
         assert text.replace("<mask>", answer) in english_valid
         assert len(tokenizer(text)["input_ids"]) <= 64
     json.dumps(examples)
+
+
+def test_most_frequent_answer_baseline():
+    examples = [("a <mask>", "the"), ("b <mask>", "of"), ("c <mask>", "the"), ("d <mask>", "and")]
+    assert training.most_frequent_answer(examples) == ("the", 0.5)
+    with pytest.raises(ValueError):
+        training.most_frequent_answer([])
