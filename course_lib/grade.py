@@ -34,6 +34,7 @@ import copy
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from . import checks
 from . import notebooks as nbs
 
 LIBRARY = Path(__file__).resolve().parent  # each run gets a copy: it can change only that copy
+RESOURCES = ("configs", "benchmarks/results")  # copied next to it: notebooks read them from the repository
 SANITIZE = nbs.ROOT / "tests" / "nbval_sanitize.cfg"
 DEFAULT_TIMEOUT = 120  # seconds per cell
 
@@ -329,6 +331,9 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None) -> tupl
         lib.mkdir(parents=True)
         for name, data in library.items():
             (lib / name).write_bytes(data)
+        for folder in RESOURCES:  # what notebooks read from the repository besides data/ (configs, results)
+            if (nbs.ROOT / folder).is_dir():
+                shutil.copytree(nbs.ROOT / folder, lib.parent / folder)
         path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
         path.write_text(nbs.dumps(nb))
         env = {**os.environ, "COURSE_PROFILE": "ci", "COURSE_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
