@@ -9,5 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("COURSE_PROFILE", "ci")
+# bitwise-reproducible matrix products across processes: Intel MKL otherwise may round differently with the
+# memory alignment of its inputs, which differs from process to process (the resume tests compare losses exactly)
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 # what notebooks write (tokenizers, checkpoints) goes to a scratch folder, not into the repo
 os.environ.setdefault("COURSE_WORK_DIR", tempfile.mkdtemp(prefix="course-work-"))

@@ -14,6 +14,12 @@ started again gives the very same losses as one never stopped.
 Step numbering: step s is the s-th optimizer update. The row `{"step": s, "loss": ...}` is the loss of
 the batch that update s was computed from, and the checkpoint `step-000000s.pt` holds the state after
 s updates. Step 0 is the untouched model (an eval row at step 0 shows the loss at initialisation).
+
+Exact equality across processes: on a CPU, PyTorch's matrix products come from Intel MKL, whose rounding
+may depend on how the inputs happen to be aligned in memory, which changes from process to process; a
+resumed run then matches to ~1e-7, not bit for bit. `MKL_CBWR=AUTO,STRICT` in the environment (set before
+Python starts; the test suite does) makes them bitwise reproducible. On a GPU, add
+`torch.use_deterministic_algorithms(True)` and `CUBLAS_WORKSPACE_CONFIG=:4096:8`.
 """
 
 from __future__ import annotations
