@@ -375,8 +375,11 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
     show(f"model: {model.num_parameters():,} parameters on {device}; "
          f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks")
     collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
+    start = None  # a fresh run
+    if resuming:  # from the checkpoint named by --resume, else the newest in the folder
+        start = Path(config.resume) if Path(config.resume).is_file() else "auto"
     result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
-                            resume="auto" if resuming else None, progress=progress, on_step=on_step)
+                            resume=start, progress=progress, on_step=on_step)
     if result:
         show(f"held-out (fixed masks): loss {result['loss']:.3f}, perplexity {result['ppl']:.1f}, "
              f"masked-token accuracy {result['acc']:.1%}")

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .masking import IGNORE_INDEX
+from .masking import IGNORE_INDEX, pad_batch
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -246,8 +246,6 @@ def evaluate(model, batches, precision: str = "fp32") -> dict:
 
 def eval_batches(masked_examples: list[dict], batch_size: int, pad_token_id: int) -> list[dict]:
     """Fixed-mask eval examples (`fixed_eval_masks`) in padded batches, in order."""
-    from .masking import pad_batch
-
     return [pad_batch(masked_examples[i:i + batch_size], pad_token_id) for i in range(0, len(masked_examples), batch_size)]
 
 
@@ -527,8 +525,7 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
         stream.load_state_dict(state["data"]["stream"])
         if hasattr(collator, "load_state_dict") and "collator" in state["data"]:
             collator.load_state_dict(state["data"]["collator"])
-        if progress:
-            print(f"resumed from {start} at step {step}")
+        print(f"resumed from {start} at step {step}")
     else:
         from .profiles import set_seed
 

@@ -418,3 +418,23 @@ def test_killed_while_saving_leaves_the_previous_checkpoint(tmp_path, tokenizer,
     assert resumed.returncode == 0, resumed.stderr
     assert _losses(tmp_path / "runs")[1] == straight_run[1]
     assert not list(ckpts.glob("*.tmp"))
+
+
+def test_resume_from_a_named_checkpoint(tmp_path, tokenizer, straight_run):
+    """--resume path/to/step-0000004.pt continues from that checkpoint, not from the newest one."""
+    folder, losses = straight_run
+    copy = tmp_path / "runs" / folder.name
+    import shutil
+
+    shutil.copytree(folder, copy)
+    (copy / "metrics.jsonl").write_text((folder / "metrics.jsonl").read_text())
+    names = [p.name for p in training.list_checkpoints(copy / "checkpoints")]
+    assert names[0] == "step-0000004.pt" and names[-1] == "step-0000012.pt"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.replace('"--fill_mask", "2",', '"--fill_mask", "0", "--resume", sys.argv[5],'))
+    done = subprocess.run([sys.executable, str(script), "resume", "0", str(tmp_path / "runs"), str(tokenizer.folder),
+                           str(copy / "checkpoints" / "step-0000004.pt")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "step-0000004.pt at step 4" in done.stdout
+    assert _losses(tmp_path / "runs")[1] == losses  # steps 5-12 trained again, the same
