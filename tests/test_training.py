@@ -4,6 +4,7 @@ and the loop's exact resume (in-process, and across a SIGKILL in a separate proc
 import json
 import math
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -424,10 +425,7 @@ def test_resume_from_a_named_checkpoint(tmp_path, tokenizer, straight_run):
     """--resume path/to/step-0000004.pt continues from that checkpoint, not from the newest one."""
     folder, losses = straight_run
     copy = tmp_path / "runs" / folder.name
-    import shutil
-
     shutil.copytree(folder, copy)
-    (copy / "metrics.jsonl").write_text((folder / "metrics.jsonl").read_text())
     names = [p.name for p in training.list_checkpoints(copy / "checkpoints")]
     assert names[0] == "step-0000004.pt" and names[-1] == "step-0000012.pt"
     script = tmp_path / "driver.py"
