@@ -41,6 +41,16 @@ class Profile:
     train_steps: int  # optimizer updates of the notebook's main run
     compare_steps: int  # updates of the side-by-side runs (resume demo, Hugging Face Trainer)
     curve_steps: int  # updates of each "what the loss looks like" run
+    # notebook 05: multilingual sampling
+    ml_max_sentences: int | None  # training sentences read per language (None: all)
+    ml_vocab_size: int  # the shared multilingual tokenizer's vocabulary
+    ml_train_steps: int  # updates of the short multilingual training
+    # notebook 06: embedding-only transfer
+    transfer_vocab_size: int  # the new (Portuguese) tokenizer's vocabulary
+    transfer_train_sentences: int | None  # Portuguese training sentences (None: all)
+    transfer_eval_sentences: int  # held-out Portuguese sentences, masked once
+    transfer_head_steps: int  # updates that train the English MLM head on the frozen body
+    transfer_steps: int  # updates of each transfer arm (pretrained body, random body, full fine-tuning)
 
 
 PROFILES = {
@@ -54,6 +64,9 @@ PROFILES = {
         train_sentences=8_000, eval_sentences=300, block_size=64,
         hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
         train_lr=3e-3, train_steps=60, compare_steps=12, curve_steps=25,
+        ml_max_sentences=2_000, ml_vocab_size=2_000, ml_train_steps=40,
+        transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=200,
+        transfer_head_steps=10, transfer_steps=20,
     ),
     "cpu": Profile(
         name="cpu",
@@ -65,10 +78,14 @@ PROFILES = {
         train_sentences=None, eval_sentences=2_000, block_size=128,
         hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
         train_lr=1e-3, train_steps=1200, compare_steps=60, curve_steps=60,
+        ml_max_sentences=None, ml_vocab_size=8_000, ml_train_steps=600,
+        transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
+        transfer_head_steps=200, transfer_steps=400,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)
-PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, train_steps=4000, compare_steps=200, curve_steps=200)
+PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, train_steps=4000, compare_steps=200, curve_steps=200,
+                          ml_train_steps=3000, transfer_head_steps=1000, transfer_steps=2000)
 
 
 def default_profile_name() -> str:

@@ -497,7 +497,7 @@ def read_metrics(folder) -> list[dict]:
 
 
 def train(model, train_examples, eval_data: list[dict] | None, config: TrainConfig, *, collator, folder,
-          resume: str | Path | None = "auto", progress: bool = True, on_step=None) -> dict:
+          resume: str | Path | None = "auto", progress: bool = True, on_step=None, stream=None) -> dict:
     """Train `model` for config.max_steps updates, logging to and checkpointing in the experiment `folder`.
 
     train_examples: anything indexable whose items the collator takes (a 2-D tensor of packed blocks,
@@ -505,6 +505,8 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
     resume: "auto" continues from the newest checkpoint in folder/checkpoints if there is one; a path
     continues from that checkpoint; None starts afresh (and refuses a folder that has checkpoints).
     on_step(step, row): called after each update (after its logging, evaluation and checkpoint).
+    stream: where the batches' example indices come from (default: `BatchStream`, shuffled epochs); any
+    iterator of index lists with state_dict / load_state_dict, e.g. notebook 05's `LanguageBatchSampler`.
     Returns the last eval metrics (or {} without eval data).
     """
     folder = Path(folder)
@@ -513,7 +515,7 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
     device = _device(model)
     optimizer, scaler = make_optimizer(model, config), make_scaler(config.precision, device)
     scheduler = make_scheduler(optimizer, config)
-    stream = BatchStream(len(train_examples), config.batch_size, seed=config.seed)
+    stream = stream if stream is not None else BatchStream(len(train_examples), config.batch_size, seed=config.seed)
 
     start = latest_checkpoint(ckpt_dir) if resume == "auto" else (Path(resume) if resume else None)
     if start is None and resume is None and latest_checkpoint(ckpt_dir):
@@ -522,6 +524,10 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
     if start is not None:
         state = load_checkpoint(start, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         step = state["step"]
+        # the optimizer comes back with the lr the saved run's schedule set; this run's schedule decides
+        # (the same unless max_steps changed, e.g. a run extended from 3 to 8 steps)
+        for group, lr_lambda in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group["lr"] = group["initial_lr"] * lr_lambda(step)
         stream.load_state_dict(state["data"]["stream"])
         if hasattr(collator, "load_state_dict") and "collator" in state["data"]:
             collator.load_state_dict(state["data"]["collator"])

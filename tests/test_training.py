@@ -336,6 +336,18 @@ def test_in_process_resume_gives_the_same_losses(tmp_path, tokenizer, blocks, ev
                        folder=tmp_path / "straight", resume=None, progress=False)
 
 
+def test_extending_a_finished_run_follows_the_new_schedule(tmp_path, tokenizer, blocks, eval_data):
+    """A 3-step run (linear decay: its last lr is 0) resumed with max_steps=6 continues exactly like a
+    6-step run: the first update after resuming uses the new schedule's lr, not the saved 0."""
+    kwargs = dict(schedule="linear", warmup_steps=2)
+    _run(tmp_path / "straight", tokenizer, blocks, eval_data, 6, **kwargs)
+    _run(tmp_path / "extended", tokenizer, blocks, eval_data, 3, **kwargs)
+    _run(tmp_path / "extended", tokenizer, blocks, eval_data, 6, **kwargs)
+    rows = [[(r["step"], r["loss"], r["lr"]) for r in training.read_metrics(tmp_path / d) if "loss" in r]
+            for d in ("straight", "extended")]
+    assert rows[0] == rows[1] and rows[0][3][2] > 0
+
+
 # --------------------------------------------------------------------------- killed processes (the CLI pipeline)
 
 DRIVER = textwrap.dedent("""
