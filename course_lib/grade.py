@@ -245,6 +245,8 @@ REFERENCES = {
     "4.1": {"train_step", "Trainer"},
     "4.2": {"evaluate", "Trainer"},
     "4.3": {"save_checkpoint", "load_checkpoint"},
+    "5.1": {"language_probabilities", "expected_sentences"},
+    "5.2": {"LanguageBatchSampler"},
 }
 # ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
 REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}

@@ -246,7 +246,7 @@ def execute(paths: list[Path], timeout: int = 1800) -> None:
         nb = read(path)
         with tempfile.TemporaryDirectory() as scratch:
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", store_widget_state=False, record_timing=False,
+                nb, timeout=timeout, kernel_name="python3", record_timing=False,  # widget state: dropped below
                 resources={"metadata": {"path": scratch}},
             )
             client.execute()

@@ -42,7 +42,8 @@ class Profile:
     compare_steps: int  # updates of the side-by-side runs (resume demo, Hugging Face Trainer)
     curve_steps: int  # updates of each "what the loss looks like" run
     # notebook 05: multilingual sampling
-    ml_max_sentences: int | None  # training sentences read per language (None: all)
+    ml_fraction: float  # the share of each language's training sentences read (keeps the imbalance)
+    ml_eval_sentences: int  # held-out sentences per language, masked once
     ml_vocab_size: int  # the shared multilingual tokenizer's vocabulary
     ml_train_steps: int  # updates of the short multilingual training
     # notebook 06: embedding-only transfer
@@ -64,7 +65,7 @@ PROFILES = {
         train_sentences=8_000, eval_sentences=300, block_size=64,
         hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
         train_lr=3e-3, train_steps=60, compare_steps=12, curve_steps=25,
-        ml_max_sentences=2_000, ml_vocab_size=2_000, ml_train_steps=40,
+        ml_fraction=0.1, ml_eval_sentences=100, ml_vocab_size=2_000, ml_train_steps=40,
         transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=200,
         transfer_head_steps=10, transfer_steps=20,
     ),
@@ -78,7 +79,7 @@ PROFILES = {
         train_sentences=None, eval_sentences=2_000, block_size=128,
         hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
         train_lr=1e-3, train_steps=1200, compare_steps=60, curve_steps=60,
-        ml_max_sentences=None, ml_vocab_size=8_000, ml_train_steps=600,
+        ml_fraction=1.0, ml_eval_sentences=1_000, ml_vocab_size=8_000, ml_train_steps=600,
         transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
         transfer_head_steps=200, transfer_steps=400,
     ),

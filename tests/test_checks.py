@@ -4,6 +4,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from course_lib import checks
@@ -505,3 +506,74 @@ def test_reference_style_checkpointing_passes(capsys):
 def test_wrong_checkpointing_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_checkpoint(*make_checkpointing(**wrong))
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+def reference_probabilities(counts, alpha):
+    total = sum(counts.values())
+    weights = {lang: (n / total) ** alpha for lang, n in counts.items()}
+    return {lang: w / sum(weights.values()) for lang, w in weights.items()}
+
+
+def unnormalised_probabilities(counts, alpha):
+    total = sum(counts.values())
+    return {lang: (n / total) ** alpha for lang, n in counts.items()}
+
+
+def inverse_exponent_probabilities(counts, alpha):
+    return reference_probabilities(counts, 1 / alpha if alpha else 1.0)
+
+
+def linear_mix_probabilities(counts, alpha):  # alpha * q + (1 - alpha) * uniform: not the formula
+    total = sum(counts.values())
+    return {lang: alpha * n / total + (1 - alpha) / len(counts) for lang, n in counts.items()}
+
+
+def test_reference_style_probabilities_pass(capsys):
+    checks.check_language_probabilities(reference_probabilities, hidden=True)
+    assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [unnormalised_probabilities, inverse_exponent_probabilities, linear_mix_probabilities])
+def test_wrong_probabilities_fail(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_language_probabilities(wrong)
+
+
+def make_language_batches(replacement=False, alpha_used=None, shuffle=True, reshuffle=True, seeded=True):
+    def language_batches(sizes, batch_size, alpha, num_batches, seed=0):
+        rng = np.random.default_rng(seed if seeded else None)
+        probs = reference_probabilities(sizes, alpha if alpha_used is None else alpha_used)
+        langs, left, batches = list(sizes), {lang: [] for lang in sizes}, []
+        for _ in range(num_batches):
+            lang = langs[rng.choice(len(langs), p=[probs[x] for x in langs])]
+            if replacement:
+                batches.append((lang, [int(i) for i in rng.integers(0, sizes[lang], batch_size)]))
+                continue
+            batch = []
+            while len(batch) < batch_size:
+                if not left[lang]:
+                    if not shuffle:
+                        left[lang] = list(range(sizes[lang]))[::-1]
+                    elif reshuffle:
+                        left[lang] = list(rng.permutation(sizes[lang]))
+                    else:  # one shuffle, reused every epoch
+                        left[lang] = list(np.random.default_rng(seed).permutation(sizes[lang]))
+                batch.append(int(left[lang].pop()))
+            batches.append((lang, batch))
+        return batches
+    return language_batches
+
+
+def test_reference_style_language_batches_pass(capsys):
+    checks.check_language_batches(make_language_batches(), hidden=True)
+    assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(replacement=True), dict(alpha_used=1.0), dict(shuffle=False),
+                                   dict(reshuffle=False), dict(seeded=False)], ids=str)
+def test_wrong_language_batches_fail(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_language_batches(make_language_batches(**wrong))

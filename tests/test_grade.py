@@ -136,6 +136,14 @@ WRONG = {  # each wrong in its own way, written out (calling the course's refere
             "    model.load_state_dict(state['model'])\n    optimizer.load_state_dict(state['optimizer'])\n"
             "    scheduler.load_state_dict(state['scheduler'])\n    torch.set_rng_state(state['rng'])\n"
             "    return state['step']\n"),
+    "5.1": ("def language_probabilities(counts, alpha):  # not normalised again after the power\n"
+            "    total = sum(counts.values())\n    return {lang: (n / total) ** alpha for lang, n in counts.items()}\n"),
+    "5.2": ("def language_batches(sizes, batch_size, alpha, num_batches, seed=0):  # sentences with replacement\n"
+            "    rng = np.random.default_rng(seed)\n    probs = multilingual.language_probabilities(sizes, alpha)\n"
+            "    langs = list(sizes)\n    batches = []\n    for _ in range(num_batches):\n"
+            "        lang = langs[rng.choice(len(langs), p=[probs[x] for x in langs])]\n"
+            "        batches.append((lang, [int(i) for i in rng.integers(0, sizes[lang], batch_size)]))\n"
+            "    return batches\n"),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
 PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
@@ -387,7 +395,8 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
 CLASS = [("alice", "01_bpe_tokenizer", ()),
          ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
          ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4")),
-         ("frank", "04_training_loop", ("4.1", "4.3")), ("grace", "04_training_loop", ("4.2",))]
+         ("frank", "04_training_loop", ("4.1", "4.3")), ("grace", "04_training_loop", ("4.2",)),
+         ("heidi", "05_multilingual_sampling", ("5.1",)), ("ivan", "05_multilingual_sampling", ("5.2",))]
 
 
 def test_grading_a_class_with_the_command(tmp_path, capsys):
