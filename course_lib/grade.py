@@ -247,6 +247,9 @@ REFERENCES = {
     "4.3": {"save_checkpoint", "load_checkpoint"},
     "5.1": {"language_probabilities", "expected_sentences"},
     "5.2": {"LanguageBatchSampler"},
+    "6.1": {"freeze_all_but_embeddings", "freeze_all_but"},
+    "6.2": {"new_embedding_matrix"},
+    "6.3": {"embedding_only_run"},
 }
 # ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
 REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}

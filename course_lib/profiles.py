@@ -81,7 +81,7 @@ PROFILES = {
         train_lr=1e-3, train_steps=1200, compare_steps=60, curve_steps=60,
         ml_fraction=1.0, ml_eval_sentences=1_000, ml_vocab_size=8_000, ml_train_steps=600,
         transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
-        transfer_head_steps=200, transfer_steps=400,
+        transfer_head_steps=200, transfer_steps=600,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)

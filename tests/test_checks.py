@@ -577,3 +577,95 @@ def test_reference_style_language_batches_pass(capsys):
 def test_wrong_language_batches_fail(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_language_batches(make_language_batches(**wrong))
+
+
+# --------------------------------------------------------------------------- notebook 06
+
+
+def make_freeze(enable_embeddings=True, bias=False, count_twice=False, check_tie=True):
+    def freeze_all_but_embeddings(model):
+        embeddings = model.get_input_embeddings().weight
+        for param in model.parameters():
+            if param is not embeddings or enable_embeddings:
+                param.requires_grad_(param is embeddings)
+        if bias:
+            model.cls.predictions.bias.requires_grad_(True)
+        if check_tie and model.get_output_embeddings().weight is not embeddings:
+            raise ValueError("untied")
+        params = model.named_parameters(remove_duplicate=not count_twice)
+        return sum(p.numel() for _, p in params if p.requires_grad)
+    return freeze_all_but_embeddings
+
+
+def test_reference_style_freeze_passes(capsys):
+    checks.check_freeze_all_but_embeddings(make_freeze(), hidden=True)
+    assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(enable_embeddings=False), dict(bias=True), dict(count_twice=True),
+                                   dict(check_tie=False)], ids=str)
+def test_wrong_freeze_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_freeze_all_but_embeddings(make_freeze(**wrong))
+
+
+def make_new_matrix(copy_specials=True, copy_all=False, scale="source", detach=True, seeded=True, global_seed=False):
+    import torch
+
+    def new_embedding_matrix(source_weight, source_tokenizer, target_tokenizer, seed=0):
+        source = source_weight.detach() if detach else source_weight
+        generator = torch.Generator().manual_seed(seed) if seeded else None
+        if global_seed:  # reseeds (and advances) torch's global generator instead
+            torch.manual_seed(seed)
+        std = source.std() if scale == "source" else 1.0
+        if copy_all:
+            weight = source[:len(target_tokenizer)].clone()
+        else:
+            weight = torch.randn(len(target_tokenizer), source.shape[1], generator=generator) * std
+        if copy_specials:
+            for i in target_tokenizer.all_special_ids:
+                token = target_tokenizer.convert_ids_to_tokens(i)
+                weight[i] = source[source_tokenizer.convert_tokens_to_ids(token)]
+        return weight
+    return new_embedding_matrix
+
+
+def test_reference_style_new_matrix_passes(capsys):
+    checks.check_new_embedding_matrix(make_new_matrix(), hidden=True)
+    assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(copy_specials=False), dict(copy_all=True), dict(scale="one"),
+                                   dict(detach=False), dict(seeded=False), dict(seeded=False, global_seed=True)], ids=str)
+def test_wrong_new_matrix_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_new_embedding_matrix(make_new_matrix(**wrong))
+
+
+def make_run(copy_body=True, freeze=True):
+    import copy
+
+    from course_lib import masking, transfer
+
+    def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr,
+                           batch_size=32, seed=0, progress=False):
+        model = copy.deepcopy(body) if copy_body else body
+        weight = transfer.new_embedding_matrix(body.get_input_embeddings().weight, source_tokenizer, target_tokenizer, seed)
+        transfer.swap_embeddings(model, weight)
+        if freeze:
+            transfer.freeze_all_but_embeddings(model)
+        history = transfer.train_mlm(model, train_examples, masking.MLMCollator(target_tokenizer, seed=seed), eval_data,
+                                     steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+        return model, history
+    return embedding_only_run
+
+
+def test_reference_style_run_passes(capsys):
+    checks.check_embedding_only_run(make_run(), hidden=True)
+    assert "2/2 checks, 1/1 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(copy_body=False), dict(freeze=False)], ids=str)
+def test_wrong_run_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_embedding_only_run(make_run(**wrong))

@@ -144,6 +144,21 @@ WRONG = {  # each wrong in its own way, written out (calling the course's refere
             "        lang = langs[rng.choice(len(langs), p=[probs[x] for x in langs])]\n"
             "        batches.append((lang, [int(i) for i in rng.integers(0, sizes[lang], batch_size)]))\n"
             "    return batches\n"),
+    "6.1": ("def freeze_all_but_embeddings(model):  # the output bias left trainable\n"
+            "    for param in model.parameters():\n        param.requires_grad_(False)\n"
+            "    model.get_input_embeddings().weight.requires_grad_(True)\n"
+            "    model.cls.predictions.bias.requires_grad_(True)\n"
+            "    return sum(p.numel() for p in model.parameters() if p.requires_grad)\n"),
+    "6.2": ("def new_embedding_matrix(source_weight, source_tokenizer, target_tokenizer, seed=0):  # English rows reused\n"
+            "    return source_weight.detach()[:len(target_tokenizer)].clone()\n"),
+    "6.3": ("def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr,\n"
+            "                       batch_size=32, seed=0, eval_every=None, progress=False):  # trains the body in place\n"
+            "    transfer.swap_embeddings(body, transfer.new_embedding_matrix(body.get_input_embeddings().weight,\n"
+            "                                                                 source_tokenizer, target_tokenizer, seed))\n"
+            "    transfer.freeze_all_but_embeddings(body)\n"
+            "    history = transfer.train_mlm(body, train_examples, masking.MLMCollator(target_tokenizer, seed=seed),\n"
+            "                                 eval_data, steps=steps, lr=lr, batch_size=batch_size, seed=seed)\n"
+            "    return body, history\n"),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
 PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
@@ -396,7 +411,8 @@ CLASS = [("alice", "01_bpe_tokenizer", ()),
          ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
          ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4")),
          ("frank", "04_training_loop", ("4.1", "4.3")), ("grace", "04_training_loop", ("4.2",)),
-         ("heidi", "05_multilingual_sampling", ("5.1",)), ("ivan", "05_multilingual_sampling", ("5.2",))]
+         ("heidi", "05_multilingual_sampling", ("5.1",)), ("ivan", "05_multilingual_sampling", ("5.2",)),
+         ("judy", "06_embedding_transfer", ("6.1", "6.3")), ("ken", "06_embedding_transfer", ("6.2",))]
 
 
 def test_grading_a_class_with_the_command(tmp_path, capsys):

