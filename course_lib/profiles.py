@@ -66,8 +66,8 @@ PROFILES = {
         hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
         train_lr=3e-3, train_steps=60, compare_steps=12, curve_steps=25,
         ml_fraction=0.1, ml_eval_sentences=100, ml_vocab_size=2_000, ml_train_steps=40,
-        transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=200,
-        transfer_head_steps=10, transfer_steps=20,
+        transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=100,
+        transfer_head_steps=6, transfer_steps=12,
     ),
     "cpu": Profile(
         name="cpu",

@@ -189,6 +189,13 @@ def train_target_tokenizer(texts, source_tokenizer, vocab_size: int, min_frequen
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
                                         continuing_subword_prefix="##", show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
+    # The trainer numbers the "##" pieces in hash-map order, different in every process (tokenizers issue
+    # #1794). WordPiece encodes by greedy longest match, so only the set of tokens matters: renumber them
+    # in sorted order, and the same set always gets the same ids. (Ties between equally frequent merges at
+    # the end of training can still swap a few of the last tokens learned.)
+    ordinary = sorted(set(tokenizer.get_vocab()) - set(specials))
+    tokenizer.model = models.WordPiece({t: i for i, t in enumerate(specials + ordinary)}, unk_token=s.unk_token,
+                                       continuing_subword_prefix="##")
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{s.cls_token} $A {s.sep_token}", pair=f"{s.cls_token} $A {s.sep_token} $B:1 {s.sep_token}:1",
         special_tokens=[(s.cls_token, s.cls_token_id), (s.sep_token, s.sep_token_id)])
