@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import time
 import uuid
@@ -374,15 +375,36 @@ def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
     return state
 
 
+def follow_schedule(optimizer, scheduler, step: int) -> None:
+    """Set the learning rate of update step+1 from this run's schedule. A loaded optimizer comes back with
+    the rate the saved run's schedule set; the two differ when max_steps changed (a run extended from 3 to
+    8 steps would otherwise start its extension at the old schedule's final rate, 0)."""
+    for group, lr_lambda in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["lr"] = group["initial_lr"] * lr_lambda(step)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    with contextlib.suppress(ValueError):
+        return int(path.name.split("-", 1)[1].removesuffix(".pt"))
+    return None
+
+
 def list_checkpoints(folder) -> list[Path]:
-    """Complete checkpoints in `folder`, oldest step first (`.tmp` leftovers of a killed save are not)."""
+    """Complete checkpoints in `folder`, oldest step first: files `step-N.pt` (`.tmp` leftovers of a killed
+    save are not), and DeepSpeed checkpoint folders `step-N/` up to the one DeepSpeed's `latest` file names
+    (it writes that file last, so a folder of a killed save is not listed)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    latest = folder / "latest"
+    newest_dir = _checkpoint_step(Path(latest.read_text().strip())) if latest.is_file() else None
     found = []
-    for path in folder.glob("step-*.pt"):
-        with contextlib.suppress(ValueError):
-            found.append((int(path.stem.split("-", 1)[1]), path))
+    for path in folder.glob("step-*"):
+        step = _checkpoint_step(path)
+        if step is None:
+            continue
+        if (path.is_file() and path.suffix == ".pt") or (path.is_dir() and newest_dir is not None and step <= newest_dir):
+            found.append((step, path))
     return [path for _, path in sorted(found)]
 
 
@@ -393,10 +415,14 @@ def latest_checkpoint(folder) -> Path | None:
 
 def prune_checkpoints(folder, keep_last: int) -> None:
     """Delete all but the newest `keep_last` checkpoints, and leftovers of killed saves."""
-    for path in list_checkpoints(folder)[:-keep_last]:
-        path.unlink()
+    complete = list_checkpoints(folder)
+    for path in complete[:-keep_last]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     for path in Path(folder).glob("*.tmp"):
         path.unlink()
+    for path in Path(folder).glob("step-*"):  # a DeepSpeed folder of a killed save
+        if path.is_dir() and path not in complete:
+            shutil.rmtree(path)
 
 
 # --------------------------------------------------------------------------- experiment folder and metrics
@@ -446,9 +472,13 @@ class MetricsLog:
     """Rows to `metrics.jsonl` (one JSON object per line) and the same scalars to TensorBoard (`tb/`).
 
     `resume_step`: the run continues from that checkpoint, so rows logged after it by the killed run
-    are dropped (they will be logged again) and TensorBoard purges them too."""
+    are dropped (they will be logged again) and TensorBoard purges them too.
+    `write=False`: log nothing (the other processes of a multi-process run; rank 0 writes)."""
 
-    def __init__(self, folder, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, folder, resume_step: int | None = None, tensorboard: bool = True, write: bool = True):
+        self.file = self.writer = None
+        if not write:
+            return
         self.path = Path(folder) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
@@ -463,6 +493,8 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(folder) / "tb"), purge_step=purge)
 
     def log(self, step: int, **values) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps({"step": step, **values}) + "\n")
         self.file.flush()
         if self.writer is not None:
@@ -472,7 +504,8 @@ class MetricsLog:
                                            value, step)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.writer is not None:
             self.writer.close()
 
@@ -496,8 +529,43 @@ def read_metrics(folder) -> list[dict]:
 # --------------------------------------------------------------------------- the loop
 
 
+class PlainLoop:
+    """What `train` does at an update and at a checkpoint, for a model on one device (a CPU or one GPU):
+    this notebook's optimizer, schedule, `train_step` and checkpoint files.
+
+    `train` asks a loop for `step(micro_batches)`, `save(folder, step, data_state, extra)` and
+    `load(path)`; notebook 07's `DeepSpeedLoop` and `DDPLoop` (course_lib.distributed) answer the same
+    questions for DeepSpeed and for several processes, and everything else in `train` stays as it is."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, model, config: TrainConfig):
+        self.model = self.module = model  # `module`: the plain model, for evaluation
+        self.config = config
+        self.optimizer = make_optimizer(model, config)
+        self.scaler = make_scaler(config.precision, _device(model))
+        self.scheduler = make_scheduler(self.optimizer, config)
+
+    def step(self, micro_batches: list[dict]) -> dict:
+        return train_step(self.model, micro_batches, self.optimizer, self.scheduler, max_grad_norm=self.config.max_grad_norm,
+                          precision=self.config.precision, scaler=self.scaler)
+
+    def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
+        save_checkpoint(folder / checkpoint_name(step), model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
+                        scaler=self.scaler, step=step, data_state=data_state, extra=extra)
+        prune_checkpoints(folder, self.config.keep_last)
+
+    def load(self, path) -> dict:
+        state = load_checkpoint(path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        follow_schedule(self.optimizer, self.scheduler, state["step"])
+        return state
+
+    def shard(self, stream):
+        return stream  # one process reads every batch
+
+
 def train(model, train_examples, eval_data: list[dict] | None, config: TrainConfig, *, collator, folder,
-          resume: str | Path | None = "auto", progress: bool = True, on_step=None, stream=None) -> dict:
+          resume: str | Path | None = "auto", progress: bool = True, on_step=None, stream=None, loop=None) -> dict:
     """Train `model` for config.max_steps updates, logging to and checkpointing in the experiment `folder`.
 
     train_examples: anything indexable whose items the collator takes (a 2-D tensor of packed blocks,
@@ -507,40 +575,39 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
     on_step(step, row): called after each update (after its logging, evaluation and checkpoint).
     stream: where the batches' example indices come from (default: `BatchStream`, shuffled epochs); any
     iterator of index lists with state_dict / load_state_dict, e.g. notebook 05's `LanguageBatchSampler`.
-    Returns the last eval metrics (or {} without eval data).
+    loop: how an update and a checkpoint are made (default: `PlainLoop(model, config)`; notebook 07's
+    DeepSpeed and multi-process loops). Returns the last eval metrics (or {} without eval data).
     """
     folder = Path(folder)
     ckpt_dir = folder / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(model)
-    optimizer, scaler = make_optimizer(model, config), make_scaler(config.precision, device)
-    scheduler = make_scheduler(optimizer, config)
-    stream = stream if stream is not None else BatchStream(len(train_examples), config.batch_size, seed=config.seed)
+    loop = loop if loop is not None else PlainLoop(model, config)
+    main = loop.rank == 0  # in a multi-process run, process 0 logs and shows progress
+    if stream is None:  # every process draws the same global batches; each reads its own share of them
+        stream = BatchStream(len(train_examples), config.batch_size * loop.world_size, seed=config.seed)
+    stream = loop.shard(stream)
 
     start = latest_checkpoint(ckpt_dir) if resume == "auto" else (Path(resume) if resume else None)
     if start is None and resume is None and latest_checkpoint(ckpt_dir):
         raise ValueError(f"{folder} already holds checkpoints; resume='auto' continues that run, or use a new folder")
     step = 0
     if start is not None:
-        state = load_checkpoint(start, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        state = loop.load(start)
         step = state["step"]
-        # the optimizer comes back with the lr the saved run's schedule set; this run's schedule decides
-        # (the same unless max_steps changed, e.g. a run extended from 3 to 8 steps)
-        for group, lr_lambda in zip(optimizer.param_groups, scheduler.lr_lambdas):
-            group["lr"] = group["initial_lr"] * lr_lambda(step)
         stream.load_state_dict(state["data"]["stream"])
         if hasattr(collator, "load_state_dict") and "collator" in state["data"]:
             collator.load_state_dict(state["data"]["collator"])
-        print(f"resumed from {start} at step {step}")
+        if main:
+            print(f"resumed from {start} at step {step}")
     else:
         from .profiles import set_seed
 
         set_seed(config.seed)
-    log = MetricsLog(folder, resume_step=step if start is not None else None)
+    log = MetricsLog(folder, resume_step=step if start is not None else None, write=main)
     last_eval = {}
 
     def run_eval(at: int) -> dict:
-        result = evaluate(model, eval_data, config.precision)
+        result = evaluate(loop.module, eval_data, config.precision)
         log.log(at, eval_loss=result["loss"], eval_ppl=result["ppl"], eval_acc=result["acc"])
         return result
 
@@ -553,12 +620,11 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
     try:
         if step == 0 and eval_data:
             last_eval = run_eval(0)  # the loss at initialisation
-        bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step", disable=not progress)
+        bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step", disable=not (progress and main))
         window, started = [], time.perf_counter()
         while step < config.max_steps:
             micro = [collator([train_examples[int(i)] for i in next(stream)]) for _ in range(config.grad_accum)]
-            result = train_step(model, micro, optimizer, scheduler, max_grad_norm=config.max_grad_norm,
-                                precision=config.precision, scaler=scaler)
+            result = loop.step(micro)
             step += 1
             window.append(result)
             row = None
@@ -572,16 +638,13 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
             if eval_data and (step % config.eval_every == 0 or step == config.max_steps):
                 last_eval = run_eval(step)
             if step % config.save_every == 0 or step == config.max_steps:
-                save_checkpoint(ckpt_dir / checkpoint_name(step), model=model, optimizer=optimizer,
-                                scheduler=scheduler, scaler=scaler, step=step, data_state=data_state(),
-                                extra={"config": config.to_dict()})
-                prune_checkpoints(ckpt_dir, config.keep_last)
+                loop.save(ckpt_dir, step, data_state(), {"config": config.to_dict()})
             bar.update(1)
             if on_step is not None:
                 on_step(step, row)
         bar.close()
         if step == config.max_steps and eval_data and not last_eval:
-            last_eval = evaluate(model, eval_data, config.precision)
+            last_eval = evaluate(loop.module, eval_data, config.precision)
     finally:
         log.close()
     return last_eval

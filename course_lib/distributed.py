@@ -1,0 +1,475 @@
+"""Notebook 07: scaling the training loop with DeepSpeed (and with torchrun + DistributedDataParallel).
+
+    config = ds_config(micro_batch_size=32, grad_accum=2, bf16=True, stage=2)   # checked: clear errors
+    init_single_process()                     # a notebook or `python`: this process is rank 0 of 1
+    loop = DeepSpeedLoop(model, train_config, config)   # deepspeed.initialize(model, optimizer, scheduler)
+    training.train(model, blocks, eval_data, train_config, collator=..., folder=..., loop=loop)
+
+`ds_train_step` is notebook 04's `train_step` with three lines changed (`engine(...)`,
+`engine.backward(loss)`, `engine.step()`); `save_ds_checkpoint` / `load_ds_checkpoint` keep the step,
+the data position and the random state as DeepSpeed's "client state", so a resumed run continues with
+the same losses. The loop, logging and evaluation are `training.train`'s, unchanged.
+
+Launched by `deepspeed` or `torchrun`, every process runs the same code: the launcher sets RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; each process reads its share of every global batch
+(`RankShard`), and process 0 logs. Without a launcher (a notebook), `init_single_process` sets those
+variables for a world of one: gloo on a CPU, nccl on a GPU.
+
+Memory: `zero_memory` is the ZeRO paper's accounting (Rajbhandari et al. 2020): with mixed precision and
+Adam, each parameter costs 2 bytes (16-bit weights) + 2 (16-bit gradients) + K = 12 (fp32 master weights,
+momentum, variance); ZeRO-1 splits the optimizer states over the N GPUs, ZeRO-2 the gradients too, ZeRO-3
+the weights too. `measured_memory` counts what an engine actually holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    # before `import deepspeed`: it would otherwise look for a GPU and print a timestamped warning
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from .masking import IGNORE_INDEX  # noqa: E402
+from .training import (TrainConfig, _to, follow_schedule, make_optimizer, make_scheduler, prune_checkpoints,  # noqa: E402
+                       rng_state, set_rng_state, train_step)
+
+STAGES = (0, 1, 2, 3)
+
+
+class DSConfigError(ValueError):
+    """A DeepSpeed config that cannot work; the message names the key and the value."""
+
+
+# --------------------------------------------------------------------------- the DeepSpeed config
+
+
+def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *, train_batch_size: int | None = None,
+              bf16: bool = False, fp16: bool = False, stage: int = 0, offload_optimizer: bool = False,
+              offload_params: bool = False, max_grad_norm: float = 1.0, initial_scale_power: int = 16,
+              scheduler: dict | None = None) -> dict:
+    """A DeepSpeed config (the dict `deepspeed.initialize(config=...)` takes, or a ds_config.json), checked.
+
+    micro_batch_size: sequences per process per forward pass; grad_accum: micro-batches per update;
+    world_size: processes (GPUs). An update sees train_batch_size = micro_batch_size * grad_accum *
+    world_size sequences (give it to have it checked). bf16 / fp16: 16-bit weights with fp32 master
+    copies in the optimizer; fp16 also scales the loss (dynamically, starting at 2**initial_scale_power)
+    so that small gradients do not underflow. stage: ZeRO 0 (plain data parallelism) to 3.
+    offload_optimizer (stage >= 1) keeps the optimizer states and step in CPU memory; offload_params
+    (stage 3) the weights too. max_grad_norm: clip the global gradient norm (0: off).
+    scheduler: {"lr", "warmup_steps", "total_steps"} for DeepSpeed's own WarmupDecayLR (linear warmup,
+    then linear decay to 0: notebook 04's schedule); None when the loop passes its own scheduler."""
+    config = {
+        "train_batch_size": micro_batch_size * grad_accum * world_size if train_batch_size is None else train_batch_size,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": max_grad_norm,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": fp16, "loss_scale": 0, "initial_scale_power": initial_scale_power,
+                 "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+        "zero_optimization": {"stage": stage},
+        "steps_per_print": 1 << 30,  # the course logs its own rows
+    }
+    if offload_optimizer:
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        # the course's torch AdamW steps on the CPU too; DeepSpeedCPUAdam is faster but compiles for a minute first
+        config["zero_force_ds_cpu_optimizer"] = False
+    if offload_params:
+        config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if scheduler is not None:
+        missing = {"lr", "warmup_steps", "total_steps"} - set(scheduler)
+        if missing:
+            raise DSConfigError(f"scheduler needs lr, warmup_steps and total_steps (missing: {', '.join(sorted(missing))})")
+        config["scheduler"] = {"type": "WarmupDecayLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": scheduler["lr"], "warmup_num_steps": scheduler["warmup_steps"],
+            "total_num_steps": scheduler["total_steps"], "warmup_type": "linear"}}
+    check_ds_config(config, world_size)
+    return config
+
+
+def _positive_int(config: dict, key: str, where: str) -> int | None:
+    value = config.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise DSConfigError(f"{where}{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _enabled(config: dict, key: str) -> bool:
+    section = config.get(key) or {}
+    return isinstance(section, dict) and section.get("enabled") is True
+
+
+def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
+    """Raise DSConfigError for a config DeepSpeed would reject or misread: bf16 and fp16 both on; a
+    train_batch_size that is not micro-batch x accumulation x world size; offload without the ZeRO stage
+    that supports it; an unknown stage; "auto" values left unresolved (`resolve_ds_config`). Returns it."""
+    if not isinstance(config, dict):
+        raise DSConfigError(f"{where}a DeepSpeed config is a mapping of keys to values, got {type(config).__name__}")
+    autos = [key for key, value in _flat(config).items() if value == "auto"]
+    if autos:
+        raise DSConfigError(f"{where}{', '.join(autos)} = 'auto': resolve_ds_config fills these from the training config")
+    if _enabled(config, "bf16") and _enabled(config, "fp16"):
+        raise DSConfigError(f"{where}bf16.enabled and fp16.enabled are both true: choose one 16-bit format")
+    micro = _positive_int(config, "train_micro_batch_size_per_gpu", where)
+    accum = _positive_int(config, "gradient_accumulation_steps", where)
+    total = _positive_int(config, "train_batch_size", where)
+    if [micro, accum, total].count(None) > 1:
+        raise DSConfigError(f"{where}give at least two of train_batch_size, train_micro_batch_size_per_gpu, "
+                            f"gradient_accumulation_steps")
+    if None not in (micro, accum, total) and micro * accum * world_size != total:
+        raise DSConfigError(f"{where}train_batch_size={total} but train_micro_batch_size_per_gpu x "
+                            f"gradient_accumulation_steps x world size = {micro} x {accum} x {world_size} = "
+                            f"{micro * accum * world_size}")
+    clip = config.get("gradient_clipping", 0.0)
+    if not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0:
+        raise DSConfigError(f"{where}gradient_clipping must be a number >= 0, got {clip!r}")
+    zero = config.get("zero_optimization") or {}
+    stage = zero.get("stage", 0)
+    if stage not in STAGES:
+        raise DSConfigError(f"{where}zero_optimization.stage={stage!r}: choose one of 0, 1, 2, 3")
+
+    def offloaded(key):
+        section = zero.get(key) or {}
+        return isinstance(section, dict) and section.get("device", "none") not in ("none", None)
+
+    if offloaded("offload_optimizer") and stage == 0:
+        raise DSConfigError(f"{where}zero_optimization.offload_optimizer needs ZeRO stage 1, 2 or 3 (stage is 0)")
+    if offloaded("offload_param") and stage != 3:
+        raise DSConfigError(f"{where}zero_optimization.offload_param needs ZeRO stage 3 (stage is {stage})")
+    return config
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def resolve_ds_config(config: dict, train: TrainConfig, world_size: int = 1, where: str = "") -> dict:
+    """A copy of `config` with its "auto" values taken from the training config (as transformers does):
+    the micro-batch (train.batch_size), accumulation (train.grad_accum), train_batch_size, gradient_clipping
+    (train.max_grad_norm) and bf16 / fp16 (train.precision). A value given in both that differs stops the run."""
+    config = json.loads(json.dumps(config))
+    wanted = {"train_micro_batch_size_per_gpu": ("train.batch_size", train.batch_size),
+              "gradient_accumulation_steps": ("train.grad_accum", train.grad_accum),
+              "train_batch_size": ("train.batch_size x train.grad_accum x world size",
+                                   train.batch_size * train.grad_accum * world_size),
+              "gradient_clipping": ("train.max_grad_norm", train.max_grad_norm)}
+    for key, (name, value) in wanted.items():
+        given = config.setdefault(key, "auto")
+        if given == "auto":
+            config[key] = value
+        elif given != value:
+            raise DSConfigError(f"{where}{key}={given!r} but {name}={value!r}: make them agree, or write \"auto\"")
+    for kind in ("bf16", "fp16"):
+        section = config.setdefault(kind, {})
+        enabled = section.setdefault("enabled", "auto")
+        if enabled == "auto":
+            section["enabled"] = train.precision == kind
+        elif enabled != (train.precision == kind) and (enabled or train.precision == kind):
+            raise DSConfigError(f"{where}{kind}.enabled={enabled} but train.precision={train.precision!r}: "
+                                f"make them agree, or write \"auto\"")
+    return check_ds_config(config, world_size, where)
+
+
+def load_ds_config(path) -> dict:
+    """A DeepSpeed config from a JSON file (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DSConfigError(f"DeepSpeed config {path} not found")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise DSConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise DSConfigError(f"{path}: a DeepSpeed config is a JSON object")
+    return config
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int]:
+    """Join the process group the launcher (`deepspeed`, `torchrun`) described in the environment, or,
+    without a launcher, make this process rank 0 of a world of one. gloo on a CPU, nccl on a GPU.
+    Returns (rank, world_size). Does nothing more if the group exists already."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            for key, value in single.items():
+                os.environ[key] = value
+            os.environ["MASTER_PORT"] = str(free_port())
+        for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            if key not in os.environ:
+                raise RuntimeError(f"{key} is not set: start the processes with deepspeed or torchrun, or run one process")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def init_single_process(backend: str | None = None) -> tuple[int, int]:
+    """For a notebook: set RANK=0, WORLD_SIZE=1, LOCAL_RANK=0, MASTER_ADDR, MASTER_PORT (a free port) and
+    create the process group (gloo on a CPU, nccl on a GPU). DeepSpeed needs a process group even for one
+    process; without these variables it would go looking for MPI."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
+    return init_distributed(backend)
+
+
+def _deepspeed():
+    """`import deepspeed`, quiet, and without the shared-memory collective op in a world of one process:
+    on a CPU, DeepSpeed compiles that C++ op (half a minute or more, once per machine) to speed up
+    all-reduce between processes on one machine; a single process has no one to talk to."""
+    import logging
+
+    import deepspeed
+
+    deepspeed.utils.logger.setLevel(logging.WARNING)
+    if not torch.cuda.is_available() and os.environ.get("WORLD_SIZE", "1") == "1":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
+
+
+class RankShard:
+    """Process `rank`'s share of every global batch of a stream of index batches: items
+    [rank * m, (rank + 1) * m) where m = batch / world_size. Every process draws the same global batches
+    (same seed), so the position is the same everywhere and is saved once."""
+
+    def __init__(self, stream, rank: int, world_size: int):
+        self.stream, self.rank, self.world_size = stream, rank, world_size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.stream)
+        if len(batch) % self.world_size:
+            raise ValueError(f"a global batch of {len(batch)} does not split over {self.world_size} processes")
+        share = len(batch) // self.world_size
+        return batch[self.rank * share:(self.rank + 1) * share]
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+
+def _mean_over_processes(result: dict, world_size: int) -> dict:
+    """The update's loss averaged over the processes, its masked tokens summed (for the log)."""
+    if world_size == 1:
+        return result
+    import torch.distributed as dist
+
+    values = torch.tensor([result["loss"], float(result["tokens"])], dtype=torch.float64,
+                          device="cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(values)
+    return {**result, "loss": values[0].item() / world_size, "tokens": int(values[1].item())}
+
+
+# --------------------------------------------------------------------------- one update with DeepSpeed
+
+
+def ds_train_step(engine, micro_batches: list[dict]) -> dict:
+    """`training.train_step` for a DeepSpeed engine: the engine runs the forward pass, `engine.backward`
+    replaces `loss.backward()` (it scales an fp16 loss and, under ZeRO 2/3, reduces and partitions the
+    gradients as they are made), and `engine.step()` replaces clipping, `optimizer.step()`,
+    `scheduler.step()` and `zero_grad()`. DeepSpeed counts the micro-batches and updates the weights only
+    at the last one of each update (gradient_accumulation_steps in its config must be len(micro_batches)).
+    Returns {"loss", "lr", "grad_norm" (None when DeepSpeed does not report it), "tokens"}."""
+    engine.train()
+    device = engine.device
+    counts = [int((batch["labels"] != IGNORE_INDEX).sum()) for batch in micro_batches]
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("ds_train_step: no masked token in any micro-batch, so there is no loss to learn from")
+    lr = engine.get_lr()[0]
+    loss_value = 0.0
+    for batch, count in zip(micro_batches, counts):
+        batch = _to(batch, device)
+        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        loss = out.loss.float() * (count / total) if count else out.logits.sum() * 0.0  # DeepSpeed counts every micro-batch
+        engine.backward(loss, scale_wrt_gas=False)  # our weights already sum to 1 over the micro-batches
+        engine.step()  # an update only at the last micro-batch
+        loss_value += loss.item()
+    grad_norm = engine.get_global_grad_norm()
+    return {"loss": loss_value, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": total}
+
+
+def ds_tag(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def save_ds_checkpoint(engine, folder, step: int, data_state: dict | None = None, extra: dict | None = None) -> Path:
+    """`engine.save_checkpoint` into folder/step-000000N/, with the course's client state: the step, the data
+    position (`data_state`), every random generator's state and `extra`. Every process must call it (under
+    ZeRO each one writes its own shard of the optimizer states). DeepSpeed writes folder/latest last."""
+    client_state = {"step": step, "data": data_state or {}, "rng": rng_state(), "extra": extra or {}}
+    engine.save_checkpoint(str(folder), tag=ds_tag(step), client_state=client_state)
+    return Path(folder) / ds_tag(step)
+
+
+def load_ds_checkpoint(engine, path, restore_rng: bool = True) -> dict:
+    """Load a DeepSpeed checkpoint folder (folder/step-000000N/) into `engine`: weights, optimizer states
+    (this process's shard), scheduler; restores the random generators; returns the client state
+    {"step", "data", "rng", "extra"}. Every process must call it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no DeepSpeed checkpoint folder at {path}")
+    loaded, client_state = engine.load_checkpoint(str(path.parent), tag=path.name)
+    if loaded is None:
+        raise ValueError(f"{path}: DeepSpeed could not load this checkpoint")
+    if not isinstance(client_state, dict) or "step" not in client_state:
+        raise ValueError(f"{path} is not a course checkpoint (no 'step' in its client state)")
+    if restore_rng:
+        set_rng_state(client_state["rng"])
+    return client_state
+
+
+# --------------------------------------------------------------------------- loops for training.train
+
+
+class DeepSpeedLoop:
+    """`training.train`'s update and checkpoint with a DeepSpeed engine (see `training.PlainLoop`).
+
+    The engine gets the course's AdamW (decay on matrices only) and its warmup schedule, unless the
+    DeepSpeed config has its own "optimizer" / "scheduler" sections. Call `init_distributed` first when
+    launched by deepspeed or torchrun; alone, this makes the process rank 0 of 1."""
+
+    def __init__(self, model, config: TrainConfig, ds_config: dict):
+        import torch.distributed as dist
+
+        deepspeed = _deepspeed()
+        self.rank, self.world_size = init_distributed()
+        check_ds_config(ds_config, self.world_size)
+        optimizer = None if "optimizer" in ds_config else make_optimizer(model, config)
+        scheduler = None if optimizer is None or "scheduler" in ds_config else make_scheduler(optimizer, config)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                                 lr_scheduler=scheduler, config=ds_config)
+        self.own_scheduler = scheduler is not None
+        self.model, self.module, self.config, self.ds_config = self.engine, self.engine.module, config, ds_config
+        self.stage = self.engine.zero_optimization_stage()
+        self._dist = dist
+
+    def step(self, micro_batches: list[dict]) -> dict:
+        return _mean_over_processes(ds_train_step(self.engine, micro_batches), self.world_size)
+
+    def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
+        save_ds_checkpoint(self.engine, folder, step, data_state, extra)
+        if self.rank == 0:
+            prune_checkpoints(folder, self.config.keep_last)
+        self._dist.barrier()
+
+    def load(self, path) -> dict:
+        state = load_ds_checkpoint(self.engine, path)
+        if self.own_scheduler:
+            follow_schedule(self.scheduler.optimizer, self.scheduler, state["step"])
+        return state
+
+    def shard(self, stream):
+        return RankShard(stream, self.rank, self.world_size) if self.world_size > 1 else stream
+
+    def full_state_dict(self) -> dict:
+        """The model's weights as fp32 CPU tensors, whole (ZeRO-3 gathers the shards from every process)."""
+        import deepspeed
+
+        params = list(self.module.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.stage == 3):
+            return {name: value.detach().float().cpu().clone() for name, value in self.module.state_dict().items()}
+
+
+class DDPLoop:
+    """`training.train`'s update and checkpoint with torch's DistributedDataParallel (`torchrun`): every
+    process holds the whole model and optimizer; `loss.backward()` all-reduces (averages) the gradients,
+    so the processes stay identical. Process 0 writes the checkpoints (plain notebook-04 files)."""
+
+    def __init__(self, model, config: TrainConfig):
+        from torch.nn.parallel import DistributedDataParallel
+
+        from .training import PlainLoop
+
+        self.rank, self.world_size = init_distributed()
+        self.plain = PlainLoop(model, config)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.plain.model = DistributedDataParallel(model, device_ids=[local] if torch.cuda.is_available() else None)
+        self.model, self.module, self.config = self.plain.model, model, config
+
+    def step(self, micro_batches: list[dict]) -> dict:
+        return _mean_over_processes(self.plain.step(micro_batches), self.world_size)
+
+    def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
+        import torch.distributed as dist
+
+        if self.rank == 0:
+            self.plain.save(folder, step, data_state, extra)
+        dist.barrier()
+
+    def load(self, path) -> dict:
+        return self.plain.load(path)
+
+    def shard(self, stream):
+        return RankShard(stream, self.rank, self.world_size) if self.world_size > 1 else stream
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def zero_memory(n_params: int, stage: int, n_gpus: int, k: int = 12) -> dict:
+    """Bytes per GPU for the model states of mixed-precision Adam training under ZeRO `stage` on `n_gpus`:
+    16-bit weights 2Ψ, 16-bit gradients 2Ψ, optimizer states KΨ (fp32 weights, momentum and variance:
+    K = 12), ZeRO-1 dividing the optimizer states by N, ZeRO-2 the gradients too, ZeRO-3 the weights too.
+    Activations, buffers and fragmentation come on top."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r}: choose one of 0, 1, 2, 3")
+    if n_gpus < 1 or n_params < 0:
+        raise ValueError(f"n_gpus must be >= 1 and n_params >= 0 (got {n_gpus}, {n_params})")
+    params = 2 * n_params / (n_gpus if stage >= 3 else 1)
+    grads = 2 * n_params / (n_gpus if stage >= 2 else 1)
+    optimizer = k * n_params / (n_gpus if stage >= 1 else 1)
+    return {"params": params, "grads": grads, "optimizer": optimizer, "total": params + grads + optimizer}
+
+
+def _base_optimizer(engine):
+    optimizer = engine.optimizer
+    while hasattr(optimizer, "optimizer") and not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def measured_memory(engine) -> dict:
+    """Bytes this process holds for the model states of a DeepSpeed engine, counted tensor by tensor:
+    "params" (the module's weights; under ZeRO-3 this process's shard), "master" (the optimizer's own fp32
+    copy of the weights, 0 when it updates the module's tensors directly), "optimizer_states" (Adam's
+    momentum and variance). Gradients live in DeepSpeed's buffers between backward and step; not counted."""
+    params = 0
+    module_storages = set()
+    for p in engine.module.parameters():
+        shard = getattr(p, "ds_tensor", None)
+        tensor = shard if shard is not None else p.data
+        params += tensor.numel() * tensor.element_size()
+        module_storages.add(p.data.untyped_storage().data_ptr())
+    base = _base_optimizer(engine)
+    copies = [p for group in base.param_groups for p in group["params"]]
+    copies += getattr(engine.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3 keeps them aside between steps
+    master = sum(p.numel() * p.element_size() for p in copies
+                 if p.numel() and p.untyped_storage().data_ptr() not in module_storages)
+    states = sum(t.numel() * t.element_size() for state in base.state.values() for t in state.values()
+                 if torch.is_tensor(t) and t.dim() > 0)
+    return {"params": params, "master": master, "optimizer_states": states}
