@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -234,15 +235,19 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
 
 
 def _deepspeed():
-    """`import deepspeed`, quiet, and without the shared-memory collective op in a world of one process:
-    on a CPU, DeepSpeed compiles that C++ op (half a minute or more, once per machine) to speed up
-    all-reduce between processes on one machine; a single process has no one to talk to."""
+    """`import deepspeed`, quiet. On a CPU, without its shared-memory collective op: DeepSpeed would compile
+    that C++ op (half a minute or more, once per machine) to speed up all-reduce between processes on one
+    machine; one process has no one to talk to, and several CPU processes are a demonstration (gloo does
+    their all-reduce). COURSE_DS_SHM=1 keeps it."""
     import logging
 
     import deepspeed
 
     deepspeed.utils.logger.setLevel(logging.WARNING)
-    if not torch.cuda.is_available() and os.environ.get("WORLD_SIZE", "1") == "1":
+    # DeepSpeed calls torch collectives that torch has renamed; the warning is for DeepSpeed, not for us
+    warnings.filterwarnings("ignore", message=r".*torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor).*deprecated",
+                            category=FutureWarning)
+    if not torch.cuda.is_available() and os.environ.get("COURSE_DS_SHM") != "1":
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     return deepspeed
 

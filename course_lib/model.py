@@ -272,7 +272,8 @@ class EncoderForMaskedLM(nn.Module):
             where = labels != -100
             hidden, labels = hidden[where], labels[where]  # [n_labelled, hidden], [n_labelled]
         logits = self.head(hidden)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        # the loss in fp32 even when the weights are 16-bit (DeepSpeed's bf16, notebook 07); autocast does the same
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         return MaskedLMOutput(loss, logits)
 
     def num_parameters(self, embeddings: bool = True) -> int:

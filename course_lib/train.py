@@ -5,6 +5,12 @@ train (or load) a tokenizer, tokenise and pack the texts, build the model, train
 `course_lib.training.train` in an experiment folder, evaluate on fixed masks, export it in Hugging
 Face format (`{experiment}/hf/`), and print fill-mask predictions for a few held-out sentences.
 
+With `--deepspeed configs/ds_zero2.json` it trains with DeepSpeed (notebook 07): alone on a CPU or a GPU,
+or under a launcher, one process per GPU, on one machine or several:
+
+    deepspeed --num_gpus 8 --module course_lib.train --config configs/base.yaml --deepspeed configs/ds_zero2.json
+    torchrun --nproc_per_node 8 -m course_lib.train --config configs/base.yaml     # DistributedDataParallel
+
 A config is a YAML file with three sections and a few top-level keys (see configs/):
 
     name: tiny                # experiment folders are {output_dir}/{name}.{date}.{uuid}/
@@ -96,6 +102,7 @@ class RunConfig:
     resume: str = "auto"
     device: str = "auto"  # auto: cuda if there is one, else cpu
     fill_mask: int = 5  # held-out sentences to show fill-mask predictions for (0: none)
+    deepspeed: str | None = None  # a DeepSpeed config (configs/ds_zero2.json ...): train with DeepSpeed
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -323,7 +330,7 @@ def experiment_folder(config: RunConfig) -> tuple[Path, bool]:
             return training.new_experiment(config.output_dir, config.name, hparams), False
     else:
         folder = Path(resume)
-        if folder.is_file():  # a checkpoint: its experiment is two levels up
+        if folder.is_file() or folder.parent.name == "checkpoints":  # a checkpoint: its experiment is two levels up
             folder = folder.parent.parent
         if not (folder / "hparams.json").is_file():
             raise ConfigError(f"resume={resume!r}: not an experiment folder or a checkpoint in one (no hparams.json)")
@@ -337,8 +344,20 @@ def experiment_folder(config: RunConfig) -> tuple[Path, bool]:
     return folder, True
 
 
+def launched() -> bool:
+    """Whether a launcher (deepspeed, torchrun) started this process as one of several."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -> dict:
-    """The whole pipeline for `config`; returns {"folder", "eval", "fill_mask" (accuracy or None)}."""
+    """The whole pipeline for `config`; returns {"folder", "eval", "fill_mask" (accuracy or None)}.
+
+    With config.deepspeed, or under a launcher (several processes), every process runs this: process 0
+    makes the experiment folder and the tokenizer, the others wait for them and read them."""
+    import os
+
     import torch
 
     from . import masking, model as model_lib, tokenization, training
@@ -347,22 +366,27 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bars between our lines
+    rank, world_size, ds = 0, 1, None
+    if config.deepspeed or launched():
+        from . import distributed
+
+        if config.deepspeed:  # read and checked before anything starts
+            ds = distributed.load_ds_config(config.deepspeed)
+            distributed.resolve_ds_config(ds, config.train, int(os.environ.get("WORLD_SIZE", "1")), f"{config.deepspeed}: ")
+        rank, world_size = distributed.init_distributed()
+        if ds is not None:
+            ds = distributed.resolve_ds_config(ds, config.train, world_size, f"{config.deepspeed}: ")
+    show = show if rank == 0 else (lambda *args, **kwargs: None)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
-    folder, resuming = experiment_folder(config)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    folder, resuming = _on_rank0(lambda: experiment_folder(config), world_size)
     show(f"experiment folder: {folder}{' (resuming)' if resuming else ''}")
 
     saved = folder / "tokenizer"
-    if (saved / "tokenizer.json").is_file():
-        tokenizer = tokenization.load_tokenizer(saved)
-    elif config.data.tokenizer:
-        tokenizer = tokenization.load_tokenizer(config.data.tokenizer)
-        tokenizer.save_pretrained(str(saved))
-    else:
-        texts = load_texts(config.data, "train")
-        show(f"training a byte-level BPE tokenizer, vocab {config.data.vocab_size}, on {len(texts):,} texts")
-        tokenizer = tokenization.train_tokenizer(texts, config.data.vocab_size, max_length=config.data.block_size)
-        tokenizer.save_pretrained(str(saved))
+    _on_rank0(lambda: _make_tokenizer(config, saved, show), world_size)
+    tokenizer = tokenization.load_tokenizer(saved)
     blocks, eval_data = prepare(config, tokenizer)
     show(f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
          f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens")
@@ -377,12 +401,27 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
     collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
     start = None  # a fresh run
     if resuming:  # from the checkpoint named by --resume, else the newest in the folder
-        start = Path(config.resume) if Path(config.resume).is_file() else "auto"
+        start = Path(config.resume) if Path(config.resume).exists() else "auto"
+    loop = None
+    if ds is not None:
+        loop = distributed.DeepSpeedLoop(model, config.train, ds)
+        show(f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
+             f"{ds['train_micro_batch_size_per_gpu']} x {ds['gradient_accumulation_steps']} x {world_size} = "
+             f"{ds['train_batch_size']} blocks per update")
+    elif world_size > 1:
+        loop = distributed.DDPLoop(model, config.train)
+        show(f"DistributedDataParallel: {world_size} processes, {config.train.batch_size} blocks each per micro-batch")
     result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
-                            resume=start, progress=progress, on_step=on_step)
+                            resume=start, progress=progress, on_step=on_step, loop=loop)
     if result:
         show(f"held-out (fixed masks): loss {result['loss']:.3f}, perplexity {result['ppl']:.1f}, "
              f"masked-token accuracy {result['acc']:.1%}")
+    if ds is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
+        weights = loop.full_state_dict()
+        model = model_lib.EncoderForMaskedLM(encoder_config)
+        model.load_state_dict(weights)
+    if rank != 0:
+        return {"folder": folder, "eval": result, "fill_mask": None}
     accuracy = None
     if config.model.pre_norm:
         show("pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
@@ -393,6 +432,32 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
         if config.fill_mask:
             accuracy = show_fill_mask(hf, load_texts(config.data, "eval"), config.fill_mask, show=show)
     return {"folder": folder, "eval": result, "fill_mask": accuracy}
+
+
+def _on_rank0(make, world_size: int):
+    """make() on process 0; the others wait for it and get its result (a folder, a flag)."""
+    if world_size == 1:
+        return make()
+    import torch.distributed as dist
+
+    box = [make() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _make_tokenizer(config: RunConfig, saved: Path, show) -> None:
+    """The run's tokenizer in saved/: already there (a resumed run), copied from data.tokenizer, or trained."""
+    from . import tokenization
+
+    if (saved / "tokenizer.json").is_file():
+        return
+    if config.data.tokenizer:
+        tokenizer = tokenization.load_tokenizer(config.data.tokenizer)
+    else:
+        texts = load_texts(config.data, "train")
+        show(f"training a byte-level BPE tokenizer, vocab {config.data.vocab_size}, on {len(texts):,} texts")
+        tokenizer = tokenization.train_tokenizer(texts, config.data.vocab_size, max_length=config.data.block_size)
+    tokenizer.save_pretrained(str(saved))
 
 
 def show_fill_mask(folder, texts: list[str], n: int, show=print, seed: int = 0) -> float:
@@ -416,13 +481,15 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Any config key can follow as --key value (e.g. --max_steps 100 --train.lr 1e-3).")
     parser.add_argument("--config", help="a YAML config (see configs/); default: the built-in defaults")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher adds it; LOCAL_RANK is read
     args, overrides = parser.parse_known_args(argv)
     from .data import DataError
+    from .distributed import DSConfigError
 
     try:
         config = load_config(args.config, overrides)
         run(config, progress=not args.no_progress)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DSConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
