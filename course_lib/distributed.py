@@ -63,7 +63,8 @@ def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *
     offload_optimizer (stage >= 1) keeps the optimizer states and step in CPU memory; offload_params
     (stage 3) the weights too. max_grad_norm: clip the global gradient norm (0: off).
     scheduler: {"lr", "warmup_steps", "total_steps"} for DeepSpeed's own WarmupDecayLR (linear warmup,
-    then linear decay to 0: notebook 04's schedule); None when the loop passes its own scheduler."""
+    then linear decay to 0: notebook 04's shape, but one update late: its first two updates both get
+    rate 0); None (the default) when the loop passes the course's scheduler."""
     config = {
         "train_batch_size": micro_batch_size * grad_accum * world_size if train_batch_size is None else train_batch_size,
         "train_micro_batch_size_per_gpu": micro_batch_size,
