@@ -250,6 +250,9 @@ REFERENCES = {
     "6.1": {"freeze_all_but_embeddings", "freeze_all_but"},
     "6.2": {"new_embedding_matrix"},
     "6.3": {"embedding_only_run"},
+    "7.1": {"ds_config"},
+    "7.2": {"ds_train_step"},
+    "7.3": {"save_ds_checkpoint", "load_ds_checkpoint"},
 }
 # ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
 REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}

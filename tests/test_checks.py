@@ -669,3 +669,101 @@ def test_reference_style_run_passes(capsys):
 def test_wrong_run_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_embedding_only_run(make_run(**wrong))
+
+
+# --------------------------------------------------------------------------- notebook 07
+
+
+def make_ds_config_fn(world=True, bf16_as_fp16=False, offload_at_zero=False, stage_ignored=False, check_precision=True):
+    def make_ds_config(micro_batch_size, grad_accum, world_size, precision="fp32", stage=0, offload_optimizer=False,
+                       max_grad_norm=1.0):
+        if check_precision and precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision={precision!r}")
+        if offload_optimizer and stage == 0 and not offload_at_zero:
+            raise ValueError("offload needs ZeRO 1-3")
+        if stage not in (0, 1, 2, 3):
+            raise ValueError(f"stage={stage}")
+        zero = {"stage": 0 if stage_ignored else stage}
+        if offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu"}
+        return {"train_batch_size": micro_batch_size * grad_accum * (world_size if world else 1),
+                "train_micro_batch_size_per_gpu": micro_batch_size, "gradient_accumulation_steps": grad_accum,
+                "gradient_clipping": max_grad_norm, "zero_optimization": zero,
+                "bf16": {"enabled": precision == "bf16" and not bf16_as_fp16},
+                "fp16": {"enabled": precision == "fp16" or (precision == "bf16" and bf16_as_fp16)}}
+    return make_ds_config
+
+
+def test_reference_style_ds_config_passes(capsys):
+    checks.check_make_ds_config(make_ds_config_fn(), hidden=True)
+    assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(world=False), dict(bf16_as_fp16=True), dict(offload_at_zero=True),
+                                   dict(stage_ignored=True), dict(check_precision=False)], ids=str)
+def test_wrong_ds_config_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_make_ds_config(make_ds_config_fn(**wrong))
+
+
+def make_ds_step(backward="engine", scale_wrt_gas=False, step_each=True, weighted=True):
+    def ds_train_step(engine, micro_batches):
+        engine.train()
+        counts = [int((b["labels"] != -100).sum()) for b in micro_batches]
+        total, value = sum(counts), 0.0
+        for batch, count in zip(micro_batches, counts):
+            out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss = out.loss * (count / total) if weighted else out.loss / len(micro_batches)
+            if backward == "engine":
+                engine.backward(loss, scale_wrt_gas=scale_wrt_gas)
+            else:
+                loss.backward()
+            if step_each:
+                engine.step()
+            value += loss.item()
+        if not step_each:
+            engine.step()
+        return value
+    return ds_train_step
+
+
+def test_reference_style_ds_step_passes(capsys):
+    checks.check_ds_train_step(make_ds_step(), hidden=True)
+    assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(backward="tensor"), dict(scale_wrt_gas=True), dict(step_each=False),
+                                   dict(weighted=False)], ids=str)
+def test_wrong_ds_step_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_ds_train_step(make_ds_step(**wrong))
+
+
+def make_ds_checkpoint(rng=True, optimizer=True, data=True):
+    from pathlib import Path
+
+    from course_lib import training
+
+    def save_ds_checkpoint(engine, folder, step, data_state):
+        client = {"step": step, **({"data": data_state} if data else {}), **({"rng": training.rng_state()} if rng else {})}
+        engine.save_checkpoint(str(folder), tag=f"step-{step}", client_state=client)
+        return Path(folder) / f"step-{step}"
+
+    def load_ds_checkpoint(engine, path):
+        path = Path(path)
+        _, client = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=optimizer)
+        if "rng" in client:
+            training.set_rng_state(client["rng"])
+        return client
+    return save_ds_checkpoint, load_ds_checkpoint
+
+
+def test_reference_style_ds_checkpoint_passes(capsys):
+    checks.check_ds_checkpoint(*make_ds_checkpoint(), hidden=True)
+    assert "2/2 checks, 1/1 hidden" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [dict(rng=False), dict(optimizer=False), dict(data=False)], ids=str)
+def test_wrong_ds_checkpoint_fails(wrong):
+    with pytest.raises(checks.CheckFailed):
+        checks.check_ds_checkpoint(*make_ds_checkpoint(**wrong))

@@ -159,6 +159,23 @@ WRONG = {  # each wrong in its own way, written out (calling the course's refere
             "    history = transfer.train_mlm(body, train_examples, masking.MLMCollator(target_tokenizer, seed=seed),\n"
             "                                 eval_data, steps=steps, lr=lr, batch_size=batch_size, seed=seed)\n"
             "    return body, history\n"),
+    "7.1": ("def make_ds_config(micro_batch_size, grad_accum, world_size, precision='fp32', stage=0,\n"
+            "                   offload_optimizer=False, max_grad_norm=1.0):  # forgets the world size\n"
+            "    return {'train_batch_size': micro_batch_size * grad_accum, 'train_micro_batch_size_per_gpu': micro_batch_size,\n"
+            "            'gradient_accumulation_steps': grad_accum, 'zero_optimization': {'stage': stage}}\n"),
+    "7.2": ("def ds_train_step(engine, micro_batches):  # the plain loop's backward: DeepSpeed refuses it\n"
+            "    value = 0.0\n"
+            "    for batch in micro_batches:\n"
+            "        loss = engine(**batch).loss / len(micro_batches)\n"
+            "        loss.backward()\n"
+            "        engine.step()\n"
+            "        value += loss.item()\n"
+            "    return value\n"),
+    "7.3": ("def save_ds_checkpoint(engine, folder, step, data_state):  # no random state: dropout differs\n"
+            "    engine.save_checkpoint(str(folder), tag=f'step-{step}', client_state={'step': step, 'data': data_state})\n"
+            "    return Path(folder) / f'step-{step}'\n\n"
+            "def load_ds_checkpoint(engine, path):\n"
+            "    return engine.load_checkpoint(str(Path(path).parent), tag=Path(path).name)[1]\n"),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
 PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
