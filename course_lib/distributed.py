@@ -209,11 +209,10 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            for key, value in single.items():
-                os.environ[key] = value
-            os.environ["MASTER_PORT"] = str(free_port())
+        _deepspeed()  # quiet, and (on a CPU) without the op it would compile when the group is made
+        if os.environ.get("WORLD_SIZE", "1") == "1":  # alone: no one to find, so any free port will do
+            single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+            os.environ.update(single, MASTER_PORT=str(free_port()))
         for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             if key not in os.environ:
                 raise RuntimeError(f"{key} is not set: start the processes with deepspeed or torchrun, or run one process")
@@ -230,8 +229,7 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-            os.environ.pop(key, None)
+        os.environ["WORLD_SIZE"] = "1"
     return init_distributed(backend)
 
 
@@ -244,12 +242,25 @@ def _deepspeed():
 
     import deepspeed
 
+    if getattr(deepspeed, "_course_quiet", False):
+        return deepspeed
     deepspeed.utils.logger.setLevel(logging.WARNING)
     # DeepSpeed calls torch collectives that torch has renamed; the warning is for DeepSpeed, not for us
     warnings.filterwarnings("ignore", message=r".*torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor).*deprecated",
                             category=FutureWarning)
+    # DeepSpeed finds out which C++ ops this machine can build by compiling small test programs; the failures
+    # it expects (no libaio, say) would be printed from the compiler, straight to file descriptor 2
+    stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        compatible = deepspeed.ops.__compatible_ops__
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(devnull)
     if not torch.cuda.is_available() and os.environ.get("COURSE_DS_SHM") != "1":
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        compatible["deepspeed_shm_comm"] = False
+    deepspeed._course_quiet = True
     return deepspeed
 
 

@@ -52,6 +52,7 @@ class Profile:
     transfer_eval_sentences: int  # held-out Portuguese sentences, masked once
     transfer_head_steps: int  # updates that train the English MLM head on the frozen body
     transfer_steps: int  # updates of each transfer arm (pretrained body, random body, full fine-tuning)
+    ds_steps: int  # updates of each DeepSpeed run in notebook 07 (plain vs stage 0, each ZeRO stage, resume)
 
 
 PROFILES = {
@@ -67,7 +68,7 @@ PROFILES = {
         train_lr=3e-3, train_steps=60, compare_steps=12, curve_steps=25,
         ml_fraction=0.1, ml_eval_sentences=100, ml_vocab_size=2_000, ml_train_steps=40,
         transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=100,
-        transfer_head_steps=6, transfer_steps=12,
+        transfer_head_steps=6, transfer_steps=12, ds_steps=8,
     ),
     "cpu": Profile(
         name="cpu",
@@ -81,12 +82,12 @@ PROFILES = {
         train_lr=1e-3, train_steps=1200, compare_steps=60, curve_steps=60,
         ml_fraction=1.0, ml_eval_sentences=1_000, ml_vocab_size=8_000, ml_train_steps=600,
         transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
-        transfer_head_steps=200, transfer_steps=600,
+        transfer_head_steps=200, transfer_steps=600, ds_steps=40,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)
 PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, train_steps=4000, compare_steps=200, curve_steps=200,
-                          ml_train_steps=3000, transfer_head_steps=1000, transfer_steps=2000)
+                          ml_train_steps=3000, transfer_head_steps=1000, transfer_steps=2000, ds_steps=200)
 
 
 def default_profile_name() -> str:
