@@ -327,11 +327,12 @@ def course_files(solutions: Path = nbs.SOLUTIONS) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in [*LIBRARY.glob("*.py"), *Path(solutions).glob("*.ipynb")]}
 
 
-def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None) -> tuple[dict, list[str]]:
+def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads: int | None = None) -> tuple[dict, list[str]]:
     """Run a notebook under nbval in a fresh kernel, in a temporary folder, on a copy of course_lib made
     from `library` (file name -> content; default: as it is now). Returns ({code cell index: (outcome,
     message)}, names of the library files the run changed in its copy); outcome is passed, failed,
-    timeout (or the kernel died), or skipped (after a timeout)."""
+    timeout (or the kernel died), or skipped (after a timeout). threads: the kernel's math threads (OMP /
+    MKL), unless the environment sets them: kernels graded side by side should not fight for the cores."""
     library = library or {p.name: p.read_bytes() for p in LIBRARY.glob("*.py")}
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         work, lib = Path(tmp, "work"), Path(tmp, "lib", "course_lib")
@@ -349,6 +350,9 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None) -> tupl
                "COURSE_WORK_DIR": str(work / "runs"), "MPLBACKEND": "Agg",
                "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")]))}
+        if threads:
+            for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env.setdefault(key, str(threads))
         command = [sys.executable, "-m", "pytest", str(path), "-c", os.devnull, "--rootdir", tmp, "-o", "addopts=",
                    "-p", "no:cacheprovider", "--color=no", "-q", "--nbval-lax", "--nbval-current-env",
                    f"--nbval-cell-timeout={timeout}", f"--junitxml={junit}"]
@@ -389,9 +393,9 @@ def _score(outcomes: dict, cells: dict) -> tuple[str, str]:
 
 
 def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, notebook: str | None = None,
-               pristine: dict[Path, bytes] | None = None) -> Graded:
+               pristine: dict[Path, bytes] | None = None, threads: int | None = None) -> Graded:
     """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
-    bad submission. `pristine`: `course_files()` when grading began (default: now)."""
+    bad submission. `pristine`: `course_files()` when grading began (default: now); threads: see run_nbval."""
     path = Path(path)
     try:
         nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
@@ -429,7 +433,7 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
     while len(decided) < len(info):
         nb_run, roles = assemble(reference, sources)
         try:
-            outcomes, changed = run_nbval(nb_run, timeout, library)
+            outcomes, changed = run_nbval(nb_run, timeout, library, threads)
         except Exception as e:  # the run itself broke (not the student's code): say so, grade nothing more
             decided.update({n: row(n, "error", f"grading failed: {e}") for n in info if n not in decided})
             break
@@ -468,10 +472,12 @@ def grade(paths, solutions: Path = nbs.SOLUTIONS, timeout: int = DEFAULT_TIMEOUT
     """Grade several submissions, `jobs` at a time (each run is a kernel of its own)."""
     references, pristine = load_references(solutions), course_files(solutions)
 
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))  # the cores shared out between the kernels
+
     def one(path):
         start, path = time.time(), Path(path)
         try:
-            g = grade_file(path, references, timeout, notebook, pristine)
+            g = grade_file(path, references, timeout, notebook, pristine, threads=threads)
         except Exception as e:  # a notebook odd in a way no check foresaw: an error for that student only
             message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
             g = Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", message, str(path))])
