@@ -219,6 +219,8 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    if dist.get_world_size() == 1 and "LOCAL_RANK" not in os.environ:  # DeepSpeed reads them at every initialize
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     return dist.get_rank(), dist.get_world_size()
 
 

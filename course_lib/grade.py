@@ -350,6 +350,8 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads
                "COURSE_WORK_DIR": str(work / "runs"), "MPLBACKEND": "Agg",
                "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")]))}
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(key, None)  # a grading kernel is a process of its own, not part of a launched group
         if threads:
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(key, str(threads))
@@ -433,7 +435,7 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
     while len(decided) < len(info):
         nb_run, roles = assemble(reference, sources)
         try:
-            outcomes, changed = run_nbval(nb_run, timeout, library, threads)
+            outcomes, changed = run_nbval(nb_run, timeout, library, threads=threads)
         except Exception as e:  # the run itself broke (not the student's code): say so, grade nothing more
             decided.update({n: row(n, "error", f"grading failed: {e}") for n in info if n not in decided})
             break

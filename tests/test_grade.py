@@ -347,7 +347,7 @@ def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
 
 
 def test_a_run_that_changes_the_library_is_tampering(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library: ({}, ["checks.py"]))
+    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library, threads=None: ({}, ["checks.py"]))
     graded = grade.grade([save(submission("01_bpe_tokenizer"), tmp_path / "eve.ipynb")])[0]
     assert {r.status for r in graded.results} == {"tampered"} and "checks.py" in graded.results[0].message
 
@@ -356,7 +356,7 @@ def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monke
     """The rerun logic, with a stand-in for nbval: the run stops in 1.1's check cell (6)."""
     runs = []
 
-    def run_nbval(nb, timeout, library):
+    def run_nbval(nb, timeout, library, threads=None):
         runs.append([c.source for c in nb.cells if nbs.cell_role(c) == "exercise"])
         if "while True" in runs[-1][0]:
             return {i: ("passed", "") for i in range(6)} | {6: ("timeout", "Timeout"), 7: ("skipped", "")}, []
