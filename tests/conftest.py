@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -16,18 +18,17 @@ def english_valid():
 
 
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+AT_START = {key: os.environ.get(key) for key in DISTRIBUTED_VARIABLES}
 
 
 @pytest.fixture(autouse=True)
 def no_distributed_variables_left_behind():
     """`distributed.init_single_process` sets RANK, WORLD_SIZE, ... in this process; the notebooks that nbval
     runs later start their kernels from this process, and transformers' Trainer would read them as a
-    multi-process launch (and find MASTER_PORT taken). Put them back as they were after every test."""
-    import os
-
-    before = {key: os.environ.get(key) for key in DISTRIBUTED_VARIABLES}
+    multi-process launch. After every test, put them back as they were when the session started (module
+    fixtures set them too, before a test-level snapshot could be taken)."""
     yield
-    for key, value in before.items():
+    for key, value in AT_START.items():
         if value is None:
             os.environ.pop(key, None)
         else:

@@ -432,6 +432,15 @@ CLASS = [("alice", "01_bpe_tokenizer", ()),
 # machine, pushed their training cells past the 120 s cell limit. Their checkers' wrong variants are in test_checks.py.
 
 
+def test_grading_notebook_07_runs_deepspeed_in_the_kernel(tmp_path):
+    """A 7.2 that calls loss.backward() (DeepSpeed refuses it) loses 7.2 only; 7.1 and 7.3 pass their hidden checks."""
+    path = save(submission("07_deepspeed_scaling", {"7.2": WRONG["7.2"]}), tmp_path / "heidi" / "07_deepspeed_scaling.ipynb")
+    graded = grade.grade([path])[0]
+    assert graded.student == "heidi" and graded.notebook == "07_deepspeed_scaling"
+    assert by_exercise(graded) == {"7.1": (3, "passed"), "7.2": (0, "failed"), "7.3": (3, "passed")}
+    assert "Exercise 7.2 failed" in graded.results[1].message
+
+
 def test_grading_a_class_with_the_command(tmp_path, capsys):
     paths = [save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
              for name, stem, wrong in CLASS]
