@@ -796,6 +796,14 @@ def check_evaluate(evaluate: Callable, hidden: bool | None = None) -> None:
     ], hidden=hidden)
 
 
+def _expect_same_losses(resumed: list[float], straight: list[float], before: int, suspects: str) -> None:
+    """The losses after a resume at step `before` must be those of the run that never stopped."""
+    if resumed != straight:
+        diff = next(i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b)
+        raise AssertionError(f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
+                             f"without stopping it was {straight[diff]!r}: something was not restored ({suspects})")
+
+
 def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidden: bool | None = None) -> None:
     """Exercise 4.3: `save_checkpoint(path, model, optimizer, scheduler, step)` writes atomically, and
     `load_checkpoint(path, model, optimizer, scheduler) -> step` restores enough that training goes on
@@ -828,11 +836,7 @@ def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidde
                 if step != before:
                     raise AssertionError(f"load_checkpoint returned step {step!r}, the checkpoint was saved at step {before}")
                 resumed = run(fresh, fresh_opt, fresh_sched, after, before)
-                if resumed != straight:
-                    diff = next(i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b)
-                    raise AssertionError(f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
-                                         f"without stopping it was {straight[diff]!r}: something was not restored "
-                                         f"(weights, optimizer, scheduler, RNG?)")
+                _expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, RNG?")
                 _same_parameters(fresh, model, "after resuming and training on", atol=0)
         return case
 
@@ -1353,11 +1357,7 @@ def check_ds_checkpoint(save_ds_checkpoint: Callable, load_ds_checkpoint: Callab
                     raise AssertionError(f"load_ds_checkpoint returned {got!r}; expected step {before} and the data "
                                          f"state {data_state!r} (keep them in the client state)")
                 resumed = run(fresh, after, before)
-                if resumed != straight:
-                    diff = next(i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b)
-                    raise AssertionError(f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
-                                         f"without stopping it was {straight[diff]!r}: something was not restored "
-                                         f"(weights, optimizer, scheduler, random state?)")
+                _expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, random state?")
                 _same_engine_parameters(fresh, engine, "after resuming and training on", atol=0)
         return case
 
