@@ -111,6 +111,8 @@ def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
     that supports it; an unknown stage; "auto" values left unresolved (`resolve_ds_config`). Returns it."""
     if not isinstance(config, dict):
         raise DSConfigError(f"{where}a DeepSpeed config is a mapping of keys to values, got {type(config).__name__}")
+    from .train import _flat  # {"a.b": value} for nested dicts
+
     autos = [key for key, value in _flat(config).items() if value == "auto"]
     if autos:
         raise DSConfigError(f"{where}{', '.join(autos)} = 'auto': resolve_ds_config fills these from the training config")
@@ -143,13 +145,6 @@ def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
     if offloaded("offload_param") and stage != 3:
         raise DSConfigError(f"{where}zero_optimization.offload_param needs ZeRO stage 3 (stage is {stage})")
     return config
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
 
 
 def resolve_ds_config(config: dict, train: TrainConfig, world_size: int = 1, where: str = "") -> dict:

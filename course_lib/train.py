@@ -370,12 +370,10 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
     if config.deepspeed or launched():
         from . import distributed
 
-        if config.deepspeed:  # read and checked before anything starts
-            ds = distributed.load_ds_config(config.deepspeed)
-            distributed.resolve_ds_config(ds, config.train, int(os.environ.get("WORLD_SIZE", "1")), f"{config.deepspeed}: ")
+        if config.deepspeed:  # read and checked before anything starts (the launcher has set WORLD_SIZE)
+            ds = distributed.resolve_ds_config(distributed.load_ds_config(config.deepspeed), config.train,
+                                               int(os.environ.get("WORLD_SIZE", "1")), f"{config.deepspeed}: ")
         rank, world_size = distributed.init_distributed()
-        if ds is not None:
-            ds = distributed.resolve_ds_config(ds, config.train, world_size, f"{config.deepspeed}: ")
     show = show if rank == 0 else (lambda *args, **kwargs: None)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if config.device == "auto" else config.device))
