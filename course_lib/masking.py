@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 IGNORE_INDEX = -100  # the label of every position the loss must skip
+EVAL_MLM_PROBABILITY = 0.15  # the held-out masks of every notebook and command line, whatever rate training uses
 
 
 def _check_probabilities(**probabilities: float) -> None:

@@ -11,8 +11,13 @@ Read it top to bottom; it is the model of RoBERTa (and of BERT, minus next-sente
       -> cross-entropy at the positions the collator masked (labels != -100)
 
 Every weight has a twin in `transformers.RobertaForMaskedLM`, so `from_roberta` / `to_roberta` copy
-weights across and the two models give the same logits (the tests check 1e-5). Two switches go past
-RoBERTa, both recipes for cheaper pretraining that notebook 04 measures:
+weights across and the two models give the same logits (the tests check 1e-5). Three switches go past
+RoBERTa, recipes for cheaper pretraining that notebook 04 measures:
+
+* `position="rotary"` drops the learned position table and instead rotates every query and key by an
+  angle proportional to its position (RoFormer, Su et al. 2021; ModernBERT uses it): the score of query i
+  against key j then depends on i - j only, so "look at my left neighbour" is easy to learn from the first
+  update. Its twin is `transformers.RoFormerForMaskedLM` (`to_roformer` / `from_roformer`);
 
 * `pre_norm=True` puts the LayerNorm *before* each sub-layer (x + f(LN(x))) and adds one after the
   last block: it trains stably at higher learning rates, but has no RoBERTa twin;
@@ -32,6 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+POSITIONS = ("learned", "rotary")
+
+
 # --------------------------------------------------------------------------- configuration
 @dataclass
 class EncoderConfig:
@@ -49,6 +57,8 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-5
     pre_norm: bool = False  # False: post-norm, as RoBERTa; True: pre-norm, plus a final LayerNorm
     masked_only: bool = False  # compute the MLM head only at positions with labels != -100
+    position: str = "learned"  # "learned": RoBERTa's position table; "rotary": rotate queries and keys (RoFormer)
+    init_std: float = 0.02  # standard deviation of the initial weights (BERT's and RoBERTa's 0.02)
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"):
@@ -65,11 +75,18 @@ class EncoderConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"EncoderConfig.{name} must be a probability in [0, 1), got {value!r}")
+        if not isinstance(self.init_std, (int, float)) or isinstance(self.init_std, bool) or not self.init_std > 0:
+            raise ValueError(f"EncoderConfig.init_std must be > 0, got {self.init_std!r}")
         if not isinstance(self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
             raise ValueError(f"EncoderConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         for name in ("pre_norm", "masked_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EncoderConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"EncoderConfig.position={self.position!r}: choose one of {', '.join(POSITIONS)}")
+        if self.position == "rotary" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"EncoderConfig.position='rotary' rotates pairs of numbers, so the head size "
+                             f"hidden_size / num_heads = {self.hidden_size // self.num_heads} must be even")
 
     @property
     def num_position_embeddings(self) -> int:
@@ -97,6 +114,24 @@ def position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.LongTensor
     return torch.cumsum(not_pad, dim=1) * not_pad + pad_token_id
 
 
+def rotary_tables(seq_len: int, head_size: int, base: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each [seq_len, head_size]: position p turns the pair of numbers
+    (2i, 2i+1) of a head by the angle p * base^(-2i / head_size), so both numbers of a pair share one angle."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64, device=device) / head_size)  # [head/2]
+    angles = torch.arange(seq_len, dtype=torch.float64, device=device)[:, None] * inv_freq[None, :]  # [seq, head/2]
+    angles = angles.repeat_interleave(2, dim=-1)  # [seq, head]: angle i for numbers 2i and 2i+1
+    return angles.cos().float(), angles.sin().float()  # computed in float64, as transformers does
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate every pair (x[2i], x[2i+1]) of the last dimension by its angle: [..., seq, head] -> same shape.
+
+    (a, b) turned by angle t is (a cos t - b sin t, b cos t + a sin t). Queries and keys both get it, so
+    q_i . k_j depends on their positions only through i - j (a rotation by t_i then one by -t_j)."""
+    pairs_swapped = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)  # (a, b) -> (-b, a)
+    return x * cos.to(x.dtype) + pairs_swapped * sin.to(x.dtype)
+
+
 # --------------------------------------------------------------------------- the building blocks
 class MultiHeadSelfAttention(nn.Module):
     """Every token looks at every other token, `num_heads` times in parallel, in smaller subspaces."""
@@ -111,14 +146,17 @@ class MultiHeadSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [batch, seq, hidden]; mask: None, or bool [batch, 1, 1, seq] with True at keys to attend to."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rotary=None) -> torch.Tensor:
+        """x: [batch, seq, hidden]; mask: None, or bool [batch, 1, 1, seq] with True at keys to attend to;
+        rotary: None, or the (cos, sin) tables of `rotary_tables` to turn queries and keys by their positions."""
         batch, seq, hidden = x.shape
 
         def heads(t):  # [batch, seq, hidden] -> [batch, heads, seq, head_size]
             return t.view(batch, seq, self.num_heads, self.head_size).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         # softmax(q k^T / sqrt(head_size)) v, in one fused kernel; the mask sends padded keys to -inf
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, seq, hidden))  # heads side by side again
@@ -153,11 +191,11 @@ class EncoderBlock(nn.Module):
         self.feed_forward = FeedForward(config)
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rotary=None) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask, rotary))
             return x + self.feed_forward(self.feed_forward_norm(x))
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask, rotary)))
         return self.feed_forward_norm(x + self.feed_forward(x))
 
 
@@ -185,7 +223,7 @@ class MaskedLMOutput(NamedTuple):
 
 # --------------------------------------------------------------------------- the model
 class EncoderForMaskedLM(nn.Module):
-    """Embeddings -> `num_layers` encoder blocks -> MLM head (`_roberta_names` maps the weights to HF's names).
+    """Embeddings -> `num_layers` encoder blocks -> MLM head (`_hf_names` maps the weights to HF's names).
 
     `model(input_ids, attention_mask, labels)` returns `MaskedLMOutput(loss, logits)`, like
     `RobertaForMaskedLM(input_ids=..., attention_mask=..., labels=...)` does.
@@ -196,7 +234,9 @@ class EncoderForMaskedLM(nn.Module):
         self.config = config
         h = config.hidden_size
         self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.num_position_embeddings, h, padding_idx=config.pad_token_id)
+        self.position_embeddings = None  # rotary: positions enter in every attention layer instead
+        if config.position == "learned":
+            self.position_embeddings = nn.Embedding(config.num_position_embeddings, h, padding_idx=config.pad_token_id)
         self.token_type_embeddings = nn.Embedding(1, h)  # RoBERTa's one-row table: a learned bias on every token
         self.embedding_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.embedding_dropout = nn.Dropout(config.dropout)
@@ -206,11 +246,10 @@ class EncoderForMaskedLM(nn.Module):
         self.apply(self._init_weights)
         self.head.decoder.weight = self.word_embeddings.weight  # tie: one Parameter, two uses
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """As Hugging Face's BERT/RoBERTa: normal(0, 0.02) weights, zero biases and padding rows, LayerNorm = identity."""
+    def _init_weights(self, module: nn.Module) -> None:
+        """As Hugging Face's BERT/RoBERTa: normal(0, init_std) weights, zero biases and padding rows, LayerNorm = identity."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
@@ -245,15 +284,19 @@ class EncoderForMaskedLM(nn.Module):
         everything, as in `transformers` (pad tokens still get the padding position).
         """
         self._check_input(input_ids, attention_mask)
-        x = (self.word_embeddings(input_ids)
-             + self.position_embeddings(position_ids(input_ids, self.config.pad_token_id))
-             + self.token_type_embeddings.weight[0])
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        rotary = None
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings(position_ids(input_ids, self.config.pad_token_id))
+        else:  # positions 0, 1, 2, ... of the sequence; only their differences matter
+            rotary = rotary_tables(input_ids.shape[1], self.config.hidden_size // self.config.num_heads,
+                                   device=input_ids.device)
         x = self.embedding_dropout(self.embedding_norm(x))
         mask = None  # with no padding, no mask: scaled_dot_product_attention may then pick a faster kernel
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # [batch, 1 (all heads), 1 (all queries), seq (keys)]
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, rotary)
         return self.final_norm(x) if self.final_norm is not None else x
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -301,17 +344,23 @@ def parameter_table(model: EncoderForMaskedLM) -> list[tuple[str, int]]:
 
 
 # --------------------------------------------------------------------------- the same weights in transformers
-def _roberta_names(config: EncoderConfig) -> dict[str, str]:
-    """Our parameter name -> the name of the same tensor in `RobertaForMaskedLM`'s state dict."""
-    names = {"word_embeddings.weight": "roberta.embeddings.word_embeddings.weight",
-             "position_embeddings.weight": "roberta.embeddings.position_embeddings.weight",
-             "token_type_embeddings.weight": "roberta.embeddings.token_type_embeddings.weight",
-             "head.dense.weight": "lm_head.dense.weight", "head.dense.bias": "lm_head.dense.bias",
-             "head.layer_norm.weight": "lm_head.layer_norm.weight", "head.layer_norm.bias": "lm_head.layer_norm.bias",
-             "head.decoder.bias": "lm_head.bias"}
-    parts = {"embedding_norm": "roberta.embeddings.LayerNorm"}
+def _hf_names(config: EncoderConfig) -> dict[str, str]:
+    """Our parameter name -> the name of the same tensor in the state dict of `RobertaForMaskedLM`
+    (position="learned") or `RoFormerForMaskedLM` (position="rotary"). The two differ only in the prefix,
+    the position table (RoFormer has none to learn) and the head's names."""
+    body = "roberta" if config.position == "learned" else "roformer"
+    names = {"word_embeddings.weight": f"{body}.embeddings.word_embeddings.weight",
+             "token_type_embeddings.weight": f"{body}.embeddings.token_type_embeddings.weight"}
+    if config.position == "learned":
+        names["position_embeddings.weight"] = "roberta.embeddings.position_embeddings.weight"
+        head = {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm"}
+        names["head.decoder.bias"] = "lm_head.bias"
+    else:
+        head = {"head.dense": "cls.predictions.transform.dense", "head.layer_norm": "cls.predictions.transform.LayerNorm"}
+        names["head.decoder.bias"] = "cls.predictions.bias"
+    parts = {"embedding_norm": f"{body}.embeddings.LayerNorm", **head}
     for i in range(config.num_layers):
-        ours, theirs = f"layers.{i}.", f"roberta.encoder.layer.{i}."
+        ours, theirs = f"layers.{i}.", f"{body}.encoder.layer.{i}."
         parts.update({ours + "attention.query": theirs + "attention.self.query",
                       ours + "attention.key": theirs + "attention.self.key",
                       ours + "attention.value": theirs + "attention.self.value",
@@ -325,26 +374,23 @@ def _roberta_names(config: EncoderConfig) -> dict[str, str]:
     return names
 
 
-# HF tensors that are not weights of their own: buffers, and the tied decoder (its weight is the word
-# embeddings, its bias lm_head.bias)
-_ROBERTA_EXTRAS = {"roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids",
-                   "lm_head.decoder.weight", "lm_head.decoder.bias"}
+# HF tensors that are not weights of their own: buffers, RoFormer's fixed sinusoid table, and the tied
+# decoder (its weight is the word embeddings, its bias the head's bias)
+_HF_EXTRAS = {"roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids",
+              "lm_head.decoder.weight", "lm_head.decoder.bias",
+              "roformer.encoder.embed_positions.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
 
 
-def load_roberta_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) -> None:
-    """Copy the weights of a `RobertaForMaskedLM` (or its state dict) into `model`, in place.
-
-    Strict: every weight of `model` must be filled and every HF weight used; the error lists the names.
-    """
+def _load_hf_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict, kind: str) -> None:
     state = hf_model_or_state_dict
     if isinstance(state, nn.Module):
         state = state.state_dict()
-    names = _roberta_names(model.config)
+    names = _hf_names(model.config)
     missing = sorted(theirs for theirs in names.values() if theirs not in state)
-    unexpected = sorted(set(state) - set(names.values()) - _ROBERTA_EXTRAS)
+    unexpected = sorted(set(state) - set(names.values()) - _HF_EXTRAS)
     if missing or unexpected:
-        raise ValueError(f"RoBERTa weights do not fit a {model.config.num_layers}-layer EncoderForMaskedLM: "
-                         f"missing {missing}, unexpected {unexpected}")
+        raise ValueError(f"{kind} weights do not fit a {model.config.num_layers}-layer EncoderForMaskedLM "
+                         f"(position={model.config.position!r}): missing {missing}, unexpected {unexpected}")
     ours = dict(model.named_parameters())
     with torch.no_grad():
         for name, theirs in names.items():
@@ -354,25 +400,68 @@ def load_roberta_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) -
             if source.shape != ours[name].shape:
                 raise ValueError(f"{theirs} has shape {tuple(source.shape)}, but {name} needs {tuple(ours[name].shape)}")
             ours[name].copy_(source)
-    decoder = state.get("lm_head.decoder.weight")
-    if decoder is not None and not torch.equal(decoder, state["roberta.embeddings.word_embeddings.weight"]):
-        raise ValueError("lm_head.decoder.weight differs from the word embeddings: this model is untied, ours is tied")
+    word = names["word_embeddings.weight"]
+    decoder = state.get("lm_head.decoder.weight" if kind == "RoBERTa" else "cls.predictions.decoder.weight")
+    if decoder is not None and not torch.equal(decoder, state[word]):
+        raise ValueError(f"the decoder weight differs from the word embeddings: this {kind} is untied, ours is tied")
+
+
+def load_roberta_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) -> None:
+    """Copy the weights of a `RobertaForMaskedLM` (or its state dict) into `model`, in place.
+
+    Strict: every weight of `model` must be filled and every HF weight used; the error lists the names.
+    """
+    if model.config.position != "learned":
+        raise ValueError("RoBERTa weights need a model with position='learned'")
+    _load_hf_state_dict(model, hf_model_or_state_dict, "RoBERTa")
+
+
+def load_roformer_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) -> None:
+    """Copy the weights of a `RoFormerForMaskedLM` (or its state dict) into a position="rotary" `model`, in place."""
+    if model.config.position != "rotary":
+        raise ValueError("RoFormer weights need a model with position='rotary'")
+    _load_hf_state_dict(model, hf_model_or_state_dict, "RoFormer")
+
+
+def _check_exportable(config: EncoderConfig, kind: str) -> None:
+    if config.pre_norm:
+        raise ValueError(f"EncoderConfig.pre_norm=True has no {kind} equivalent ({kind} is post-norm); "
+                         "train with pre_norm=False to export to transformers")
 
 
 def roberta_config(config: EncoderConfig):
     """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
     from transformers import RobertaConfig
 
-    if config.pre_norm:
-        raise ValueError("EncoderConfig.pre_norm=True has no RoBERTa equivalent (RoBERTa is post-norm); "
-                         "train with pre_norm=False to export to transformers")
+    _check_exportable(config, "RoBERTa")
+    if config.position != "learned":
+        raise ValueError(f"EncoderConfig.position={config.position!r}: RoBERTa has learned positions; "
+                         f"export a rotary model with roformer_config / to_roformer")
     return RobertaConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size, hidden_act="gelu",
         hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.num_position_embeddings, type_vocab_size=1, initializer_range=0.02,
+        max_position_embeddings=config.num_position_embeddings, type_vocab_size=1, initializer_range=config.init_std,
         layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2,
         tie_word_embeddings=True)
+
+
+def roformer_config(config: EncoderConfig):
+    """The `transformers.RoFormerConfig` of the same architecture: rotary positions on queries and keys
+    (not values), base 10000, no position table; embedding size = hidden size."""
+    from transformers import RoFormerConfig
+
+    _check_exportable(config, "RoFormer")
+    if config.position != "rotary":
+        raise ValueError(f"EncoderConfig.position={config.position!r}: RoFormer has rotary positions; "
+                         f"export a learned-position model with roberta_config / to_roberta")
+    return RoFormerConfig(
+        vocab_size=config.vocab_size, embedding_size=config.hidden_size, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size, hidden_act="gelu", hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout, max_position_embeddings=config.max_length,
+        type_vocab_size=1, initializer_range=config.init_std, layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2, rotary_value=False, tie_word_embeddings=True)
 
 
 def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
@@ -392,23 +481,58 @@ def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
         "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
         "max_length": c.max_position_embeddings - c.pad_token_id - 1, "pad_token_id": c.pad_token_id,
         "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
-        "layer_norm_eps": c.layer_norm_eps, **overrides})
+        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **overrides})
     model = EncoderForMaskedLM(config)
     load_roberta_state_dict(model, hf_model)
     return model.train(hf_model.training)
+
+
+def from_roformer(hf_model, **overrides) -> EncoderForMaskedLM:
+    """A position="rotary" course model with the architecture and weights of a `RoFormerForMaskedLM`."""
+    c = hf_model.config
+    if (c.hidden_act != "gelu" or c.is_decoder or c.add_cross_attention or not c.tie_word_embeddings
+            or c.rotary_value or c.embedding_size != c.hidden_size or not isinstance(c.pad_token_id, int)):
+        raise ValueError(f"only an encoder RoFormer with exact GELU, tied embeddings, embedding_size = hidden_size, "
+                         f"rotary_value False and a pad token maps to EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, "
+                         f"is_decoder={c.is_decoder}, tie_word_embeddings={c.tie_word_embeddings}, "
+                         f"rotary_value={c.rotary_value}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}")
+    config = EncoderConfig(**{
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
+        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+        "max_length": c.max_position_embeddings, "pad_token_id": c.pad_token_id, "position": "rotary",
+        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
+        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **overrides})
+    model = EncoderForMaskedLM(config)
+    load_roformer_state_dict(model, hf_model)
+    return model.train(hf_model.training)
+
+
+def _copy_into(model: EncoderForMaskedLM, hf_model):
+    names, theirs = _hf_names(model.config), hf_model.state_dict()  # state-dict tensors share the weights' memory
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            theirs[names[name]].copy_(p)
+    device = next(model.parameters()).device
+    return hf_model.to(device).train(model.training)
 
 
 def to_roberta(model: EncoderForMaskedLM):
     """The same model as a `transformers.RobertaForMaskedLM` (sdpa attention), on the same device and mode."""
     from transformers import RobertaForMaskedLM
 
-    hf_model = RobertaForMaskedLM(roberta_config(model.config))
-    names, theirs = _roberta_names(model.config), hf_model.state_dict()  # state-dict tensors share the weights' memory
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            theirs[names[name]].copy_(p)
-    device = next(model.parameters()).device
-    return hf_model.to(device).train(model.training)
+    return _copy_into(model, RobertaForMaskedLM(roberta_config(model.config)))
+
+
+def to_roformer(model: EncoderForMaskedLM):
+    """The same position="rotary" model as a `transformers.RoFormerForMaskedLM`, on the same device and mode."""
+    from transformers import RoFormerForMaskedLM
+
+    return _copy_into(model, RoFormerForMaskedLM(roformer_config(model.config)))
+
+
+def to_transformers(model: EncoderForMaskedLM):
+    """The transformers twin of `model`: RobertaForMaskedLM (learned positions) or RoFormerForMaskedLM (rotary)."""
+    return to_roberta(model) if model.config.position == "learned" else to_roformer(model)
 
 
 def export_pretrained(model: EncoderForMaskedLM, folder, tokenizer=None) -> Path:
@@ -427,7 +551,7 @@ def export_pretrained(model: EncoderForMaskedLM, folder, tokenizer=None) -> Path
                              f"pad_token_id={model.config.pad_token_id}: positions would be wrong")
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no mask token, so fill-mask cannot use it")
-    hf_model = to_roberta(model)  # raises for pre_norm models
+    hf_model = to_transformers(model)  # raises for pre_norm models
     hf_model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

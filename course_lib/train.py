@@ -58,7 +58,7 @@ class DataConfig:
     tokenizer: str | None = None  # a saved tokenizer folder to use; None: train one on the training texts
     vocab_size: int = 8000  # of the tokenizer trained when `tokenizer` is None
     block_size: int = 128  # tokens per packed training block (and the model's max_length)
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # the training masks' rate; the held-out masks are always 15% (comparable runs)
 
     def __post_init__(self):
         if self.corpus not in CORPORA:
@@ -93,6 +93,8 @@ class ModelConfig:
     attention_dropout: float = 0.1
     pre_norm: bool = False  # True trains more stably at high learning rates, but cannot be exported to transformers
     masked_only: bool = False  # the MLM head only at masked positions: faster, same loss
+    position: str = "learned"  # learned (RoBERTa, exports to RobertaForMaskedLM) or rotary (RoFormerForMaskedLM)
+    init_std: float = 0.02  # standard deviation of the initial weights
 
 
 @dataclass
@@ -101,7 +103,7 @@ class RunConfig:
     output_dir: str = "runs"
     resume: str = "auto"
     device: str = "auto"  # auto: cuda if there is one, else cpu
-    fill_mask: int = 5  # held-out sentences to show fill-mask predictions for (0: none)
+    fill_mask: int = 5  # held-out sentences to show fill-mask predictions for (0: no fill-mask evaluation at all)
     deepspeed: str | None = None  # a DeepSpeed config (configs/ds_zero2.json ...): train with DeepSpeed
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -299,7 +301,8 @@ def prepare(config: RunConfig, tokenizer) -> tuple:
     blocks = masking.pack_sequences(train_ids, block, pad_token_id=tokenizer.pad_token_id)
     eval_ids = tokenizer(load_texts(config.data, "eval"), verbose=False)["input_ids"]
     eval_blocks = masking.pack_sequences(eval_ids, block, drop_last=False, pad_token_id=tokenizer.pad_token_id)
-    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0, mlm_probability=config.data.mlm_probability)
+    # 15% whatever rate training uses, so that runs with different recipes answer the same questions
+    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0, mlm_probability=masking.EVAL_MLM_PROBABILITY)
     return blocks, training.eval_batches(masked, config.train.batch_size, tokenizer.pad_token_id)
 
 
@@ -361,6 +364,7 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
     import torch
 
     from . import masking, model as model_lib, tokenization, training
+    from .device import get_device
     from .profiles import set_seed
 
     from transformers.utils import logging as hf_logging
@@ -375,8 +379,7 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
                                                int(os.environ.get("WORLD_SIZE", "1")), f"{config.deepspeed}: ")
         rank, world_size = distributed.init_distributed()
     show = show if rank == 0 else (lambda *args, **kwargs: None)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if config.device == "auto" else config.device))
+    device = get_device(config.device)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     folder, resuming = _on_rank0(lambda: experiment_folder(config), world_size)
@@ -411,25 +414,49 @@ def run(config: RunConfig, *, progress: bool = True, on_step=None, show=print) -
         show(f"DistributedDataParallel: {world_size} processes, {config.train.batch_size} blocks each per micro-batch")
     result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
                             resume=start, progress=progress, on_step=on_step, loop=loop)
-    if result:
-        show(f"held-out (fixed masks): loss {result['loss']:.3f}, perplexity {result['ppl']:.1f}, "
-             f"masked-token accuracy {result['acc']:.1%}")
     if ds is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
         weights = loop.full_state_dict()
         model = model_lib.EncoderForMaskedLM(encoder_config)
         model.load_state_dict(weights)
     if rank != 0:
-        return {"folder": folder, "eval": result, "fill_mask": None}
-    accuracy = None
+        return {"folder": folder, "eval": result, "fill_mask": None, "report": None}
+    report = final_report(config, folder, model, tokenizer, blocks, eval_data, result, show)
+    return {"folder": folder, "eval": result, "fill_mask": report["fill_mask_top1"], "report": report}
+
+
+def final_report(config: RunConfig, folder: Path, model, tokenizer, blocks, eval_data, result: dict, show=print) -> dict:
+    """The trained model next to the baselines on the same fixed masks, its Hugging Face export and its
+    fill-mask answers; everything also written to {folder}/eval.json."""
+    from . import model as model_lib
+    from .baselines import NgramCounts
+
+    counts = NgramCounts.fit(blocks, tokenizer)
+    base = counts.score(eval_data)
+    report = {"steps": config.train.max_steps, "eval_loss": result.get("loss"), "accuracy": result.get("acc"),
+              "eval_tokens": base["tokens"], **{k: v for k, v in base.items() if k != "tokens"}}
+    if result:
+        show(f"held-out (fixed 15% masks, {base['tokens']:,} tokens): loss {result['loss']:.3f}, "
+             f"masked-token accuracy {result['acc']:.1%}")
+        show(f"  no-context baseline (unigram at <mask>, copy of a visible token): loss {base['no_context_loss']:.3f}, "
+             f"accuracy {base['no_context_accuracy']:.1%}")
+        show(f"  neighbour-count model (left and right neighbour counts): loss {base['neighbour_loss']:.3f}, "
+             f"accuracy {base['neighbour_accuracy']:.1%}")
+        gain = base["no_context_loss"] - result["loss"]
+        show(f"  the model is {gain:.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
+             f"{'' if gain > 0.1 else ': it has not learned to use context yet'}")
+    keys = ("fill_mask_top1", "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1", "neighbour_fill_mask_top5",
+            "most_frequent_answer_top1", "fill_mask_examples")
+    report.update(dict.fromkeys(keys))
     if config.model.pre_norm:
         show("pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
              f"(the weights are in {folder / 'checkpoints'})")
     else:
         hf = model_lib.export_pretrained(model.cpu(), folder / "hf", tokenizer)
         show(f"exported in Hugging Face format: {hf}")
-        if config.fill_mask:
-            accuracy = show_fill_mask(hf, load_texts(config.data, "eval"), config.fill_mask, show=show)
-    return {"folder": folder, "eval": result, "fill_mask": accuracy}
+        if config.fill_mask:  # 0: no fill-mask evaluation (its keys stay null in eval.json)
+            report.update(fill_mask_report(hf, load_texts(config.data, "eval"), config.fill_mask, counts, show=show))
+    (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _on_rank0(make, world_size: int):
@@ -458,20 +485,31 @@ def _make_tokenizer(config: RunConfig, saved: Path, show) -> None:
     tokenizer.save_pretrained(str(saved))
 
 
-def show_fill_mask(folder, texts: list[str], n: int, show=print, seed: int = 0) -> float:
-    """Print pipeline("fill-mask") predictions for n held-out sentences, and its accuracy on up to 200."""
-    from .training import fill_mask_accuracy, fill_mask_examples, fill_mask_pipeline, most_frequent_answer
+def fill_mask_report(folder, texts: list[str], n: int, counts=None, show=print, seed: int = 0) -> dict:
+    """`pipeline("fill-mask")` on the exported model in `folder`, judged on up to 200 held-out sentences
+    with one whole-word token masked: top-1 and top-5 accuracy and the number of distinct answers, next to
+    the neighbour-count model's (`counts`, a `baselines.NgramCounts`) and always answering the commonest
+    word. Prints predictions for n of them."""
+    from .training import fill_mask_examples, fill_mask_pipeline, fill_mask_scores, most_frequent_answer
 
     pipe = fill_mask_pipeline(folder)
     examples = fill_mask_examples(texts, pipe.tokenizer, 200, seed=seed)
-    accuracy, predictions = fill_mask_accuracy(pipe, examples)
-    word, baseline = most_frequent_answer(examples)
-    show(f"fill-mask on held-out sentences: top-1 accuracy {accuracy:.1%} on {len(examples)} "
-         f"(always answering {word!r} would score {baseline:.1%}):")
-    for (masked, answer), top in list(zip(examples, predictions))[:n]:
+    scores = fill_mask_scores(pipe, examples)
+    word, commonest = most_frequent_answer(examples)
+    report = {"fill_mask_top1": scores["top1"], "fill_mask_top5": scores["top5"],
+              "distinct_answers": scores["distinct_answers"], "most_frequent_answer_top1": commonest,
+              "fill_mask_examples": len(examples)}
+    show(f"fill-mask on {len(examples)} held-out sentences: top-1 {scores['top1']:.1%}, top-5 {scores['top5']:.1%}, "
+         f"{scores['distinct_answers']} distinct answers")
+    if counts is not None:
+        neighbour = counts.fill_mask(pipe.tokenizer, examples)
+        report.update(neighbour_fill_mask_top1=neighbour["top1"], neighbour_fill_mask_top5=neighbour["top5"])
+        show(f"  neighbour-count model: top-1 {neighbour['top1']:.1%}, top-5 {neighbour['top5']:.1%}, "
+             f"{neighbour['distinct_answers']} distinct answers; always {word!r}: top-1 {commonest:.1%}")
+    for (masked, answer), top in list(zip(examples, scores["predictions"]))[:n]:
         guesses = ", ".join(f"{p['token_str'].strip()!r} {p['score']:.2f}" for p in top[:3])
         show(f"  {masked}\n      answer {answer!r}; model: {guesses}")
-    return accuracy
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

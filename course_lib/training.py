@@ -715,11 +715,21 @@ def fill_mask_examples(texts: list[str], tokenizer, n: int, seed: int = 0, min_w
 
 def fill_mask_accuracy(pipe, examples: list[tuple[str, str]], top_k: int = 5) -> tuple[float, list[list[dict]]]:
     """Top-1 accuracy of a fill-mask pipeline on (masked text, answer) pairs, and its predictions."""
+    scores = fill_mask_scores(pipe, examples, top_k)
+    return scores["top1"], scores["predictions"]
+
+
+def fill_mask_scores(pipe, examples: list[tuple[str, str]], top_k: int = 5) -> dict:
+    """A fill-mask pipeline judged on (masked text, answer) pairs: top-1 and top-k accuracy, and how many
+    distinct top-1 answers it gives (a model that answers 'the' everywhere has 1); with its predictions."""
     if not examples:
         raise ValueError("no fill-mask examples to score")
     predictions = pipe([text for text, _ in examples], top_k=top_k, batch_size=32)
-    correct = sum(top[0]["token_str"].strip() == answer for top, (_, answer) in zip(predictions, examples))
-    return correct / len(examples), predictions
+    firsts = [top[0]["token_str"].strip() for top in predictions]
+    top1 = sum(first == answer for first, (_, answer) in zip(firsts, examples)) / len(examples)
+    topk = sum(any(p["token_str"].strip() == answer for p in top) for top, (_, answer)
+               in zip(predictions, examples)) / len(examples)
+    return {"top1": top1, f"top{top_k}": topk, "distinct_answers": len(set(firsts)), "predictions": predictions}
 
 
 def most_frequent_answer(examples: list[tuple[str, str]]) -> tuple[str, float]:

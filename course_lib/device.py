@@ -1,0 +1,27 @@
+"""Where models and batches go: one function, used by every notebook and command line.
+
+`get_device()` is the GPU when there is one, else the CPU; `COURSE_DEVICE` (cpu, cuda, cuda:1, mps) or
+the `name` argument overrides it. Training and evaluation then follow the model: `training.train_step`
+and `training.evaluate` move each batch to the device of the model's weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The device to train on: `name`, else $COURSE_DEVICE, else "auto" (cuda if available, else cpu)."""
+    name = name or os.environ.get("COURSE_DEVICE") or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} (COURSE_DEVICE or a config's device) is not a device: use auto, cpu, "
+                         f"cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asks for a CUDA GPU, but torch sees none; use auto or cpu")
+    return device

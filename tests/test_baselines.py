@@ -1,0 +1,106 @@
+"""course_lib.baselines: the no-context and neighbour-count predictors, on data where the answers are known."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib import masking, training
+from course_lib.baselines import NgramCounts
+
+SPECIAL = [0, 1, 2, 3, 4]  # <s>, <pad>, </s>, <unk>, <mask> as the course tokenizer numbers them
+MASK, V = 4, 12
+
+
+def fit(ids, **kwargs):
+    return NgramCounts.fit(ids, vocab_size=V, special_ids=SPECIAL, mask_token_id=MASK, **kwargs)
+
+
+def batch(inputs, labels):
+    inputs = torch.tensor(inputs)
+    return {"input_ids": inputs, "attention_mask": (inputs != 1).long(), "labels": torch.tensor(labels)}
+
+
+def test_unigram_leaves_out_special_tokens():
+    counts = fit(torch.tensor([[0, 5, 5, 6, 2], [0, 7, 5, 1, 1]]))
+    assert counts.unigram.tolist() == pytest.approx([0, 0, 0, 0, 0, 0.6, 0.2, 0.2, 0, 0, 0, 0])
+
+
+def test_no_context_at_mask_is_the_unigram_and_copies_visible_tokens():
+    counts = fit(torch.tensor([[0, 5, 5, 6, 7, 2]]))  # u(5) = 0.5, u(6) = u(7) = 0.25
+    # a <mask> whose answer is 6; a visible 7 that is the answer; a visible 5 whose answer was 6 (random)
+    scores = counts.score([batch([[0, MASK, 7, 5, 2]], [[-100, 6, 7, 6, -100]])])
+    R = V - len(SPECIAL)
+    keep, rand = 0.1, 0.1 / R
+    p_mask = 0.25
+    p_kept = 0.25 * (keep + rand) / (0.25 * keep + rand)  # Bayes: original 7 given a visible 7
+    p_random = 0.25 * rand / (0.5 * keep + rand)  # original 6 given a visible 5
+    expected = -(math.log(p_mask) + math.log(p_kept) + math.log(p_random)) / 3
+    assert scores["no_context_loss"] == pytest.approx(expected, rel=1e-9)
+    assert scores["no_context_accuracy"] == pytest.approx(1 / 3)  # the mask answers 5 (commonest); 7 copied; 5 copied
+    assert scores["tokens"] == 3
+
+
+def test_neighbour_model_reads_both_sides():
+    # 5 6 7 always in this order; 8 only after 9: the middle of 5 _ 7 must be 6, and of 9 _ 10 must be 8
+    train = torch.tensor([[0, 5, 6, 7, 9, 8, 10, 2]] * 50)
+    counts = fit(train, smoothing=0.01)
+    eval_data = [batch([[0, 5, MASK, 7, 9, MASK, 10, 2]], [[-100, -100, 6, -100, -100, 8, -100, -100]])]
+    scores = counts.score(eval_data)
+    assert scores["neighbour_accuracy"] == 1.0 and scores["neighbour_loss"] < 0.01
+    assert scores["no_context_loss"] == pytest.approx(math.log(6))  # six tokens, equally frequent
+    # a masked neighbour gives no evidence on its side: the other side still decides
+    one_side = counts.score([batch([[0, MASK, MASK, 7, 2]], [[-100, 5, 6, -100, -100]])])
+    assert one_side["neighbour_accuracy"] == 1.0
+
+
+def test_smoothing_moves_the_neighbour_model_towards_the_unigram():
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(5, V, (200, 16), generator=g)
+    eval_ids = torch.randint(5, V, (20, 16), generator=g)
+    masked = masking.fixed_eval_masks(list(eval_ids), _Tok(), seed=0)
+    data = training.eval_batches(masked, 8, pad_token_id=1)
+    heavy = fit(train, smoothing=1e7).score(data)
+    assert heavy["neighbour_loss"] == pytest.approx(heavy["no_context_loss"], abs=1e-3)
+    assert fit(train, smoothing=1.0).score(data)["neighbour_loss"] != pytest.approx(heavy["no_context_loss"], abs=1e-3)
+
+
+class _Tok:
+    """Just what fixed_eval_masks reads from a tokenizer."""
+    all_special_ids = SPECIAL
+    mask_token, mask_token_id = "<mask>", MASK
+    pad_token, pad_token_id = "<pad>", 1
+
+    def __len__(self):
+        return V
+
+
+def test_counts_with_big_vocabulary_stay_small():
+    counts = NgramCounts.fit(torch.tensor([[0, 49_990, 6, 2]]), vocab_size=50_000, special_ids=SPECIAL, mask_token_id=MASK)
+    assert counts.pair_keys.numel() == 1  # one distinct pair (49990, 6), not a 50,000 x 50,000 table
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="token id 20 is out of range for vocab_size=12"):
+        fit(torch.tensor([[0, 20, 2]]))
+    with pytest.raises(ValueError, match="no ordinary"):
+        fit(torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        NgramCounts.fit(torch.tensor([[5, 6]]))
+    with pytest.raises(ValueError, match="no masked token"):
+        fit(torch.tensor([[5, 6]])).score([batch([[5, 6]], [[-100, -100]])])
+
+
+def test_fill_mask_with_a_real_tokenizer(english_train):
+    from course_lib import tokenization
+
+    texts = english_train[:3000]
+    tok = tokenization.train_tokenizer(texts, vocab_size=800)
+    blocks = masking.pack_sequences(tok(texts, verbose=False)["input_ids"], 64)
+    counts = NgramCounts.fit(blocks, tok)
+    examples = [("It was the <mask> time.", "first"), ("He said that <mask> was right.", "it")]
+    result = counts.fill_mask(tok, examples)
+    assert set(result) == {"top1", "top5", "answers", "distinct_answers"}
+    assert len(result["answers"]) == 2 and 0 <= result["top1"] <= result["top5"] <= 1
+    with pytest.raises(ValueError, match="exactly one <mask>"):
+        counts.fill_mask(tok, [("no mask here", "x")])
