@@ -28,7 +28,7 @@ class CheckFailed(AssertionError):
 Case = tuple[str, Callable[[], None]]
 
 # How many hidden cases each checker has: the grader needs the count to expect the hidden pass line.
-HIDDEN_CASES = {"1.1": 3, "1.2": 2, "2.1": 2, "2.2": 2, "2.3": 2, "3.1": 2, "3.2": 2, "3.3": 1, "3.4": 1,
+HIDDEN_CASES = {"1.1": 3, "1.2": 2, "2.1": 2, "2.2": 2, "2.3": 2, "3.1": 2, "3.2": 2, "3.3": 1, "3.4": 1, "3.5": 2,
                 "4.1": 2, "4.2": 2, "4.3": 1, "5.1": 2, "5.2": 2, "6.1": 2, "6.2": 2, "6.3": 1,
                 "7.1": 2, "7.2": 2, "7.3": 1}
 
@@ -657,6 +657,55 @@ def check_mlm_head(head_class: type, hidden: bool | None = None) -> None:
         ("tied to the word embeddings", tied),
     ], hidden_cases=[
         ("as RobertaLMHead, hidden 48, vocab 77", same_as_roberta(2, hidden=48, heads=3, vocab=77)),
+    ], hidden=hidden)
+
+
+def _roformer_rotation(x):
+    """transformers' RoFormer rotation of x [..., seq, head] at positions 0..seq-1 (queries and keys alike)."""
+    from transformers.models.roformer.modeling_roformer import (RoFormerSelfAttention,
+                                                                RoFormerSinusoidalPositionalEmbedding)
+
+    seq, head = x.shape[-2], x.shape[-1]
+    table = RoFormerSinusoidalPositionalEmbedding(seq, head)
+    sinusoid = table.create_weight()[None, None]  # [1, 1, seq, head]: sin in the first half, cos in the second
+    rotated, _ = RoFormerSelfAttention.apply_rotary_position_embeddings(sinusoid, x, x)
+    return rotated
+
+
+def check_rotary(rotate: Callable, hidden: bool | None = None) -> None:
+    """Exercise 3.5: rotary positions turn each pair of a head's numbers by position x frequency, as RoFormer does."""
+    import torch
+
+    def same_as_roformer(shape, seed):
+        def case():
+            x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+            _close(rotate(x.clone()), _roformer_rotation(x), "rotated queries/keys")
+        return case
+
+    def position_zero_unchanged():
+        x = torch.randn(2, 3, 5, 8)
+        _close(rotate(x.clone())[..., 0, :], x[..., 0, :], "position 0 (angle 0: no rotation)")
+
+    def lengths_kept():
+        x = torch.randn(1, 2, 9, 16)
+        _close(rotate(x.clone()).norm(dim=-1), x.norm(dim=-1), "length of each vector (a rotation keeps it)")
+
+    def relative():  # the same query and key at every position: q_i . k_j depends on i - j only
+        q, k = torch.randn(16), torch.randn(16)
+        rq, rk = rotate(q.expand(1, 1, 12, 16).clone())[0, 0], rotate(k.expand(1, 1, 12, 16).clone())[0, 0]
+        scores = rq @ rk.T
+        for shift in (1, 3):
+            _close(scores.diagonal(shift)[1:], scores.diagonal(shift)[:-1], f"scores at distance {shift}", atol=1e-4)
+
+    run_cases("3.5", [
+        ("position 0 is not rotated", position_zero_unchanged),
+        ("as RoFormer, one head of 8", same_as_roformer((1, 1, 6, 8), 0)),
+        ("as RoFormer, batch 2, 4 heads of 16", same_as_roformer((2, 4, 10, 16), 1)),
+        ("a rotation keeps lengths", lengths_kept),
+        ("scores depend on the distance only", relative),
+    ], hidden_cases=[
+        ("as RoFormer, head of 64, 128 positions", same_as_roformer((1, 2, 128, 64), 2)),
+        ("as RoFormer, head of 2", same_as_roformer((3, 1, 5, 2), 3)),
     ], hidden=hidden)
 
 

@@ -242,6 +242,8 @@ REFERENCES = {
     "3.2": {"MultiheadAttention", "multi_head_attention_forward"},
     "3.3": {"RobertaLayer"},
     "3.4": {"MLMHead", "RobertaLMHead"},
+    "3.5": {"apply_rotary", "rotary_tables", "apply_rotary_position_embeddings", "RoFormerSinusoidalPositionalEmbedding",
+            "RoFormerSelfAttention"},
     "4.1": {"train_step", "Trainer"},
     "4.2": {"evaluate", "Trainer"},
     "4.3": {"save_checkpoint", "load_checkpoint"},

@@ -28,6 +28,7 @@ RoBERTa, recipes for cheaper pretraining that notebook 04 measures:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -323,6 +324,53 @@ class EncoderForMaskedLM(nn.Module):
         """Trainable numbers, each shared Parameter once; embeddings=False leaves out the embedding tables."""
         skip = set() if embeddings else {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+
+@torch.no_grad()
+def attention_weights(model: EncoderForMaskedLM, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """What every head of every layer looks at: one [batch, heads, seq (queries), seq (keys)] tensor of
+    attention probabilities per layer. The model's forward uses a fused kernel that never returns them, so
+    this runs the same computation step by step (in eval mode: no dropout)."""
+    was_training = model.training
+    model.eval()
+    found = []
+
+    def keep(module, args, kwargs, output):  # recompute softmax(q k^T / sqrt(d)) from the layer's inputs
+        x = args[0]
+        mask = args[1] if len(args) > 1 else kwargs.get("mask")
+        rotary = args[2] if len(args) > 2 else kwargs.get("rotary")
+        batch, seq, _ = x.shape
+        q = module.query(x).view(batch, seq, module.num_heads, module.head_size).transpose(1, 2)
+        k = module.key(x).view(batch, seq, module.num_heads, module.head_size).transpose(1, 2)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(module.head_size)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        found.append(scores.softmax(-1))
+
+    hooks = [layer.attention.register_forward_hook(keep, with_kwargs=True) for layer in model.layers]
+    try:
+        model.encode(input_ids, attention_mask)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return found
+
+
+def neighbour_attention(weights: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[heads, 2]: the mean share of its attention each head puts on the token just before (column 0) and
+    just after (column 1) each query, over the real (unpadded) queries of `weights` [batch, heads, seq, seq]."""
+    batch, heads, seq, _ = weights.shape
+    real = torch.ones(batch, seq, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    before = weights.diagonal(offset=-1, dim1=-2, dim2=-1)  # [batch, heads, seq - 1]: query i+1 -> key i
+    after = weights.diagonal(offset=1, dim1=-2, dim2=-1)  # query i -> key i+1
+    qb, qa = real[:, 1:] & real[:, :-1], real[:, :-1] & real[:, 1:]
+    share_before = (before * qb[:, None]).sum((0, 2)) / qb.sum().clamp_min(1)
+    share_after = (after * qa[:, None]).sum((0, 2)) / qa.sum().clamp_min(1)
+    return torch.stack([share_before, share_after], dim=1)
 
 
 def parameter_table(model: EncoderForMaskedLM) -> list[tuple[str, int]]:

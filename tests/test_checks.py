@@ -383,6 +383,66 @@ def test_wrong_mlm_head_fails(wrong):
         checks.check_mlm_head(wrong)
 
 
+def reference_rotate(x):
+    from course_lib import model
+
+    return model.apply_rotary(x, *model.rotary_tables(x.shape[-2], x.shape[-1]))
+
+
+def test_reference_rotation_passes(capsys):
+    checks.check_rotary(reference_rotate, hidden=True)
+    assert capsys.readouterr().out == "Exercise 3.5 passed: 5/5 checks, 2/2 hidden checks\n"
+
+
+def _angles(seq, d, base=10000.0, layout="pairs"):
+    import torch
+
+    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = torch.arange(seq, dtype=torch.float64)[:, None] * theta
+    return angles.repeat_interleave(2, -1) if layout == "pairs" else angles.repeat(1, 2)
+
+
+def _rotate_half(x):  # GPT-NeoX / Llama layout: pair i is (x[i], x[i + d/2])
+    import torch
+
+    d = x.shape[-1]
+    a = _angles(x.shape[-2], d, layout="halves")
+    return x * a.cos().float() + torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1) * a.sin().float()
+
+
+def _wrong_direction(x):  # turns the other way: (a, b) -> (a cos + b sin, b cos - a sin)
+    import torch
+
+    a = _angles(x.shape[-2], x.shape[-1])
+    return x * a.cos().float() - torch.stack([-x[..., 1::2], x[..., 0::2]], -1).flatten(-2) * a.sin().float()
+
+
+def _positions_from_one(x):  # the first token at position 1
+    import torch
+
+    a = _angles(x.shape[-2] + 1, x.shape[-1])[1:]
+    return x * a.cos().float() + torch.stack([-x[..., 1::2], x[..., 0::2]], -1).flatten(-2) * a.sin().float()
+
+
+def _float32_angles_only_up_to_64(x):  # special-cased: right for short inputs, no rotation past 64 positions
+    out = reference_rotate(x)
+    out[..., 64:, :] = x[..., 64:, :]
+    return out
+
+
+@pytest.mark.parametrize("wrong", [_rotate_half, _wrong_direction, _positions_from_one])
+def test_wrong_rotations_fail(wrong):
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.5 failed \d of 5 checks"):
+        checks.check_rotary(wrong)
+
+
+def test_a_rotation_special_cased_to_short_inputs_fails_the_hidden_cases(capsys):
+    checks.check_rotary(_float32_angles_only_up_to_64)
+    assert capsys.readouterr().out == "Exercise 3.5 passed: 5/5 checks\n"
+    with pytest.raises(checks.CheckFailed, match=r"Exercise 3.5 failed 1 of 7 checks"):
+        checks.check_rotary(_float32_angles_only_up_to_64, hidden=True)
+
+
 # --------------------------------------------------------------------------- exercises 4.1-4.3: the training loop
 
 import torch  # noqa: E402

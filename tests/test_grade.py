@@ -116,6 +116,12 @@ WRONG = {  # each wrong in its own way, written out (calling the course's refere
             "        self.word_embeddings = word_embeddings\n        self.bias = nn.Parameter(torch.zeros(config.vocab_size))\n\n"
             "    def forward(self, x):\n"
             "        return F.linear(self.layer_norm(F.relu(self.dense(x))), self.word_embeddings.weight, self.bias)\n"),
+    "3.5": ("def rotate(x, base=10000.0):  # rotate-half layout (GPT-NeoX), not RoFormer's interleaved pairs\n"
+            "    seq, d = x.shape[-2], x.shape[-1]\n"
+            "    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)\n"
+            "    angles = (torch.arange(seq, dtype=torch.float64)[:, None] * theta).repeat(1, 2)\n"
+            "    half = torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1)\n"
+            "    return x * angles.cos().to(x.dtype) + half * angles.sin().to(x.dtype)\n"),
     "4.1": ("def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):  # mean of means\n"
             "    model.train()\n    total = 0.0\n    for batch in micro_batches:\n"
             "        loss = model(batch['input_ids'], batch['attention_mask'], batch['labels']).loss / len(micro_batches)\n"
@@ -280,6 +286,8 @@ def test_tampering_is_recognised(source, reason):
      "course class's forward"),
     ("3.4", "class H(nn.Module):\n    def __init__(self, config, emb):\n        super().__init__()\n        self.head = model.MLMHead(config)\n",
      "uses MLMHead"),
+    ("3.5", "def rotate(x):\n    return model.apply_rotary(x, *model.rotary_tables(x.shape[-2], x.shape[-1]))\n",
+     "uses apply_rotary"),
 ])
 def test_handing_in_the_reference_is_recognised(number, source, reason):
     assert reason in grade.reference_use(number, source)
