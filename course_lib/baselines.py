@@ -12,8 +12,10 @@ scored on the very same fixed eval masks as the model:
   nothing that needs context.
 * **neighbour counts** - a bigram model of the training tokens, read in both directions:
   P(x | left, right) proportional to P(x | left) * P(right | x), with the counts smoothed towards the
-  unigram (`smoothing` pseudo-counts), and the same 80/10/10 rule where the token is visible. It uses
-  one token of context on each side; a model that beats it uses more than that.
+  unigram (`smoothing` pseudo-counts), and the same 80/10/10 rule where the token is visible. Its
+  neighbours may be `<s>` and `</s>` (a sentence's first and last words are easier), never `<pad>` or
+  `<mask>` (a masked neighbour tells nothing: that side is left out). It uses one token of context on
+  each side; a model that beats it uses more than that.
 
     counts = NgramCounts.fit(blocks, tokenizer)            # training tokens, [n_blocks, block] or lists
     counts.score(eval_data)                                # {"no_context_loss", ..., "neighbour_accuracy"}
@@ -55,7 +57,8 @@ class NgramCounts:
 
     vocab_size: int
     unigram: torch.Tensor  # [V] float64 probabilities; 0 on special tokens (never predicted)
-    pair_keys: torch.Tensor  # sorted left * V + right of every distinct adjacent pair (special tokens left out)
+    context_unigram: torch.Tensor  # [V] the same over every token that may be a neighbour (<s> and </s> too)
+    pair_keys: torch.Tensor  # sorted left * V + right of every distinct adjacent pair of neighbour tokens
     pair_counts: torch.Tensor  # [n_pairs] float64
     col_keys: torch.Tensor  # the same pairs keyed right * V + left, sorted
     col_counts: torch.Tensor
@@ -68,15 +71,16 @@ class NgramCounts:
 
     @classmethod
     def fit(cls, token_ids, tokenizer=None, *, vocab_size: int | None = None, special_ids=None, mask_token_id=None,
-            mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1, smoothing: float = 100.0) -> "NgramCounts":
+            pad_token_id=None, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1, smoothing: float = 100.0) -> "NgramCounts":
         """Count the training tokens (packed blocks [n, block], a 1-D stream, or lists of ids).
 
-        The tokenizer gives the vocabulary size, the special ids (never counted) and the mask id; or pass
-        them. mask_replace_prob / random_replace_prob: the replacement rule of the eval masks (80/10/10)."""
+        The tokenizer gives the vocabulary size, the special ids (never answers), the mask and pad ids
+        (never neighbours); or pass them. mask_replace_prob / random_replace_prob: the replacement rule of the eval masks (80/10/10)."""
         if tokenizer is not None:
             vocab_size = vocab_size or len(tokenizer)
             special_ids = tokenizer.all_special_ids if special_ids is None else special_ids
             mask_token_id = tokenizer.mask_token_id if mask_token_id is None else mask_token_id
+            pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
         if vocab_size is None or special_ids is None or mask_token_id is None:
             raise ValueError("NgramCounts.fit needs a tokenizer, or vocab_size, special_ids and mask_token_id")
         if not 0 <= mask_replace_prob + random_replace_prob <= 1:
@@ -91,19 +95,25 @@ class NgramCounts:
         special = torch.zeros(V + 1, dtype=torch.bool)  # index V stands for the -1 separators
         special[torch.as_tensor(list(special_ids), dtype=torch.long)] = True
         special[V] = True
+        never_context = torch.zeros(V + 1, dtype=torch.bool)  # padding, <mask> and the separators
+        never_context[V] = True
+        never_context[int(mask_token_id)] = True
+        if pad_token_id is not None:
+            never_context[int(pad_token_id)] = True
         ids = torch.where(ids < 0, torch.full_like(ids, V), ids)
-        ordinary = ~special[ids]
+        ordinary, context = ~special[ids], ~never_context[ids]
         counts = torch.bincount(ids[ordinary], minlength=V).double()
         if counts.sum() == 0:
             raise ValueError("the training ids hold no ordinary (non-special) token to count")
+        context_counts = torch.bincount(ids[context], minlength=V).double()
         left, right = ids[:-1], ids[1:]
-        both = ordinary[:-1] & ordinary[1:]
+        both = context[:-1] & context[1:]
         left, right = left[both], right[both]
         keys, pair_counts = torch.unique(left * V + right, return_counts=True)  # sorted
         col_keys, col_counts = torch.unique(right * V + left, return_counts=True)
         random_ids = torch.nonzero(~special[:V]).flatten()
-        return cls(vocab_size=V, unigram=counts / counts.sum(), pair_keys=keys, pair_counts=pair_counts.double(),
-                   col_keys=col_keys, col_counts=col_counts.double(),
+        return cls(vocab_size=V, unigram=counts / counts.sum(), context_unigram=context_counts / context_counts.sum(),
+                   pair_keys=keys, pair_counts=pair_counts.double(), col_keys=col_keys, col_counts=col_counts.double(),
                    left_totals=torch.bincount(left, minlength=V).double(), mask_token_id=int(mask_token_id),
                    random_ids=random_ids, keep_prob=1.0 - mask_replace_prob - random_replace_prob,
                    random_prob=random_replace_prob, smoothing=float(smoothing))
@@ -143,22 +153,20 @@ class NgramCounts:
         return self._visible_rule(prior, visible)
 
     def neighbour_probs(self, left: torch.Tensor, visible: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """[n, V] probabilities of the original token from its left and right neighbours (-1: none, or not
-        an ordinary token, e.g. `<s>` or `<mask>`: that side then adds nothing) and the shown token."""
-        V, k, u = self.vocab_size, self.smoothing, self.unigram
+        """[n, V] probabilities of the original token from its left and right neighbours (-1 for none; a
+        neighbour that is never context, `<pad>` or `<mask>`, adds nothing on its side) and the shown token."""
+        V, k, u, uc = self.vocab_size, self.smoothing, self.unigram, self.context_unigram
         n = len(visible)
-        ordinary = u > 0
-        has_left = (left >= 0) & ordinary[left.clamp(0, V - 1)]
-        has_right = (right >= 0) & ordinary[right.clamp(0, V - 1)]
+        has_left = (left >= 0) & (uc[left.clamp(0, V - 1)] > 0)
+        has_right = (right >= 0) & (uc[right.clamp(0, V - 1)] > 0)
         prior = u.unsqueeze(0).repeat(n, 1)
-        if bool(has_left.any()):  # P(x | left) = (c(left, x) + k u(x)) / (c(left) + k)
-            rows = self._rows(self.pair_keys, self.pair_counts, left[has_left])
-            prior[has_left] = (rows + k * u) / (self.left_totals[left[has_left]].unsqueeze(1) + k)
-        if bool(has_right.any()):  # times P(right | x) = (c(x, right) + k u(right)) / (c(x) + k)
-            cols = self._rows(self.col_keys, self.col_counts, right[has_right])
+        if bool(has_left.any()):  # P(x | left), up to a factor that is the same for every x: c(left, x) + k u(x)
+            prior[has_left] = self._rows(self.pair_keys, self.pair_counts, left[has_left]) + k * u
+        if bool(has_right.any()):  # times P(right | x) = (c(x, right) + k uc(right)) / (c(x) + k)
             r = right[has_right]
-            prior[has_right] *= (cols + k * u[r].unsqueeze(1)) / (self.left_totals.unsqueeze(0) + k)
-        prior = prior * ordinary  # special tokens are never the answer
+            cols = self._rows(self.col_keys, self.col_counts, r)
+            prior[has_right] *= (cols + k * uc[r].unsqueeze(1)) / (self.left_totals.unsqueeze(0) + k)
+        prior = prior * (u > 0)  # special tokens are never the answer
         prior = prior / prior.sum(1, keepdim=True)
         return self._visible_rule(prior, visible)
 

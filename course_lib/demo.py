@@ -1,11 +1,11 @@
 """The course's end-to-end demo on the shipped data: `make demo`, or `python -m course_lib.demo`.
 
-It runs the command-line trainer on `configs/tiny.yaml` (about half a minute on a laptop CPU): train a
+It runs the command-line trainer on `configs/tiny.yaml` (about a minute of training on a laptop CPU): train a
 byte-level BPE tokenizer on the Brown sentences (notebook 01), pack and mask the text (02), build the
-encoder (03), train it with the course loop in an experiment folder under runs/ (04), export it in
-Hugging Face format and print `pipeline("fill-mask")` predictions for held-out sentences.
-The tiny model answers with frequent words: it has not left the unigram plateau (notebook 04).
-Extra arguments go to the trainer (e.g. `--max_steps 300`).
+encoder with rotary positions (03), train it with the course loop and recipe in an experiment folder under
+runs/ (04), then judge it: held-out loss and accuracy next to the no-context baseline and the
+neighbour-count model on the same masks, and `pipeline("fill-mask")` on held-out sentences after the
+Hugging Face export (all in {experiment}/eval.json). Extra arguments go to the trainer (e.g. `--max_steps 300`).
 """
 
 from __future__ import annotations

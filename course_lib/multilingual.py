@@ -365,6 +365,7 @@ def load_texts(config: DatasetConfig) -> tuple[dict[str, list[str]], dict[str, l
 def run(config: MultilingualConfig, progress: bool = True) -> dict:
     """Tokenizer -> token stores -> model -> language-batched training -> per-language eval table."""
     from . import masking, model as model_lib, tokenization, training
+    from .device import get_device
     from .profiles import set_seed
 
     for handler in list(log.handlers):  # a fresh handler on today's stdout (a notebook's or a test's)
@@ -374,8 +375,7 @@ def run(config: MultilingualConfig, progress: bool = True) -> dict:
     log.addHandler(handler)
     log.propagate = False
     log.setLevel(config.common.log_level.upper())
-    ds, device = config.dataset, config.common.device
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    ds, device = config.dataset, get_device(config.common.device)
     root = Path(config.common.output_dir)
     if config.common.mode == "evaluate":
         folder = training.find_experiment(root, config.common.run_name)

@@ -87,7 +87,7 @@ PROFILES = {
         train_sentences=None, eval_sentences=2_000, block_size=128,
         hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
         lm_size=(128, 2, 2, 512), position="rotary", init_std=0.05, train_mlm_probability=0.4,
-        train_lr=2e-3, train_warmup=100, train_steps=1500, position_steps=600, compare_steps=60, curve_steps=60,
+        train_lr=2e-3, train_warmup=100, train_steps=2000, position_steps=300, compare_steps=60, curve_steps=60,
         ml_fraction=1.0, ml_eval_sentences=1_000, ml_vocab_size=8_000, ml_train_steps=600,
         transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
         transfer_head_steps=200, transfer_steps=600, ds_steps=40,

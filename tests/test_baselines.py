@@ -54,6 +54,16 @@ def test_neighbour_model_reads_both_sides():
     assert one_side["neighbour_accuracy"] == 1.0
 
 
+def test_sentence_boundaries_are_context_but_never_answers():
+    # 7 starts every sentence and 8 ends it; 5 and 6 sit in the middle
+    train = torch.tensor([[0, 7, 5, 6, 8, 2]] * 30)
+    counts = fit(train, smoothing=0.01)
+    scores = counts.score([batch([[0, MASK, 5, 6, MASK, 2]], [[-100, 7, -100, -100, 8, -100]])])
+    assert scores["neighbour_accuracy"] == 1.0  # read from <s> on the left and </s> on the right
+    assert counts.unigram[[0, 2]].sum() == 0 and counts.context_unigram[[0, 2]].sum() > 0
+    assert counts.context_unigram[[1, MASK]].sum() == 0  # padding and <mask> are never context
+
+
 def test_smoothing_moves_the_neighbour_model_towards_the_unigram():
     g = torch.Generator().manual_seed(0)
     train = torch.randint(5, V, (200, 16), generator=g)
@@ -77,7 +87,7 @@ class _Tok:
 
 def test_counts_with_big_vocabulary_stay_small():
     counts = NgramCounts.fit(torch.tensor([[0, 49_990, 6, 2]]), vocab_size=50_000, special_ids=SPECIAL, mask_token_id=MASK)
-    assert counts.pair_keys.numel() == 1  # one distinct pair (49990, 6), not a 50,000 x 50,000 table
+    assert counts.pair_keys.numel() == 3  # (<s>, 49990), (49990, 6), (6, </s>): not a 50,000 x 50,000 table
 
 
 def test_bad_input_is_named():

@@ -1,0 +1,90 @@
+"""course_lib.device: one function decides where models train; every training entry point asks it."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from course_lib import device as device_lib
+from course_lib import model as model_lib
+from course_lib.notebooks import ROOT
+
+
+def test_auto_is_the_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    assert device_lib.get_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert device_lib.get_device("auto") == device_lib.get_device()
+
+
+def test_environment_and_argument_override(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert device_lib.get_device() == torch.device("cpu")
+    assert device_lib.get_device("cpu") == torch.device("cpu")  # an explicit name wins over the variable
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_missing_gpu_or_a_bad_name_is_named(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="device 'cuda' asks for a CUDA GPU, but torch sees none"):
+        device_lib.get_device()
+    with pytest.raises(ValueError, match="device 'gpu0' .* is not a device"):
+        device_lib.get_device("gpu0")
+
+
+class Spy:
+    """Stands in for get_device: records the calls, and the devices models are moved to."""
+
+    def __init__(self, monkeypatch):
+        self.asked, self.moved = [], []
+        real_to = model_lib.EncoderForMaskedLM.to
+
+        def get_device(name=None):
+            self.asked.append(name)
+            return torch.device("cpu")
+
+        def to(model, *args, **kwargs):
+            self.moved.append(torch.device(args[0]) if args else kwargs.get("device"))
+            return real_to(model, *args, **kwargs)
+
+        monkeypatch.setattr(device_lib, "get_device", get_device)
+        monkeypatch.setattr(model_lib.EncoderForMaskedLM, "to", to)
+
+
+def test_the_command_line_trainer_asks_for_the_device_and_reports_against_the_baselines(tmp_path, monkeypatch, capsys):
+    from course_lib import train as cli
+
+    spy = Spy(monkeypatch)
+    result = cli.run(cli.load_config(ROOT / "configs" / "tiny.yaml", [
+        "--output_dir", str(tmp_path), "--max_train_texts", "2000", "--max_eval_texts", "200", "--vocab_size", "400",
+        "--max_steps", "3", "--warmup_steps", "1", "--eval_every", "3", "--save_every", "3", "--fill_mask", "1",
+        "--hidden_size", "16", "--intermediate_size", "32"]), progress=False)
+    assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]
+    report = json.loads((result["folder"] / "eval.json").read_text())
+    for key in ("eval_loss", "accuracy", "no_context_loss", "no_context_accuracy", "neighbour_loss", "fill_mask_top1",
+                "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1"):
+        assert isinstance(report[key], (int, float)), key
+    assert report["eval_loss"] == pytest.approx(result["eval"]["loss"])
+    assert report["neighbour_loss"] < report["no_context_loss"]  # counts of the neighbours beat no context at all
+    assert 0 <= report["fill_mask_top1"] <= report["fill_mask_top5"] <= 1
+    out = capsys.readouterr().out
+    assert "no-context baseline" in out and "neighbour-count model" in out and "distinct answers" in out
+    assert (result["folder"] / "hf" / "config.json").is_file()
+    assert json.loads((result["folder"] / "hf" / "config.json").read_text())["model_type"] == "roformer"
+
+
+def test_the_multilingual_trainer_asks_for_the_device(tmp_path, monkeypatch):
+    from course_lib import multilingual as ml
+
+    spy = Spy(monkeypatch)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert ml.main(["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), "--max_steps", "2",
+                        "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul",
+                        "--max_sentences", "200", "--eval_sentences", "20", "--vocab_size", "300",
+                        "--tokenizer_sentences", "400", "--hidden_size", "16", "--intermediate_size", "32",
+                        "--no-progress"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]
