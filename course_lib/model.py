@@ -193,10 +193,13 @@ class EncoderBlock(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rotary=None) -> torch.Tensor:
+        def attend(h):  # without rotary tables, the two-argument call that notebook 03's exercises write
+            return self.attention(h, mask) if rotary is None else self.attention(h, mask, rotary)
+
         if self.pre_norm:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask, rotary))
+            x = x + self.dropout(attend(self.attention_norm(x)))
             return x + self.feed_forward(self.feed_forward_norm(x))
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask, rotary)))
+        x = self.attention_norm(x + self.dropout(attend(x)))
         return self.feed_forward_norm(x + self.feed_forward(x))
 
 
@@ -296,8 +299,8 @@ class EncoderForMaskedLM(nn.Module):
         mask = None  # with no padding, no mask: scaled_dot_product_attention may then pick a faster kernel
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # [batch, 1 (all heads), 1 (all queries), seq (keys)]
-        for layer in self.layers:
-            x = layer(x, mask, rotary)
+        for layer in self.layers:  # (x, mask) for learned positions: a block written in notebook 03 fits
+            x = layer(x, mask) if rotary is None else layer(x, mask, rotary)
         return self.final_norm(x) if self.final_norm is not None else x
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -512,6 +515,15 @@ def roformer_config(config: EncoderConfig):
         pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2, rotary_value=False, tie_word_embeddings=True)
 
 
+def _from_hf_config(c, **fields) -> EncoderConfig:
+    """The EncoderConfig of a BERT-like transformers config `c`; `fields` adds or overrides fields."""
+    return EncoderConfig(**{
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
+        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size, "pad_token_id": c.pad_token_id,
+        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
+        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **fields})
+
+
 def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
     """A course model with the architecture and weights of a `RobertaForMaskedLM`.
 
@@ -524,13 +536,7 @@ def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
                          f"EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, is_decoder={c.is_decoder}, "
                          f"add_cross_attention={c.add_cross_attention}, tie_word_embeddings={c.tie_word_embeddings}, "
                          f"pad_token_id={c.pad_token_id}")
-    config = EncoderConfig(**{
-        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
-        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
-        "max_length": c.max_position_embeddings - c.pad_token_id - 1, "pad_token_id": c.pad_token_id,
-        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
-        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **overrides})
-    model = EncoderForMaskedLM(config)
+    model = EncoderForMaskedLM(_from_hf_config(c, max_length=c.max_position_embeddings - c.pad_token_id - 1, **overrides))
     load_roberta_state_dict(model, hf_model)
     return model.train(hf_model.training)
 
@@ -544,13 +550,7 @@ def from_roformer(hf_model, **overrides) -> EncoderForMaskedLM:
                          f"rotary_value False and a pad token maps to EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, "
                          f"is_decoder={c.is_decoder}, tie_word_embeddings={c.tie_word_embeddings}, "
                          f"rotary_value={c.rotary_value}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}")
-    config = EncoderConfig(**{
-        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
-        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
-        "max_length": c.max_position_embeddings, "pad_token_id": c.pad_token_id, "position": "rotary",
-        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
-        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **overrides})
-    model = EncoderForMaskedLM(config)
+    model = EncoderForMaskedLM(_from_hf_config(c, max_length=c.max_position_embeddings, position="rotary", **overrides))
     load_roformer_state_dict(model, hf_model)
     return model.train(hf_model.training)
 

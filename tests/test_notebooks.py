@@ -195,3 +195,13 @@ def test_solution_metadata_gives_points(path):
     assert meta["notebook"] == path.name[:2]
     for number, info in meta["exercises"].items():
         assert number.startswith(str(int(path.name[:2])) + ".") and info["points"] > 0 and info["title"]
+
+
+def test_no_unfilled_number_placeholders_in_the_course_text():
+    """Numbers in notebook text are filled in from stored outputs after a run; none may be left as {{NAME}}."""
+    texts = {path.name: "\n".join(c.source for c in nbs.read(path).cells) for path in nbs.solution_paths()}
+    texts["README.md"] = (nbs.ROOT / "README.md").read_text()
+    for doc in (nbs.ROOT / "docs").glob("*.md"):
+        texts[doc.name] = doc.read_text()
+    for name, text in texts.items():
+        assert not re.search(r"\{\{[A-Z0-9_]+\}\}", text), f"{name} still has a placeholder"

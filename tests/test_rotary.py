@@ -10,6 +10,7 @@ from transformers.models.roformer.modeling_roformer import (RoFormerSinusoidalPo
                                                             RoFormerSelfAttention)
 
 from course_lib import model as M
+from test_model import random_batch  # right padding of several lengths, one left-padded row
 
 PAD = 1
 CONFIGS = {
@@ -39,19 +40,6 @@ def roformer(config, seed=0):
             if "embed_positions" not in name:
                 p.add_(torch.randn_like(p) * 0.1)
     return hf
-
-
-def random_batch(config, batch=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n, pad = config.max_length, config.pad_token_id
-    ids = torch.randint(pad + 1, config.vocab_size, (batch, n), generator=g)
-    mask = torch.ones_like(ids)
-    for row, length in enumerate([n, n // 2, 3]):
-        mask[row, length:] = 0
-    ids[mask == 0] = pad
-    labels = torch.where((torch.rand(batch, n, generator=g) < 0.3) & (mask == 1), ids, -100)
-    labels[0, 0] = ids[0, 0]
-    return ids, mask, labels
 
 
 @pytest.mark.parametrize("seq", [1, 7, 64])
@@ -179,3 +167,44 @@ def test_export_loads_with_auto_classes_and_fill_mask(tmp_path, tokenizer):
     top = probs.topk(3)
     assert [p["token"] for p in predictions] == top.indices.tolist()
     assert [p["score"] for p in predictions] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_attention_weights_are_transformers_attentions(position):
+    from transformers import RobertaForMaskedLM
+
+    config = dataclasses.replace(CONFIGS["tiny"], position=position)
+    torch.manual_seed(1)
+    ours = M.EncoderForMaskedLM(config).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # sharper attention than at initialisation
+    hf = M.to_transformers(ours).eval()
+    if position == "learned":  # sdpa returns no weights: the eager twin
+        hf = RobertaForMaskedLM._from_config(hf.config, attn_implementation="eager")
+        hf.load_state_dict(M.to_roberta(ours).state_dict())
+        hf.eval()
+    ids, mask, _ = random_batch(config)
+    weights = M.attention_weights(ours, ids, mask)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    assert len(weights) == config.num_layers
+    real = mask.bool()
+    for w, t in zip(weights, theirs):
+        assert w.shape == (ids.shape[0], config.num_heads, ids.shape[1], ids.shape[1])
+        torch.testing.assert_close(w.permute(0, 2, 1, 3)[real], t.permute(0, 2, 1, 3)[real], atol=1e-5, rtol=0)
+    assert ours.training is False
+
+
+def test_neighbour_attention_measures_the_diagonals():
+    seq = 6
+    before = torch.diag(torch.ones(seq - 1), -1)  # query i looks at i - 1 ...
+    before[0, 0] = 1.0  # ... and the first query at itself
+    after = torch.diag(torch.ones(seq - 1), 1)
+    after[-1, -1] = 1.0
+    uniform = torch.full((seq, seq), 1 / seq)
+    weights = torch.stack([before, after, uniform])[None]  # [1, 3 heads, seq, seq]
+    shares = M.neighbour_attention(weights)
+    torch.testing.assert_close(shares, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1 / seq, 1 / seq]]))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])  # pairs that touch padding do not count
+    torch.testing.assert_close(M.neighbour_attention(weights, mask)[0], torch.tensor([1.0, 0.0]))

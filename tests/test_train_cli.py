@@ -18,7 +18,7 @@ CONFIGS = ROOT / "configs"
 def test_shipped_configs_load(name):
     config = cli.load_config(CONFIGS / f"{name}.yaml")
     assert config.name == name and config.train.max_steps > 0
-    assert config.model.pre_norm is False  # exportable to RobertaForMaskedLM
+    assert config.model.pre_norm is False  # exportable to transformers (RoFormerForMaskedLM or RobertaForMaskedLM)
 
 
 def test_overrides_by_full_or_unique_name():
@@ -26,7 +26,7 @@ def test_overrides_by_full_or_unique_name():
                                                       "--masked_only", "false", "--output_dir", "/tmp/x"])
     assert (config.train.max_steps, config.train.lr, config.train.seed) == (7, 1e-3, 3)
     assert config.model.masked_only is False and config.output_dir == "/tmp/x"
-    assert config.model.hidden_size == 64  # untouched keys keep the file's values
+    assert config.model.hidden_size == 128  # untouched keys keep the file's values
     assert cli.load_config(None).train == training.TrainConfig()  # no file: the defaults
 
 
@@ -101,7 +101,7 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
     later = dataclasses.replace(config, resume=str(folder), train=dataclasses.replace(config.train, max_steps=999))
     assert cli.experiment_folder(later) == (folder, True)  # more steps: fine
     other = dataclasses.replace(config, resume=str(folder), train=dataclasses.replace(config.train, lr=0.5))
-    with pytest.raises(cli.ConfigError, match=r"train.lr: 0.003 -> 0.5"):
+    with pytest.raises(cli.ConfigError, match=r"train.lr: 0.002 -> 0.5"):
         cli.experiment_folder(other)
     with pytest.raises(cli.ConfigError, match="no hparams.json"):
         cli.experiment_folder(dataclasses.replace(config, resume=str(tmp_path)))
