@@ -3,7 +3,7 @@
     python scripts/prepare_model.py runs/small.2026.11.30.06.40.38.af5212e0 models/brown-small --config configs/small.yaml
 
 The folder gets the Hugging Face export (config, safetensors weights, tokenizer), the run's eval.json,
-metrics.jsonl, hparams.json, encoder_config.json and git hash, the config file it was trained with, and a
+metrics.jsonl, hparams.json, encoder_config.json, git hash and diff, the config file it was trained with, and a
 README with the command and the numbers from eval.json and metrics.jsonl.
 """
 
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True)
     for path in hf.iterdir():
         shutil.copy2(path, args.out / path.name)
-    for name in ("eval.json", "metrics.jsonl", "hparams.json", "encoder_config.json", "githash.log"):
+    for name in ("eval.json", "metrics.jsonl", "hparams.json", "encoder_config.json", "githash.log", "gitdiff.log"):
         shutil.copy2(args.run / name, args.out / name)
     shutil.copy2(args.config, args.out / args.config.name)
     rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -54,8 +54,8 @@ sentences and State of the Union paragraphs): hidden {hparams['model']['hidden_s
 python -m course_lib.train --config {args.config.as_posix()} --resume none
 ```
 
-on the course's development machine (2 CPU cores, fp32), from commit `{commit[:12]}` (`githash.log`; the
-run's uncommitted changes were recorded next to it when it ran). {r['steps']:,} updates of \
+on the course's development machine (2 CPU cores, fp32), from commit `{commit[:12]}` with the uncommitted
+changes in `gitdiff.log` (both recorded by the run when it started). {r['steps']:,} updates of \
 {hparams['train']['batch_size']} blocks took {seconds / 60:.0f} minutes of training. `{args.config.name}` is the
 config file, `hparams.json` every setting, `metrics.jsonl` the loss of every 10th update and the held-out
 evaluations.
