@@ -41,7 +41,8 @@ class Profile:
     position: str  # notebook 04's positions: "rotary" (the recipe) or "learned"
     init_std: float  # notebook 04's initial weight scale
     train_mlm_probability: float  # the masking rate notebook 04 trains with (the eval masks stay at 15%)
-    train_lr: float  # peak learning rate of the notebook's main run
+    train_lr: float  # peak learning rate of notebooks 05 and 07
+    lm_lr: float  # peak learning rate of notebook 04's runs (the recipe)
     train_warmup: int  # warmup updates of the notebook's main run
     train_steps: int  # optimizer updates of the notebook's main run
     position_steps: int  # updates of the learned-positions run compared with the main (rotary) run
@@ -72,7 +73,7 @@ PROFILES = {
         train_sentences=8_000, eval_sentences=300, block_size=64,
         hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
         lm_size=(64, 2, 2, 256), position="rotary", init_std=0.05, train_mlm_probability=0.4,
-        train_lr=3e-3, train_warmup=6, train_steps=60, position_steps=30, compare_steps=12, curve_steps=25,
+        train_lr=3e-3, lm_lr=3e-3, train_warmup=6, train_steps=60, position_steps=30, compare_steps=12, curve_steps=25,
         ml_fraction=0.1, ml_eval_sentences=100, ml_vocab_size=2_000, ml_train_steps=40,
         transfer_vocab_size=2_000, transfer_train_sentences=2_000, transfer_eval_sentences=100,
         transfer_head_steps=6, transfer_steps=12, ds_steps=8,
@@ -87,14 +88,14 @@ PROFILES = {
         train_sentences=None, eval_sentences=2_000, block_size=128,
         hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
         lm_size=(128, 2, 2, 512), position="rotary", init_std=0.05, train_mlm_probability=0.4,
-        train_lr=2e-3, train_warmup=100, train_steps=2000, position_steps=300, compare_steps=60, curve_steps=60,
+        train_lr=1e-3, lm_lr=2e-3, train_warmup=100, train_steps=2000, position_steps=300, compare_steps=60, curve_steps=60,
         ml_fraction=1.0, ml_eval_sentences=1_000, ml_vocab_size=8_000, ml_train_steps=600,
         transfer_vocab_size=8_000, transfer_train_sentences=None, transfer_eval_sentences=1_000,
         transfer_head_steps=200, transfer_steps=600, ds_steps=40,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)
-PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, lm_size=(256, 4, 4, 1024), init_std=0.02, train_lr=1e-3,
+PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, lm_size=(256, 4, 4, 1024), init_std=0.02, lm_lr=1e-3,
                           train_steps=4000, position_steps=1000, compare_steps=200, curve_steps=200,
                           ml_train_steps=3000, transfer_head_steps=1000, transfer_steps=2000, ds_steps=200)
 
