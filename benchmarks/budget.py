@@ -1,6 +1,6 @@
 """Time to quality: how long the Hugging Face defaults and the course recipe take to learn to use context.
 
-    python benchmarks/budget.py --seconds 480 --out benchmarks/results/budget_cpu.json   # ~12 minutes, 2 CPU cores
+    python benchmarks/budget.py --seconds 480 --out benchmarks/results/budget_cpu.json   # ~15 minutes, 2 CPU cores
 
 "Learned to use context" has a number: the held-out loss must fall 0.5 nats below the **no-context
 baseline** (unigram at <mask>, copy of a visible token; `course_lib.baselines`) on the same fixed masks.
