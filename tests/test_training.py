@@ -414,7 +414,9 @@ def test_sigkill_then_resume_gives_identical_losses(tmp_path, tokenizer, straigh
     assert same_folder == folder
     assert after == straight_run[1]  # exact equality, step by step, train and eval
     assert (folder / "hf" / "config.json").is_file()
-    assert "fill-mask on held-out sentences" in resumed.stdout
+    assert "held-out sentences: top-1" in resumed.stdout and "no-context baseline" in resumed.stdout
+    last_eval = [row[2] for row in after if row[2] is not None][-1]
+    assert json.loads((folder / "eval.json").read_text())["eval_loss"] == pytest.approx(last_eval)
 
 
 def test_killed_while_saving_leaves_the_previous_checkpoint(tmp_path, tokenizer, straight_run):
