@@ -27,7 +27,6 @@ vocabulary costs no more memory than the training text.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -219,7 +218,3 @@ class NgramCounts:
                    in zip(top.tolist(), examples)) / len(examples)
         return {"top1": top1, f"top{top_k}": topk, "answers": answers, "distinct_answers": len(set(answers))}
 
-
-def beats(model_loss: float, baseline_loss: float, margin: float = 0.0) -> bool:
-    """Whether a model's loss is more than `margin` nats below a baseline's (a finite, comparable number)."""
-    return math.isfinite(model_loss) and model_loss < baseline_loss - margin

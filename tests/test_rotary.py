@@ -10,7 +10,7 @@ from transformers.models.roformer.modeling_roformer import (RoFormerSinusoidalPo
                                                             RoFormerSelfAttention)
 
 from course_lib import model as M
-from test_model import random_batch  # right padding of several lengths, one left-padded row
+from test_model import one_thread, random_batch  # noqa: F401 (one_thread: an autouse fixture)
 
 PAD = 1
 CONFIGS = {
@@ -21,14 +21,6 @@ CONFIGS = {
     "pad-0": M.EncoderConfig(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                              max_length=8, pad_token_id=0, layer_norm_eps=1e-12, position="rotary"),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def roformer(config, seed=0):
