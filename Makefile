@@ -28,4 +28,4 @@ lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/
 
 notebooks: $(STAMP)
-	$(PY) -m course_lib.notebooks build
+	$(PY) -m course_admin.notebooks build

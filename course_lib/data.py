@@ -26,7 +26,9 @@ import os
 import zlib
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # $COURSE_DATA_DIR overrides it: see data_dir()
+from .paths import DATA
+
+DATA_DIR = DATA  # the repository's data/; $COURSE_DATA_DIR overrides it: see data_dir()
 
 SPLITS = ("train", "valid")
 PARALLEL_LANGS = ("it", "pt")

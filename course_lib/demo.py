@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from . import train
-from .notebooks import ROOT
+from .paths import ROOT
 
 
 def main(argv: list[str] | None = None) -> int:

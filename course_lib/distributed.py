@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import warnings
 from pathlib import Path
 
 import torch
@@ -35,6 +34,8 @@ if not torch.cuda.is_available():
     # before `import deepspeed`: it would otherwise look for a GPU and print a timestamped warning
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+from . import quiet  # noqa: E402
+from .config import flat  # noqa: E402
 from .masking import IGNORE_INDEX  # noqa: E402
 from .training import (TrainConfig, _to, follow_schedule, make_optimizer, make_scheduler, prune_checkpoints,  # noqa: E402
                        rng_state, set_rng_state, train_step)
@@ -111,9 +112,7 @@ def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
     that supports it; an unknown stage; "auto" values left unresolved (`resolve_ds_config`). Returns it."""
     if not isinstance(config, dict):
         raise DSConfigError(f"{where}a DeepSpeed config is a mapping of keys to values, got {type(config).__name__}")
-    from .train import _flat  # {"a.b": value} for nested dicts
-
-    autos = [key for key, value in _flat(config).items() if value == "auto"]
+    autos = [key for key, value in flat(config).items() if value == "auto"]
     if autos:
         raise DSConfigError(f"{where}{', '.join(autos)} = 'auto': resolve_ds_config fills these from the training config")
     if _enabled(config, "bf16") and _enabled(config, "fp16"):
@@ -231,34 +230,11 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
 
 
 def _deepspeed():
-    """`import deepspeed`, quiet. On a CPU, without its shared-memory collective op: DeepSpeed would compile
-    that C++ op (half a minute or more, once per machine) to speed up all-reduce between processes on one
-    machine; one process has no one to talk to, and several CPU processes are a demonstration (gloo does
-    their all-reduce). COURSE_DS_SHM=1 keeps it."""
-    import logging
-
-    import deepspeed
-
-    if getattr(deepspeed, "_course_quiet", False):
-        return deepspeed
-    deepspeed.utils.logger.setLevel(logging.WARNING)
-    # DeepSpeed calls torch collectives that torch has renamed; the warning is for DeepSpeed, not for us
-    warnings.filterwarnings("ignore", message=r".*torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor).*deprecated",
-                            category=FutureWarning)
-    # DeepSpeed finds out which C++ ops this machine can build by compiling small test programs; the failures
-    # it expects (no libaio, say) would be printed from the compiler, straight to file descriptor 2
-    stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        compatible = deepspeed.ops.__compatible_ops__
-    finally:
-        os.dup2(stderr, 2)
-        os.close(stderr)
-        os.close(devnull)
-    if not torch.cuda.is_available() and os.environ.get("COURSE_DS_SHM") != "1":
-        compatible["deepspeed_shm_comm"] = False
-    deepspeed._course_quiet = True
-    return deepspeed
+    """`import deepspeed`, quiet (`quiet.import_deepspeed`). On a CPU, without its shared-memory collective
+    op: DeepSpeed would compile it for collectives between processes on one machine; one process has no
+    one to talk to, and several CPU processes are a demonstration (gloo does their all-reduce).
+    COURSE_DS_SHM=1 keeps it."""
+    return quiet.import_deepspeed(keep_shm_op=torch.cuda.is_available() or os.environ.get("COURSE_DS_SHM") == "1")
 
 
 class RankShard:

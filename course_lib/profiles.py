@@ -12,9 +12,12 @@ Outputs that nbval checks never depend on the profile; losses, timings and plots
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
+
+import torch
+
+from .paths import work_dir  # noqa: F401  (notebooks take it from here with the profile)
+from .seeding import set_seed  # noqa: F401
 
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 
@@ -102,12 +105,7 @@ PROFILES["gpu"] = replace(PROFILES["cpu"], name="gpu", batch_size=64, lm_size=(2
 
 def default_profile_name() -> str:
     """`gpu` when CUDA is present, else `cpu`."""
-    try:
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
+    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def get_profile(name: str | None = None) -> Profile:
@@ -121,27 +119,3 @@ def get_profile(name: str | None = None) -> Profile:
 def describe(profile: Profile) -> str:
     """One line per setting, for the top of a notebook."""
     return "\n".join(f"{f.name:>24} = {getattr(profile, f.name)}" for f in fields(profile))
-
-
-def set_seed(seed: int = 0) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) so a notebook runs the same each time."""
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)  # also seeds every CUDA device
-    except ImportError:
-        pass
-
-
-def work_dir(*parts: str) -> Path:
-    """A folder for what a notebook writes (tokenizers, checkpoints): `COURSE_WORK_DIR`, default ./runs."""
-    path = Path(os.environ.get("COURSE_WORK_DIR", "runs")).joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -42,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import quiet
 from .masking import IGNORE_INDEX, pad_batch
+from .seeding import set_seed
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -600,8 +602,6 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
         if main:
             print(f"resumed from {start} at step {step}")
     else:
-        from .profiles import set_seed
-
         set_seed(config.seed)
     log = MetricsLog(folder, resume_step=step if start is not None else None, write=main)
     last_eval = {}
@@ -681,10 +681,9 @@ def hf_trainer(hf_model, train_examples, collator, config: TrainConfig, output_d
 
 def fill_mask_pipeline(folder):
     """`pipeline("fill-mask")` on an exported model folder (model and tokenizer), offline, on the CPU."""
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
+    from transformers import pipeline  # here: transformers takes seconds to import
 
-    hf_logging.disable_progress_bar()
+    quiet.no_progress_bars()
     return pipeline("fill-mask", model=str(folder), tokenizer=str(folder), device="cpu")
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import quiet
 from .masking import IGNORE_INDEX, MLMCollator, fixed_eval_masks, length_bucketed_batches
 from .training import TrainConfig, eval_batches, evaluate, make_optimizer, make_scheduler, train_step
 
@@ -40,22 +41,6 @@ SOURCES = {
 }
 HEAD = ("cls.predictions.transform.", "cls.predictions.bias")  # the MLM head, without the tied decoder weight
 MAX_SPECIAL_ID = 1000  # aligning a special token at a larger id would waste that many rows
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' warnings and progress bars (its load report lists every MISSING key)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: float | None = None):
@@ -84,7 +69,7 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
         path, where = name, {"cache_dir": cache_dir}
     rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     try:
-        with quiet_transformers(), torch.random.fork_rng(devices=[]):
+        with quiet.transformers_quiet(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True, **where, **rates)
             tokenizer = AutoTokenizer.from_pretrained(path, **where)
@@ -272,7 +257,7 @@ def random_body_like(model, seed: int = 0):
     without touching the global random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        with quiet_transformers():
+        with quiet.transformers_quiet():
             fresh = type(model)(copy.deepcopy(model.config))
     return fresh.to(next(model.parameters()).device)
 

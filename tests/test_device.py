@@ -8,7 +8,7 @@ import torch
 
 from course_lib import device as device_lib
 from course_lib import model as model_lib
-from course_lib.notebooks import ROOT
+from course_lib.paths import ROOT
 
 
 def test_auto_is_the_gpu_when_there_is_one(monkeypatch):

@@ -1,4 +1,4 @@
-"""The grader (course_lib.grade): matching, tampering, hidden checks, and real nbval runs of submissions.
+"""The grader (course_admin.grade): matching, tampering, hidden checks, and real nbval runs of submissions.
 
 Submissions are built here from the student notebooks, with solution or wrong code pasted into their
 exercise cells. Most runs grade against a light copy of solution 01 (its setup, exercise and check
@@ -13,8 +13,9 @@ import sys
 import nbformat
 import pytest
 
-from course_lib import checks, grade, masking
-from course_lib import notebooks as nbs
+from course_admin import grade
+from course_lib import checks, masking
+from course_admin import notebooks as nbs
 from course_lib import tokenization as tk
 
 STEMS = [p.stem for p in nbs.solution_paths()]

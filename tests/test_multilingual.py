@@ -194,7 +194,7 @@ def test_config_from_dict_yaml_and_overrides(tmp_path):
                                              ["--dataset.lang_sampling_factor", "0.7", "--max_steps=5", "--mode", "train"])
     assert config.dataset.lang_sampling_factor == 0.7 and config.dataset.languages == ["eng", "zul"]
     assert config.train.max_steps == 5 and config.common.mode == "train"
-    from course_lib.notebooks import ROOT
+    from course_lib.paths import ROOT
 
     shipped = ml.MultilingualConfig.from_yaml(ROOT / "configs" / "multilingual.yaml")
     assert shipped.dataset.lang_sampling_factor == 0.3 and shipped.model.masked_only
@@ -222,7 +222,7 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
             "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul,swh",
             "--max_sentences", "300", "--eval_sentences", "30", "--vocab_size", "400", "--tokenizer_sentences",
             "600", "--hidden_size", "16", "--intermediate_size", "32", "--no-progress"]
-    from course_lib.notebooks import ROOT
+    from course_lib.paths import ROOT
     import os
 
     cwd = os.getcwd()

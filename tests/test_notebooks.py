@@ -1,4 +1,4 @@
-"""The solutions -> student notebooks pipeline (course_lib.notebooks) and the committed notebooks."""
+"""The solutions -> student notebooks pipeline (course_admin.notebooks) and the committed notebooks."""
 
 import json
 import re
@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course_lib import notebooks as nbs
+from course_admin import notebooks as nbs
 
 # --------------------------------------------------------------------------- a small synthetic notebook
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from course_lib.notebooks import ROOT
+from course_lib.paths import ROOT
 
 FOLDER = ROOT / "models" / "brown-small"
 

@@ -9,7 +9,7 @@ import pytest
 
 from course_lib import tokenization, training
 from course_lib import train as cli
-from course_lib.notebooks import ROOT
+from course_lib.paths import ROOT
 
 CONFIGS = ROOT / "configs"
 

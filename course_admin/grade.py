@@ -1,4 +1,4 @@
-"""Grade student notebooks: `python -m course_lib.grade SUBMISSION.ipynb ... [--report grades.csv]`.
+"""Grade student notebooks: `python -m course_admin.grade SUBMISSION.ipynb ... [--report grades.csv]`.
 
 For each submission (also installed as the console script `course-grade`):
 
@@ -46,12 +46,14 @@ from pathlib import Path
 
 import nbformat
 
-from . import checks
+import course_lib
+from course_lib import checks
+
 from . import notebooks as nbs
 
-LIBRARY = Path(__file__).resolve().parent  # each run gets a copy: it can change only that copy
+LIBRARY = Path(course_lib.__file__).resolve().parent  # each run gets a copy: it can change only that copy
 RESOURCES = ("configs", "benchmarks/results")  # copied next to it: notebooks read them from the repository
-SANITIZE = nbs.ROOT / "tests" / "nbval_sanitize.cfg"
+SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"  # the same rules as the test suite's
 DEFAULT_TIMEOUT = 120  # seconds per cell
 
 # An exercise cell that uses one of these names (as a name, an attribute, or an import) is tampering ...

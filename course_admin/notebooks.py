@@ -1,4 +1,4 @@
-"""Student notebooks are generated from the solutions: `python -m course_lib.notebooks build`.
+"""Student notebooks are generated from the solutions: `python -m course_admin.notebooks build`.
 
 The format of a solution notebook (`solutions/NN_topic.ipynb`):
 
@@ -14,9 +14,9 @@ at the same indentation, clears the outputs of exercise and check cells, tags bo
 `raises-exception` (so nbval and "Run All" go on past them), and drops saved widget state.
 Everything else, other cells' outputs included, is kept, cell for cell, with the same cell ids.
 
-    python -m course_lib.notebooks build      # write notebooks/ from solutions/
-    python -m course_lib.notebooks check      # fail if notebooks/ is stale or a solution is malformed
-    python -m course_lib.notebooks execute [solutions/NN_x.ipynb ...]   # rerun solutions, store outputs
+    python -m course_admin.notebooks build      # write notebooks/ from solutions/
+    python -m course_admin.notebooks check      # fail if notebooks/ is stale or a solution is malformed
+    python -m course_admin.notebooks execute [solutions/NN_x.ipynb ...]   # rerun solutions, store outputs
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+from course_lib.paths import ROOT
+
 SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -256,7 +257,7 @@ def execute(paths: list[Path], timeout: int = 1800) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.notebooks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m course_admin.notebooks", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="write notebooks/ from solutions/")
     sub.add_parser("check", help="fail if notebooks/ is stale or a solution is malformed")
