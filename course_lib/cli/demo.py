@@ -1,4 +1,4 @@
-"""The course's end-to-end demo on the shipped data: `make demo`, or `python -m course_lib.demo`.
+"""The course's end-to-end demo on the shipped data: `make demo`, or `python -m course_lib.cli.demo`.
 
 It runs the command-line trainer on `configs/tiny.yaml` (about a minute of training on a laptop CPU): train a
 byte-level BPE tokenizer on the Brown sentences (notebook 01), pack and mask the text (02), build the
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from . import train
-from .paths import ROOT
+from ..paths import CONFIGS
+from . import pretrain
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # a fresh run each time (resume none), so the demo always shows a model it has just trained
-    return train.main(["--config", str(ROOT / "configs" / "tiny.yaml"), "--resume", "none", *argv])
+    return pretrain.main(["--config", str(CONFIGS / "tiny.yaml"), "--resume", "none", *argv])
 
 
 if __name__ == "__main__":
