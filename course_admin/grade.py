@@ -328,21 +328,29 @@ def _error_text(report: str) -> str:
 
 def course_files(solutions: Path = nbs.SOLUTIONS) -> dict[Path, bytes]:
     """The library and the solutions as they are now: runs get their copy of the library from this."""
-    return {p: p.read_bytes() for p in [*LIBRARY.glob("*.py"), *Path(solutions).glob("*.ipynb")]}
+    return {p: p.read_bytes() for p in [*LIBRARY.rglob("*.py"), *Path(solutions).glob("*.ipynb")]}
+
+
+def library_files(files: dict[Path, bytes] | None = None) -> dict[str, bytes]:
+    """course_lib's Python files, subpackages included (path inside course_lib -> content), from `files`
+    (`course_files()`), else as they are now."""
+    files = files if files is not None else {p: p.read_bytes() for p in LIBRARY.rglob("*.py")}
+    return {p.relative_to(LIBRARY).as_posix(): data for p, data in files.items() if LIBRARY in p.parents}
 
 
 def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads: int | None = None) -> tuple[dict, list[str]]:
     """Run a notebook under nbval in a fresh kernel, in a temporary folder, on a copy of course_lib made
-    from `library` (file name -> content; default: as it is now). Returns ({code cell index: (outcome,
+    from `library` (path inside course_lib, e.g. "checks/nb01.py" -> content; default: as it is now). Returns ({code cell index: (outcome,
     message)}, names of the library files the run changed in its copy); outcome is passed, failed,
     timeout (or the kernel died), or skipped (after a timeout). threads: the kernel's math threads (OMP /
     MKL), unless the environment sets them: kernels graded side by side should not fight for the cores."""
-    library = library or {p.name: p.read_bytes() for p in LIBRARY.glob("*.py")}
+    library = library or library_files()
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         work, lib = Path(tmp, "work"), Path(tmp, "lib", "course_lib")
         work.mkdir()
         lib.mkdir(parents=True)
         for name, data in library.items():
+            (lib / name).parent.mkdir(parents=True, exist_ok=True)
             (lib / name).write_bytes(data)
         for folder in RESOURCES:  # what notebooks read from the repository besides data/ (configs, results)
             if (nbs.ROOT / folder).is_dir():
@@ -379,7 +387,7 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads
             text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
             outcome = "timeout" if "Timeout of" in text else "failed"
             outcomes[index] = (outcome, _error_text(text))
-        files = {p.name for p in lib.glob("*.py")} | set(library)
+        files = {p.relative_to(lib).as_posix() for p in lib.rglob("*.py")} | set(library)
         changed = [name for name in sorted(files) if not (lib / name).exists() or name not in library
                    or (lib / name).read_bytes() != library[name]]
         return outcomes, changed
@@ -435,7 +443,7 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
         sources[number] = solutions[number] if number in decided else source
     graded = Graded(path, student, stem, [], [])
     pristine = pristine or course_files()
-    library = {p.name: data for p, data in pristine.items() if p.parent == LIBRARY}
+    library = library_files(pristine)
     while len(decided) < len(info):
         nb_run, roles = assemble(reference, sources)
         try:

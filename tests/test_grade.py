@@ -344,21 +344,22 @@ def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
     """The kernel imports course_lib from a copy made for the run from the library given; a change to
     it is reported, and the course's own files are untouched. (The cell runs as is: the grader's scan
     would not let it through.)"""
-    before = grade.LIBRARY.joinpath("checks.py").read_bytes()
-    library = {p.name: data for p, data in grade.course_files().items() if p.suffix == ".py"}
+    before = grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes()
+    library = grade.library_files(grade.course_files())
+    assert "checks/__init__.py" in library, "subpackages are copied too"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import course_lib, pathlib\nfrom course_lib import given\n"
         "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
-        "pathlib.Path(course_lib.__file__).with_name('checks.py').write_text('def check_train_bpe(f): pass')")])
+        "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py').write_text('def check_train_bpe(f): pass')")])
     outcomes, changed = grade.run_nbval(nb, timeout=60, library=library | {"given.py": b"X = 1\n"})
-    assert outcomes == {0: ("passed", "")} and changed == ["checks.py"]
-    assert grade.LIBRARY.joinpath("checks.py").read_bytes() == before
+    assert outcomes == {0: ("passed", "")} and changed == ["checks/__init__.py"]
+    assert grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes() == before
 
 
 def test_a_run_that_changes_the_library_is_tampering(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library, threads=None: ({}, ["checks.py"]))
+    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library, threads=None: ({}, ["checks/framework.py"]))
     graded = grade.grade([save(submission("01_bpe_tokenizer"), tmp_path / "eve.ipynb")])[0]
-    assert {r.status for r in graded.results} == {"tampered"} and "checks.py" in graded.results[0].message
+    assert {r.status for r in graded.results} == {"tampered"} and "checks/framework.py" in graded.results[0].message
 
 
 def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monkeypatch):
