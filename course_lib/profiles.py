@@ -35,7 +35,7 @@ class Profile:
     # notebook 04: training
     train_sentences: int | None  # English training sentences (None: all of Brown's)
     eval_sentences: int  # held-out sentences, masked once (fixed masks)
-    block_size: int  # tokens per packed block
+    max_length: int  # tokens per sequence (a packed block): the model's max_length
     hidden_size: int  # the course model of notebooks 05 and 07
     num_layers: int
     num_heads: int
@@ -73,7 +73,7 @@ PROFILES = {
         fertility_vocab_sizes=(500, 1_000, 2_000),
         masking_sentences=5_000,
         batch_size=32,
-        train_sentences=8_000, eval_sentences=300, block_size=64,
+        train_sentences=8_000, eval_sentences=300, max_length=64,
         hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
         lm_size=(64, 2, 2, 256), position="rotary", init_std=0.05, train_mlm_probability=0.4,
         train_lr=3e-3, lm_lr=3e-3, train_warmup=6, train_steps=60, position_steps=30, compare_steps=12, curve_steps=25,
@@ -88,7 +88,7 @@ PROFILES = {
         fertility_vocab_sizes=(500, 1_000, 2_000, 4_000, 8_000, 16_000),
         masking_sentences=None,
         batch_size=32,
-        train_sentences=None, eval_sentences=2_000, block_size=128,
+        train_sentences=None, eval_sentences=2_000, max_length=128,
         hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
         lm_size=(128, 2, 2, 512), position="rotary", init_std=0.05, train_mlm_probability=0.4,
         train_lr=1e-3, lm_lr=2e-3, train_warmup=100, train_steps=2000, position_steps=300, compare_steps=60, curve_steps=60,
