@@ -63,6 +63,8 @@ def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *
     so that small gradients do not underflow. stage: ZeRO 0 (plain data parallelism) to 3.
     offload_optimizer (stage >= 1) keeps the optimizer states and step in CPU memory; offload_params
     (stage 3) the weights too. max_grad_norm: clip the global gradient norm (0: off).
+    (Exercise 7.1, `make_ds_config`, is the essential version: a precision string instead of the two
+    flags, optimizer offload only, no scheduler, and none of the checks of `check_ds_config`.)
     scheduler: {"lr", "warmup_steps", "total_steps"} for DeepSpeed's own WarmupDecayLR (linear warmup,
     then linear decay to 0: notebook 04's shape, but one update late: its first two updates both get
     rate 0); None (the default) when the loop passes the course's scheduler."""

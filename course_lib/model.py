@@ -126,6 +126,7 @@ def rotary_tables(seq_len: int, head_size: int, base: float = 10000.0, device=No
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate every pair (x[2i], x[2i+1]) of the last dimension by its angle: [..., seq, head] -> same shape.
+    (Exercise 3.5 writes the same rotation as one function, `rotate(x, base)`, computing the angles itself.)
 
     (a, b) turned by angle t is (a cos t - b sin t, b cos t + a sin t). Queries and keys both get it, so
     q_i . k_j depends on their positions only through i - j (a rotation by t_i then one by -t_j)."""
@@ -208,6 +209,9 @@ class MLMHead(nn.Module):
 
     The decoder's weight is the word-embedding matrix itself (the model ties them): a token's output
     score is its embedding's dot product with the transformed hidden state. Only its bias is the head's own.
+    (Exercise 3.4 writes it as `TiedMLMHead(config, word_embeddings)`, tying by holding the embedding module;
+    this class keeps RoBERTa's layout, a decoder whose weight the model replaces, so that weights map
+    one-to-one onto `RobertaLMHead`'s.)
     """
 
     def __init__(self, config: EncoderConfig):

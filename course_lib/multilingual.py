@@ -82,7 +82,8 @@ class LanguageBatchSampler:
     order runs out a new shuffle starts (a batch may straddle the two), so every sentence of a
     language is seen once before any is seen twice. `mixed=True` draws a language for every sentence
     instead of every batch. An endless iterator with `state_dict()` / `load_state_dict()`, so
-    `training.train(..., stream=sampler)` checkpoints and resumes it."""
+    `training.train(..., stream=sampler)` checkpoints and resumes it. (Exercise 5.2, `language_batches`, is
+    the essential version: a list of (language, batch) pairs, without the resumable state.)"""
 
     def __init__(self, ranges: dict[str, range], batch_size: int, alpha: float, seed: int = 0, mixed: bool = False):
         if batch_size < 1:
