@@ -29,6 +29,8 @@ import socket
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 if not torch.cuda.is_available():
     # before `import deepspeed`: it would otherwise look for a GPU and print a timestamped warning
@@ -37,8 +39,8 @@ if not torch.cuda.is_available():
 from . import quiet  # noqa: E402
 from .config import flat  # noqa: E402
 from .masking import IGNORE_INDEX  # noqa: E402
-from .training import (TrainConfig, _to, follow_schedule, make_optimizer, make_scheduler, prune_checkpoints,  # noqa: E402
-                       rng_state, set_rng_state, train_step)
+from .training import (PlainLoop, TrainConfig, _to, follow_schedule, make_optimizer, make_scheduler, prune_checkpoints,  # noqa: E402
+                       rng_state, set_rng_state)
 
 STAGES = (0, 1, 2, 3)
 
@@ -202,8 +204,6 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
     """Join the process group the launcher (`deepspeed`, `torchrun`) described in the environment, or,
     without a launcher, make this process rank 0 of a world of one. gloo on a CPU, nccl on a GPU.
     Returns (rank, world_size). Does nothing more if the group exists already."""
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         _deepspeed()  # quiet, and (on a CPU) without the op it would compile when the group is made
         if os.environ.get("WORLD_SIZE", "1") == "1":  # alone: no one to find, so any free port will do
@@ -224,8 +224,6 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
     """For a notebook: set RANK=0, WORLD_SIZE=1, LOCAL_RANK=0, MASTER_ADDR, MASTER_PORT (a free port) and
     create the process group (gloo on a CPU, nccl on a GPU). DeepSpeed needs a process group even for one
     process; without these variables it would go looking for MPI."""
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         os.environ["WORLD_SIZE"] = "1"
     return init_distributed(backend)
@@ -268,8 +266,6 @@ def _mean_over_processes(result: dict, world_size: int) -> dict:
     """The update's loss averaged over the processes, its masked tokens summed (for the log)."""
     if world_size == 1:
         return result
-    import torch.distributed as dist
-
     values = torch.tensor([result["loss"], float(result["tokens"])], dtype=torch.float64,
                           device="cuda" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(values)
@@ -346,8 +342,6 @@ class DeepSpeedLoop:
     launched by deepspeed or torchrun; alone, this makes the process rank 0 of 1."""
 
     def __init__(self, model, config: TrainConfig, ds_config: dict):
-        import torch.distributed as dist
-
         deepspeed = _deepspeed()
         self.rank, self.world_size = init_distributed()
         check_ds_config(ds_config, self.world_size)
@@ -380,7 +374,7 @@ class DeepSpeedLoop:
 
     def full_state_dict(self) -> dict:
         """The model's weights as fp32 CPU tensors, whole (ZeRO-3 gathers the shards from every process)."""
-        import deepspeed
+        deepspeed = _deepspeed()
 
         params = list(self.module.parameters())
         with deepspeed.zero.GatheredParameters(params, enabled=self.stage == 3):
@@ -393,10 +387,6 @@ class DDPLoop:
     so the processes stay identical. Process 0 writes the checkpoints (plain notebook-04 files)."""
 
     def __init__(self, model, config: TrainConfig):
-        from torch.nn.parallel import DistributedDataParallel
-
-        from .training import PlainLoop
-
         self.rank, self.world_size = init_distributed()
         self.plain = PlainLoop(model, config)
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -407,8 +397,6 @@ class DDPLoop:
         return _mean_over_processes(self.plain.step(micro_batches), self.world_size)
 
     def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
-        import torch.distributed as dist
-
         if self.rank == 0:
             self.plain.save(folder, step, data_state, extra)
         dist.barrier()

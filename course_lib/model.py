@@ -486,7 +486,7 @@ def _check_exportable(config: EncoderConfig, kind: str) -> None:
 
 def roberta_config(config: EncoderConfig):
     """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
-    from transformers import RobertaConfig
+    from transformers import RobertaConfig  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     _check_exportable(config, "RoBERTa")
     if config.position != "learned":
@@ -504,7 +504,7 @@ def roberta_config(config: EncoderConfig):
 def roformer_config(config: EncoderConfig):
     """The `transformers.RoFormerConfig` of the same architecture: rotary positions on queries and keys
     (not values), base 10000, no position table; embedding size = hidden size."""
-    from transformers import RoFormerConfig
+    from transformers import RoFormerConfig  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     _check_exportable(config, "RoFormer")
     if config.position != "rotary":
@@ -570,14 +570,14 @@ def _copy_into(model: EncoderForMaskedLM, hf_model):
 
 def to_roberta(model: EncoderForMaskedLM):
     """The same model as a `transformers.RobertaForMaskedLM` (sdpa attention), on the same device and mode."""
-    from transformers import RobertaForMaskedLM
+    from transformers import RobertaForMaskedLM  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     return _copy_into(model, RobertaForMaskedLM(roberta_config(model.config)))
 
 
 def to_roformer(model: EncoderForMaskedLM):
     """The same position="rotary" model as a `transformers.RoFormerForMaskedLM`, on the same device and mode."""
-    from transformers import RoFormerForMaskedLM
+    from transformers import RoFormerForMaskedLM  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     return _copy_into(model, RoFormerForMaskedLM(roformer_config(model.config)))
 

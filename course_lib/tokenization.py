@@ -14,9 +14,13 @@ compared merge for merge:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, ids 0..4 in this order
 
@@ -84,7 +88,6 @@ def bpe_encode(text: str, merges: list[tuple[str, str]]) -> list[str]:
 # --------------------------------------------------------------------------- the library's version
 def tokenizers_bpe(texts: Iterable[str], vocab_size: int):
     """The same training with `tokenizers`: whitespace split, no special tokens, every pair counts."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -95,7 +98,6 @@ def tokenizers_bpe(texts: Iterable[str], vocab_size: int):
 
 def tokenizers_vocab_and_merges(tokenizer) -> tuple[list[str], list[tuple[str, str]]]:
     """Read (vocabulary in id order, merges in order) out of a trained `tokenizers` BPE tokenizer."""
-    import json
 
     model = json.loads(tokenizer.to_str())["model"]
     vocab = sorted(model["vocab"], key=model["vocab"].get)
@@ -112,8 +114,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     `max_length` tokens, the last one `</s>`. `<mask>` swallows the space before it, so
     "The <mask> sat." tokenises like "The cat sat." with one token replaced.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least "
@@ -141,7 +141,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
 
 def load_tokenizer(folder: str | Path):
     """Load a tokenizer saved with `save_pretrained`, through `AutoTokenizer`, offline."""
-    from transformers import AutoTokenizer
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file():

