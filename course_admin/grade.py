@@ -15,9 +15,10 @@ For each submission (also installed as the console script `course-grade`):
    `COURSE_PROFILE=ci`, with a time limit per cell; each check cell first imports the checkers afresh
    from their files and turns on their hidden cases, so it expects
    `Exercise N.k passed: c/c checks, h/h hidden checks`;
-5. score each exercise with the points in the reference's `metadata.course.exercises`. A cell that
-   hits the time limit costs its exercise only: the run is repeated with the reference solution in
-   that exercise's place, to grade the exercises after it.
+5. score each exercise with its points in the exercise registry (`course_lib/checks/registry.py`,
+   which the reference's `metadata.course.exercises` must agree with). A cell that hits the time
+   limit costs its exercise only: the run is repeated with the reference solution in that
+   exercise's place, to grade the exercises after it.
 
 Statuses: passed, failed (the check failed, or the exercise cell raised), timeout, missing (no cell
 for the exercise), tampered, error (unreadable notebook, or a run that could not be graded).
@@ -47,7 +48,8 @@ from pathlib import Path
 import nbformat
 
 import course_lib
-from course_lib import checks
+from course_lib.checks import registry
+from course_lib.checks.framework import pass_line
 
 from . import notebooks as nbs
 
@@ -62,7 +64,7 @@ FORBIDDEN = {
     "builtins", "__builtins__", "__import__", "importlib", "sys", "os", "subprocess", "shutil",  # the runtime
     "ctypes", "gc", "inspect", "get_ipython",  # ... and shells and magics (`!ls`, `%time`)
     "f_globals", "f_locals", "f_back", "f_builtins", "tb_frame", "gi_frame", "cr_frame", "_getframe",
-} | {name for name in dir(checks) if name.startswith("check_")}
+} | {exercise.checker for exercise in registry.EXERCISES.values()}  # every checker, by its name
 # ... and so is one that uses these builtins (as names: `model.eval()` is fine), or assigns to print
 FORBIDDEN_BUILTINS = {"open", "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr"}
 ALLOWED_DUNDERS = {"__init__", "__name__"}  # any other `x.__dunder__` is tampering
@@ -231,43 +233,17 @@ def tampering(source: str, imported: set[str] = frozenset()) -> str | None:
     return None
 
 
-# An exercise cell must not hand in the course's own answer to it: it may not use these names (the
-# reference in course_lib, or the library the checker compares with) ...
-REFERENCES = {
-    "1.1": {"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"},
-    "1.2": {"bpe_encode_word", "bpe_encode", "BPE"},
-    "2.1": {"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks", "torch_mask_tokens",
-            "DataCollatorForLanguageModeling"},
-    "2.2": {"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"},
-    "2.3": {"pack_sequences"},
-    "3.1": {"scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward"},
-    "3.2": {"MultiheadAttention", "multi_head_attention_forward"},
-    "3.3": {"RobertaLayer"},
-    "3.4": {"MLMHead", "RobertaLMHead"},
-    "3.5": {"apply_rotary", "rotary_tables", "apply_rotary_position_embeddings", "RoFormerSinusoidalPositionalEmbedding",
-            "RoFormerSelfAttention"},
-    "4.1": {"train_step", "Trainer"},
-    "4.2": {"evaluate", "Trainer"},
-    "4.3": {"save_checkpoint", "load_checkpoint"},
-    "5.1": {"language_probabilities", "expected_sentences"},
-    "5.2": {"LanguageBatchSampler"},
-    "6.1": {"freeze_all_but_embeddings", "freeze_all_but"},
-    "6.2": {"new_embedding_matrix"},
-    "6.3": {"embedding_only_run"},
-    "7.1": {"ds_config"},
-    "7.2": {"ds_train_step"},
-    "7.3": {"save_ds_checkpoint", "load_ds_checkpoint"},
-}
-# ... nor call the forward of the course class it inherits from (`super().forward`, `EncoderBlock.forward`)
-REFERENCE_BASES = {"MultiHeadSelfAttention", "EncoderBlock", "MLMHead"}
-
-
 def reference_use(number: str, source: str) -> str | None:
-    """Why exercise `number`'s cell hands in the course's reference instead of the student's code, or None."""
+    """Why exercise `number`'s cell hands in the course's own answer instead of the student's code, or None:
+    it uses one of the exercise's `references` in the registry (the reference in course_lib, or the library
+    the checker compares with), calls `super().forward`, or calls the `forward` of one of its
+    `reference_bases` (the course class it inherits from: `EncoderBlock.forward(self, x)`)."""
     tree = _python(source)
     if tree is None:
         return None
-    names = REFERENCES.get(number, set())
+    exercise = registry.EXERCISES.get(number)
+    names = exercise.references if exercise else frozenset()
+    bases = exercise.reference_bases if exercise else frozenset()
     own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     for node in ast.walk(tree):  # a bare name may be the cell's own function (recursion); `module.name` is not
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names - own:
@@ -278,7 +254,7 @@ def reference_use(number: str, source: str) -> str | None:
             base = node.value
             if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super":
                 return "calls super().forward, the course's answer"
-            if getattr(base, "attr", getattr(base, "id", None)) in REFERENCE_BASES:
+            if getattr(base, "attr", getattr(base, "id", None)) in bases:
                 return "calls the course class's forward, the course's answer"
     return None
 
@@ -303,7 +279,7 @@ def assemble(reference, sources: dict[str, str]):
             found = re.fullmatch(rf"Exercise {re.escape(number)} passed: (\d+)/\1 checks\n", stored)
             if not found:
                 raise nbs.NotebookFormatError(f"check cell of exercise {number} stores {stored!r}, not its pass line")
-            expected = checks.pass_line(number, int(found.group(1)), checks.HIDDEN_CASES[number]) + "\n"
+            expected = pass_line(number, int(found.group(1)), registry.get(number).hidden_cases) + "\n"
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
             marker, _, rest = cell.source.partition("\n")
             cell.source = f"{marker}\n{FRESH_CHECKS}{rest}"
@@ -423,11 +399,11 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
         error = error or f"{path.name}: not one of the course notebooks ({', '.join(references)})"
         return Graded(path, student, "?", [Result(student, "?", "-", 0, 0, "error", error, str(path))])
     reference = references[stem]
-    info = nbs.exercises(reference)
+    info = nbs.registered(reference, stem)  # number -> Exercise: the points come from the registry
 
     def row(number, status, message=""):
-        points = info[number]["points"] if status == "passed" else 0
-        return Result(student, stem, number, points, info[number]["points"], status, message, str(path))
+        points = info[number].points if status == "passed" else 0
+        return Result(student, stem, number, points, info[number].points, status, message, str(path))
 
     if error:
         return Graded(path, student, stem, [row(n, "error", error) for n in info])
@@ -541,7 +517,8 @@ def feedback(graded: list[Graded], student: str) -> str:
         got, out_of = sum(r.points for r in g.results), sum(r.max_points for r in g.results)
         lines += [f"## {g.notebook} ({g.path.name}): {got:g}/{out_of:g} points", ""]
         for r in g.results:
-            lines.append(f"- Exercise {r.exercise}: {r.points:g}/{r.max_points:g}, {r.status}")
+            title = f", {registry.EXERCISES[r.exercise].title}" if r.exercise in registry.EXERCISES else ""
+            lines.append(f"- Exercise {r.exercise}{title}: {r.points:g}/{r.max_points:g}, {r.status}")
             if r.message:
                 lines += ["", "  ```", *("  " + line for line in r.message.splitlines()), "  ```", ""]
         lines += [f"- note: {note}" for note in g.notes] + [""]

@@ -1,18 +1,25 @@
 """Student notebooks are generated from the solutions: `python -m course_admin.notebooks build`.
 
-The format of a solution notebook (`solutions/NN_topic.ipynb`):
+The exercises themselves (number, notebook, title, points, checker) are listed once, in the exercise
+registry, `course_lib/checks/registry.py`. The format of a solution notebook (`solutions/NN_topic.ipynb`):
 
-* notebook metadata `course.exercises` maps each exercise number to its title and points,
-  e.g. `{"1.1": {"title": "the BPE training loop", "points": 5}}`;
+* notebook metadata `course.notebook` is "NN", and `course.exercises` maps each of the registry's
+  exercises of notebook NN to its title and points, as the registry has them,
+  e.g. `{"1.1": {"title": "the BPE training loop (train_bpe)", "points": 6}}`;
 * an exercise cell carries the tag `exercise` and `metadata.course.exercise = "1.1"`; the code a
   student writes sits between `### BEGIN SOLUTION` and `### END SOLUTION` lines;
 * its check cell carries the tag `check`, the same `metadata.course.exercise`, the comment
-  `# NBVAL_CHECK_OUTPUT`, and calls a checker from `course_lib.checks`.
+  `# NBVAL_CHECK_OUTPUT`, and calls the registry's checker for it, `checks.check_train_bpe(...)`.
+
+`validate` (and so `build` and `check`) fails, naming the notebook and the exercise, where a solution
+and the registry disagree: an exercise the registry does not have, a registry exercise without its
+cells, a check cell that calls another checker, or another title or points in the metadata.
 
 The student build replaces each solution block by `raise NotImplementedError("Exercise N.k: title")`
-at the same indentation, clears the outputs of exercise and check cells, tags both
-`raises-exception` (so nbval and "Run All" go on past them), and drops saved widget state.
-Everything else, other cells' outputs included, is kept, cell for cell, with the same cell ids.
+(the registry's title) at the same indentation, clears the outputs of exercise and check cells, tags
+both `raises-exception` (so nbval and "Run All" go on past them), writes `course.exercises` from the
+registry, and drops saved widget state. Everything else, other cells' outputs included, is kept, cell
+for cell, with the same cell ids.
 
     python -m course_admin.notebooks build      # write notebooks/ from solutions/
     python -m course_admin.notebooks check      # fail if notebooks/ is stale or a solution is malformed
@@ -23,11 +30,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import nbformat
 
+from course_lib.checks import registry as exercise_registry
+from course_lib.checks.registry import EXERCISES, Exercise
 from course_lib.paths import ROOT
 
 SOLUTIONS = ROOT / "solutions"
@@ -69,17 +80,51 @@ def cell_role(cell) -> str | None:
 
 
 def exercises(nb) -> dict[str, dict]:
-    """The notebook's exercises: number -> {"title", "points"}."""
+    """The exercises the notebook's metadata declares: number -> {"title", "points"}."""
     return dict(nb.metadata.get("course", {}).get("exercises", {}))
 
 
-def validate(nb, name: str) -> None:
-    """Raise NotebookFormatError for anything the build or the grader could not rely on."""
+def notebook_number(nb, name: str) -> str:
+    """Which course notebook this is ("01"): `metadata.course.notebook`, else the file name's NN_ prefix."""
+    declared = nb.metadata.get("course", {}).get("notebook")
+    prefix = name[:2] if name[:2].isdigit() and name[2:3] == "_" else None
+    if declared is None and prefix is None:
+        raise NotebookFormatError(f"{name}: metadata.course.notebook is missing (and the name has no NN_ prefix)")
+    if declared is not None and prefix is not None and str(declared) != prefix:
+        raise NotebookFormatError(f"{name}: metadata.course.notebook is {declared!r}, but the file name says "
+                                  f"{prefix!r}")
+    return str(declared if declared is not None else prefix)
+
+
+def registered(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> dict[str, Exercise]:
+    """The exercise registry's exercises of this notebook: number -> Exercise."""
+    return {e.id: e for e in exercise_registry.for_notebook(notebook_number(nb, name), registry)}
+
+
+def validate(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> None:
+    """Raise NotebookFormatError for anything the build or the grader could not rely on, and wherever the
+    notebook disagrees with the exercise registry (`registry`, default the course's)."""
+    registry = EXERCISES if registry is None else registry
     declared = exercises(nb)
     if not declared:
         raise NotebookFormatError(f"{name}: metadata.course.exercises is missing or empty")
+    notebook = notebook_number(nb, name)
+    expected = registered(nb, name, registry)
+    listed = ", ".join(expected) or "none"
+    for number, info in declared.items():
+        if number not in expected:
+            raise NotebookFormatError(f"{name}: metadata.course.exercises has exercise {number}, which the exercise "
+                                      f"registry does not give notebook {notebook} (it has {listed})")
+        if not isinstance(info, dict) or (info.get("title"), info.get("points")) != (expected[number].title,
+                                                                                     expected[number].points):
+            raise NotebookFormatError(f"{name}: exercise {number}: metadata.course.exercises says {info!r}, the "
+                                      f"exercise registry {expected[number].info()!r}")
+    for number, exercise in expected.items():
+        if number not in declared:
+            raise NotebookFormatError(f"{name}: exercise {number} ({exercise.title}) is in the exercise registry "
+                                      f"but not in metadata.course.exercises")
     seen_ids: set[str] = set()
-    found: dict[str, set[str]] = {number: set() for number in declared}
+    found: dict[str, list[str]] = {number: [] for number in expected}
     first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
     if first_code is None or first_code.source.strip() != SETUP_CELL.strip():
         raise NotebookFormatError(
@@ -100,12 +145,13 @@ def validate(nb, name: str) -> None:
             if has_solution or number:
                 raise NotebookFormatError(f"{where}: has a solution block or an exercise number but no 'exercise' tag")
             continue
-        if number not in declared:
-            raise NotebookFormatError(
-                f"{where}: metadata.course.exercise={number!r} is not in metadata.course.exercises "
-                f"({', '.join(declared)})"
-            )
-        found[number].add(role)
+        if number not in expected:
+            elsewhere = f"; it is notebook {registry[number].notebook}'s" if number in registry else ""
+            raise NotebookFormatError(f"{where}: metadata.course.exercise={number!r} is not in the exercise registry's "
+                                      f"exercises of notebook {notebook} ({listed}){elsewhere}")
+        if role in found[number]:
+            raise NotebookFormatError(f"{where}: exercise {number} has a second {role} cell")
+        found[number].append(role)
         if role == "exercise":
             begins = [i for i, line in enumerate(cell.source.splitlines()) if line.strip() == BEGIN]
             ends = [i for i, line in enumerate(cell.source.splitlines()) if line.strip() == END]
@@ -113,14 +159,23 @@ def validate(nb, name: str) -> None:
                 raise NotebookFormatError(f"{where}: needs matching '{BEGIN}' / '{END}' lines")
         elif CHECK_MARKER not in cell.source:
             raise NotebookFormatError(f"{where}: a check cell must contain '{CHECK_MARKER}'")
-        elif "checks.check_" not in cell.source:
-            raise NotebookFormatError(f"{where}: a check cell must call a checker from course_lib.checks")
         elif has_solution:
             raise NotebookFormatError(f"{where}: a check cell cannot hold a solution block")
+        else:
+            checker = expected[number].checker
+            called = sorted(set(re.findall(r"\bchecks\.(check_\w+)\s*\(", cell.source)))
+            if not called:
+                raise NotebookFormatError(f"{where}: a check cell must call a checker from course_lib.checks: "
+                                          f"exercise {number}'s, checks.{checker}(...), says the exercise registry")
+            if called != [checker]:
+                raise NotebookFormatError(f"{where}: the check cell of exercise {number} calls "
+                                          f"{', '.join('checks.' + c for c in called)}; the exercise registry's "
+                                          f"checker for it is checks.{checker}")
     for number, roles in found.items():
-        missing = {"exercise", "check"} - roles
+        missing = {"exercise", "check"} - set(roles)
         if missing:
-            raise NotebookFormatError(f"{name}: exercise {number} has no {' or '.join(sorted(missing))} cell")
+            raise NotebookFormatError(f"{name}: exercise {number} has no {' or '.join(sorted(missing))} cell "
+                                      f"(the exercise registry lists it for notebook {notebook})")
 
 
 def strip_solution(source: str, number: str, title: str) -> str:
@@ -155,11 +210,14 @@ def drop_widget_state(nb) -> None:
         cell.outputs = kept
 
 
-def student_version(solution, name: str = "notebook"):
-    """The student notebook made from a solution notebook (the solution is left unchanged)."""
-    validate(solution, name)
+def student_version(solution, name: str = "notebook", registry: Mapping[str, Exercise] | None = None):
+    """The student notebook made from a solution notebook (the solution is left unchanged); titles and
+    points come from the exercise registry."""
+    validate(solution, name, registry)
     nb = copy.deepcopy(solution)
-    titles = {number: info.get("title", "") for number, info in exercises(nb).items()}
+    expected = registered(nb, name, registry)
+    nb.metadata.course.exercises = {number: exercise.info() for number, exercise in expected.items()}
+    titles = {number: exercise.title for number, exercise in expected.items()}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)  # run timestamps, if the solution was run with timing on
         role = cell_role(cell)
@@ -191,26 +249,36 @@ def read(path: Path):
         raise NotebookFormatError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from e
 
 
-def build(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS) -> list[Path]:
+def build(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
+          registry: Mapping[str, Exercise] | None = None) -> list[Path]:
     """Write the student version of every solution notebook; return the paths written."""
     notebooks.mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
         target = notebooks / path.name
-        target.write_text(dumps(student_version(read(path), path.name)))
+        target.write_text(dumps(student_version(read(path), path.name, registry)))
         written.append(target)
     return written
 
 
-def problems(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS) -> list[str]:
-    """Everything `check` complains about: malformed or dirty solutions, stale or stray student notebooks."""
-    found = []
+def problems(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
+             registry: Mapping[str, Exercise] | None = None) -> list[str]:
+    """Everything `check` complains about: malformed or dirty solutions, solutions that disagree with the
+    exercise registry (`registry`, default the course's, whose checkers must then exist too), registry
+    notebooks without a solution, stale or stray student notebooks."""
+    found = [] if registry is not None else exercise_registry.missing_checkers()
     names = set()
-    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+    paths = sorted(solutions.glob("[0-9][0-9]_*.ipynb"))
+    for notebook in exercise_registry.notebooks(registry):
+        if not any(path.name.startswith(notebook + "_") for path in paths):
+            numbers = ", ".join(e.id for e in exercise_registry.for_notebook(notebook, registry))
+            found.append(f"{solutions}: no {notebook}_*.ipynb, but the exercise registry has exercises {numbers} "
+                         f"for notebook {notebook}")
+    for path in paths:
         names.add(path.name)
         try:
             solution = read(path)
-            expected = dumps(student_version(solution, path.name))
+            expected = dumps(student_version(solution, path.name, registry))
         except NotebookFormatError as e:
             found.append(str(e))
             continue

@@ -1,4 +1,5 @@
-"""Every checker passes the reference and fails wrong code: at least one wrong implementation per exercise."""
+"""Every checker passes the reference and fails wrong code: at least one wrong implementation per exercise.
+The wrong ones run with `first_failure=True`: the checker stops at the first case that fails."""
 
 import math
 from collections import Counter
@@ -75,7 +76,7 @@ def test_reference_train_bpe_passes(capsys):
                                    counts_merges_not_tokens, alphabet_by_frequency])
 def test_wrong_train_bpe_fails(wrong, capsys):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 1.1 failed \d of 6 checks"):
-        checks.check_train_bpe(wrong)
+        checks.check_train_bpe(wrong, first_failure=True)
     assert "passed" not in capsys.readouterr().out
 
 
@@ -140,7 +141,7 @@ def test_reference_encode_passes(capsys):
 @pytest.mark.parametrize("wrong", [merges_in_reverse, rightmost_first, longest_match, characters])
 def test_wrong_encode_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 1.2 failed \d of 5 checks"):
-        checks.check_bpe_encode_word(wrong)
+        checks.check_bpe_encode_word(wrong, first_failure=True)
 
 
 def test_failure_message_names_the_case_and_the_difference():
@@ -204,7 +205,7 @@ def test_reference_mask_tokens_passes(capsys):
                                    random_from_whole_vocab, ignores_generator, ignores_probability])
 def test_wrong_mask_tokens_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 2.1 failed \d of 8 checks"):
-        checks.check_mask_tokens(wrong)
+        checks.check_mask_tokens(wrong, first_failure=True)
 
 
 def token_level(word_ids, mlm_probability=0.15, generator=None):
@@ -232,7 +233,7 @@ def test_reference_whole_word_mask_passes(capsys):
 @pytest.mark.parametrize("wrong", [token_level, same_words_in_every_row, selects_specials])
 def test_wrong_whole_word_mask_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 2.2 failed \d of 6 checks"):
-        checks.check_whole_word_mask(wrong)
+        checks.check_whole_word_mask(wrong, first_failure=True)
 
 
 def pads_the_last_block(token_ids, block_size):
@@ -252,7 +253,7 @@ def test_reference_pack_sequences_passes(capsys):
 @pytest.mark.parametrize("wrong", [pads_the_last_block, one_sentence_per_block])
 def test_wrong_pack_sequences_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 2.3 failed \d of 4 checks"):
-        checks.check_pack_sequences(wrong)
+        checks.check_pack_sequences(wrong, first_failure=True)
 
 
 # --------------------------------------------------------------------------- notebook 03
@@ -288,7 +289,7 @@ def test_reference_attention_passes(capsys):
 @pytest.mark.parametrize("wrong", [unscaled_attention, unmasked_attention, softmax_over_queries])
 def test_wrong_attention_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.1 failed \d of 5 checks"):
-        checks.check_attention(wrong)
+        checks.check_attention(wrong, first_failure=True)
 
 
 class HeadsSplitWrongly(model.MultiHeadSelfAttention):
@@ -322,7 +323,7 @@ def test_reference_multi_head_attention_passes(capsys):
 @pytest.mark.parametrize("wrong", [HeadsSplitWrongly, NoOutputProjection, IgnoresMask])
 def test_wrong_multi_head_attention_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.2 failed \d of 4 checks"):
-        checks.check_multi_head_attention(wrong)
+        checks.check_multi_head_attention(wrong, first_failure=True)
 
 
 class PreNormBlock(model.EncoderBlock):
@@ -350,7 +351,7 @@ def test_reference_encoder_block_passes(capsys):
 @pytest.mark.parametrize("wrong", [PreNormBlock, NoResidual, MaskDropped])
 def test_wrong_encoder_block_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.3 failed \d of 2 checks"):
-        checks.check_encoder_block(wrong)
+        checks.check_encoder_block(wrong, first_failure=True)
 
 
 class TiedHead(nn.Module):
@@ -380,7 +381,7 @@ def test_reference_style_head_passes(capsys):
 ])
 def test_wrong_mlm_head_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.4 failed \d of 4 checks"):
-        checks.check_mlm_head(wrong)
+        checks.check_mlm_head(wrong, first_failure=True)
 
 
 def reference_rotate(x):
@@ -433,7 +434,7 @@ def _float32_angles_only_up_to_64(x):  # special-cased: right for short inputs, 
 @pytest.mark.parametrize("wrong", [_rotate_half, _wrong_direction, _positions_from_one])
 def test_wrong_rotations_fail(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.5 failed \d of 5 checks"):
-        checks.check_rotary(wrong)
+        checks.check_rotary(wrong, first_failure=True)
 
 
 def test_a_rotation_special_cased_to_short_inputs_fails_the_hidden_cases(capsys):
@@ -486,7 +487,7 @@ def test_reference_style_train_step_passes(capsys):
 ], ids=str)
 def test_wrong_train_step_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_train_step(make_train_step(**wrong))
+        checks.check_train_step(make_train_step(**wrong), first_failure=True)
 
 
 def make_evaluate(weighting="tokens", eval_mode=True, restore=True, accuracy_over="masked"):
@@ -524,7 +525,7 @@ def test_reference_style_evaluate_passes(capsys):
 ], ids=str)
 def test_wrong_evaluate_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_evaluate(make_evaluate(**wrong))
+        checks.check_evaluate(make_evaluate(**wrong), first_failure=True)
 
 
 def make_checkpointing(atomic=True, keep=("model", "optimizer", "scheduler", "rng"), step_offset=0):
@@ -565,7 +566,7 @@ def test_reference_style_checkpointing_passes(capsys):
 ], ids=str)
 def test_wrong_checkpointing_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_checkpoint(*make_checkpointing(**wrong))
+        checks.check_checkpoint(*make_checkpointing(**wrong), first_failure=True)
 
 
 # --------------------------------------------------------------------------- notebook 05
@@ -599,7 +600,7 @@ def test_reference_style_probabilities_pass(capsys):
 @pytest.mark.parametrize("wrong", [unnormalised_probabilities, inverse_exponent_probabilities, linear_mix_probabilities])
 def test_wrong_probabilities_fail(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_language_probabilities(wrong)
+        checks.check_language_probabilities(wrong, first_failure=True)
 
 
 def make_language_batches(replacement=False, alpha_used=None, shuffle=True, reshuffle=True, seeded=True):
@@ -636,7 +637,7 @@ def test_reference_style_language_batches_pass(capsys):
                                    dict(reshuffle=False), dict(seeded=False)], ids=str)
 def test_wrong_language_batches_fail(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_language_batches(make_language_batches(**wrong))
+        checks.check_language_batches(make_language_batches(**wrong), first_failure=True)
 
 
 # --------------------------------------------------------------------------- notebook 06
@@ -666,7 +667,7 @@ def test_reference_style_freeze_passes(capsys):
                                    dict(check_tie=False)], ids=str)
 def test_wrong_freeze_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_freeze_all_but_embeddings(make_freeze(**wrong))
+        checks.check_freeze_all_but_embeddings(make_freeze(**wrong), first_failure=True)
 
 
 def make_new_matrix(copy_specials=True, copy_all=False, scale="source", detach=True, seeded=True, global_seed=False):
@@ -699,7 +700,7 @@ def test_reference_style_new_matrix_passes(capsys):
                                    dict(detach=False), dict(seeded=False), dict(seeded=False, global_seed=True)], ids=str)
 def test_wrong_new_matrix_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_new_embedding_matrix(make_new_matrix(**wrong))
+        checks.check_new_embedding_matrix(make_new_matrix(**wrong), first_failure=True)
 
 
 def make_run(copy_body=True, freeze=True):
@@ -728,7 +729,7 @@ def test_reference_style_run_passes(capsys):
 @pytest.mark.parametrize("wrong", [dict(copy_body=False), dict(freeze=False)], ids=str)
 def test_wrong_run_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_embedding_only_run(make_run(**wrong))
+        checks.check_embedding_only_run(make_run(**wrong), first_failure=True)
 
 
 # --------------------------------------------------------------------------- notebook 07
@@ -763,7 +764,7 @@ def test_reference_style_ds_config_passes(capsys):
                                    dict(stage_ignored=True), dict(check_precision=False)], ids=str)
 def test_wrong_ds_config_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_make_ds_config(make_ds_config_fn(**wrong))
+        checks.check_make_ds_config(make_ds_config_fn(**wrong), first_failure=True)
 
 
 def make_ds_step(backward="engine", scale_wrt_gas=False, step_each=True, weighted=True):
@@ -796,7 +797,7 @@ def test_reference_style_ds_step_passes(capsys):
                                    dict(weighted=False)], ids=str)
 def test_wrong_ds_step_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_ds_train_step(make_ds_step(**wrong))
+        checks.check_ds_train_step(make_ds_step(**wrong), first_failure=True)
 
 
 def make_ds_checkpoint(rng=True, optimizer=True, data=True):
@@ -826,4 +827,4 @@ def test_reference_style_ds_checkpoint_passes(capsys):
 @pytest.mark.parametrize("wrong", [dict(rng=False), dict(optimizer=False), dict(data=False)], ids=str)
 def test_wrong_ds_checkpoint_fails(wrong):
     with pytest.raises(checks.CheckFailed):
-        checks.check_ds_checkpoint(*make_ds_checkpoint(**wrong))
+        checks.check_ds_checkpoint(*make_ds_checkpoint(**wrong), first_failure=True)

@@ -1,11 +1,16 @@
 """The grader (course_admin.grade): matching, tampering, hidden checks, and real nbval runs of submissions.
 
 Submissions are built here from the student notebooks, with solution or wrong code pasted into their
-exercise cells. Most runs grade against a light copy of solution 01 (its setup, exercise and check
-cells) to keep the suite fast; one test grades a small class, covering every exercise of every course
-notebook, against the real solutions.
+exercise cells. The runs grade against light copies of the solutions (each cut to its setup cell, the
+imports its exercise and check cells need, and those cells) to keep the suite fast: the checkers and
+the grading are the same, the notebooks' long training cells are not run. One test grades a small
+class, covering every exercise of every course notebook. The tests marked `slow` kill a kernel or grade
+the class: `pytest -m "not slow"` leaves them out.
 """
 
+import ast
+import builtins
+import copy
 import csv
 import json
 import sys
@@ -14,9 +19,10 @@ import nbformat
 import pytest
 
 from course_admin import grade
-from course_lib import checks, masking
 from course_admin import notebooks as nbs
+from course_lib import checks, masking
 from course_lib import tokenization as tk
+from course_lib.checks import registry
 
 STEMS = [p.stem for p in nbs.solution_paths()]
 
@@ -48,17 +54,73 @@ def by_exercise(graded):
     return {r.exercise: (r.points, r.status) for r in graded.results}
 
 
-@pytest.fixture(scope="module")
-def light_01(tmp_path_factory):
-    """A solutions folder with notebook 01 cut to its setup cell, the imports its exercises need, and its
-    exercise and check cells: a run takes seconds, and no cell but a student's comes near the time limit."""
-    folder = tmp_path_factory.mktemp("solutions")
-    nb = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
+def _bound(tree) -> set[str]:
+    """Names a piece of code binds anywhere: assignments, definitions, arguments, imports."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _free(trees) -> set[str]:
+    """Names these pieces of code use but do not bind themselves (builtins aside)."""
+    used = {n.id for t in trees for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return used - set().union(*map(_bound, trees)) - set(dir(builtins))
+
+
+def light(solution):
+    """A solution cut to what its exercise and check cells need: the setup cell, the import statements
+    that bind names they use, any other cell that defines one (and what that cell needs), and those cells,
+    with their ids."""
+    nb = nbformat.from_dict(copy.deepcopy(solution))
     code = [c for c in nb.cells if c.cell_type == "code"]
-    code[1].source = "from collections import Counter\n\nfrom course_lib import checks, tokenization\n"
-    nb.cells = code[:2] + [c for c in code[2:] if nbs.cell_role(c)]
-    save(nb, folder / "01_bpe_tokenizer.ipynb")
+    needed = _free([ast.parse(c.source) for c in code if nbs.cell_role(c)])
+    kept = {}
+    for cell in reversed(code[1:]):  # the last binding before the exercises wins, as in a run
+        if nbs.cell_role(cell) or not needed:
+            continue
+        tree = ast.parse(cell.source)
+        statements = [s for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom)) and _bound(s) & needed]
+        if _bound(tree) & (needed - set().union(*map(_bound, statements))):
+            statements = tree.body  # it defines something they use: the whole cell, and what it needs
+            needed |= _free([tree])
+        if statements:
+            kept[cell.id] = "\n".join(ast.get_source_segment(cell.source, s) for s in statements) + "\n"
+            needed -= set().union(*map(_bound, statements))
+    assert not needed, f"no cell binds {sorted(needed)}"
+    nb.cells = [code[0]] + [c for c in code[1:] if nbs.cell_role(c) or c.id in kept]
+    for cell in nb.cells[1:]:
+        if cell.id in kept:
+            cell.source, cell.outputs, cell.metadata = kept[cell.id], [], {}
+    return nb
+
+
+@pytest.fixture(scope="module")
+def light_solutions(tmp_path_factory):
+    """Every solution notebook, light (see `light`): a run takes seconds to a minute (07's DeepSpeed
+    engines), and no cell but a student's comes near the time limit."""
+    folder = tmp_path_factory.mktemp("solutions")
+    for stem in STEMS:
+        save(light(nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb")), folder / f"{stem}.ipynb")
     return folder
+
+
+def test_light_solutions_keep_every_graded_cell_and_only_imports_besides(light_solutions):
+    for stem in STEMS:
+        full, cut = nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb"), nbs.read(light_solutions / f"{stem}.ipynb")
+        nbs.validate(cut, f"{stem}.ipynb")
+        graded = [c for c in full.cells if nbs.cell_role(c)]
+        assert [c for c in cut.cells if nbs.cell_role(c)] == graded
+        others = [c for c in cut.cells[1:] if not nbs.cell_role(c)]
+        assert others and all(isinstance(s, (ast.Import, ast.ImportFrom))
+                              for c in others for s in ast.parse(c.source).body), stem
 
 
 # --------------------------------------------------------------------------- wrong and hostile code
@@ -350,7 +412,8 @@ def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import course_lib, pathlib\nfrom course_lib import given\n"
         "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
-        "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py').write_text('def check_train_bpe(f): pass')")])
+        "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py')"
+        ".write_text('def check_train_bpe(f): pass')")])
     outcomes, changed = grade.run_nbval(nb, timeout=60, library=library | {"given.py": b"X = 1\n"})
     assert outcomes == {0: ("passed", "")} and changed == ["checks/__init__.py"]
     assert grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes() == before
@@ -382,12 +445,11 @@ def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monke
 
 
 @pytest.fixture(scope="module")
-def graded_01(light_01, tmp_path_factory):
+def graded_01(light_solutions, tmp_path_factory):
     """Notebook 01 submissions, graded in one call (two at a time) against the light solution."""
     folder = tmp_path_factory.mktemp("submissions")
     stem = "01_bpe_tokenizer"
     paths = [
-        save(submission(stem, {"1.1": LOOP}), folder / "looper.ipynb"),
         save(submission(stem, {"1.1": CHEAT_1_1}), folder / "cheat.ipynb"),
         save(fake_outputs(submission(stem, {"1.2": WRONG["1.2"]})), folder / "wrong.ipynb"),
         save(fake_outputs(nbs.read(nbs.NOTEBOOKS / f"{stem}.ipynb")), folder / "faker.ipynb"),
@@ -396,7 +458,7 @@ def graded_01(light_01, tmp_path_factory):
     (folder / "broken.ipynb").write_text('{"cells": [')
     (folder / "01_bpe_tokenizer_schema.ipynb").write_text(json.dumps({"cells": "none", "nbformat": 4}))
     paths += [folder / "broken.ipynb", folder / "01_bpe_tokenizer_schema.ipynb"]
-    return {g.student: g for g in grade.grade(paths, light_01, timeout=10, jobs=2)}
+    return {g.student: g for g in grade.grade(paths, light_solutions, timeout=10, jobs=2)}
 
 
 def test_code_special_cased_to_the_visible_checks_loses_that_exercise(graded_01):
@@ -415,8 +477,11 @@ def test_edited_outputs_alone_earn_nothing(graded_01):
     assert "NotImplementedError: Exercise 1.1" in graded_01["faker"].results[0].message
 
 
-def test_an_infinite_loop_costs_only_its_exercise(graded_01):
-    assert by_exercise(graded_01["looper"]) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
+@pytest.mark.slow  # waits for the time limit, kills the kernel, and runs the notebook again
+def test_an_infinite_loop_costs_only_its_exercise(light_solutions, tmp_path):
+    path = save(submission("01_bpe_tokenizer", {"1.1": LOOP}), tmp_path / "looper.ipynb")
+    graded = grade.grade([path], light_solutions, timeout=10)[0]
+    assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
 
 
 def test_patching_the_checker_or_print_earns_nothing(graded_01):
@@ -432,7 +497,7 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
     assert "01_bpe_tokenizer_schema.ipynb: not a readable notebook" in schema.results[0].message
 
 
-# Against the real solutions, through the command line: notebook 01 solved, and for 02 to 07 two submissions
+# Through the command line, against the light solutions: notebook 01 solved, and for 02 to 07 two submissions
 # each, whose wrong exercises together cover every exercise once and whose others are solved.
 CLASS = [("alice", "01_bpe_tokenizer", ()),
          ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
@@ -441,21 +506,24 @@ CLASS = [("alice", "01_bpe_tokenizer", ()),
          ("ivan", "05_multilingual_sampling", ("5.1",)), ("judy", "05_multilingual_sampling", ("5.2",)),
          ("ken", "06_embedding_transfer", ("6.1", "6.3")), ("liz", "06_embedding_transfer", ("6.2",)),
          ("mia", "07_deepspeed_scaling", ("7.1", "7.3")), ("nick", "07_deepspeed_scaling", ("7.2",))]
-# Graded two at a time (--jobs 2): each kernel gets one math thread on a 2-core machine. With two threads
-# each, the kernels fought for the cores and the training cells of notebooks 05 and 06 ran past 120 s.
+# Graded two at a time (--jobs 2): each kernel gets one math thread on a 2-core machine. (Against the full
+# solutions, with two threads each, the kernels fought for the cores and the training cells of notebooks 05
+# and 06 ran past 120 s.)
 
 
-def test_grading_a_class_with_the_command(tmp_path, capsys):
+@pytest.mark.slow  # 14 kernels, among them 07's DeepSpeed engines
+def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     paths = [save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
              for name, stem, wrong in CLASS]
     paths.append(save(submission("01_bpe_tokenizer", {"1.1": PATCH_CHECKER}), tmp_path / "mallory.ipynb"))
     (tmp_path / "broken.ipynb").write_text("not json")
     report, table = tmp_path / "grades.csv", tmp_path / "summary.md"
     assert grade.main([*map(str, paths), str(tmp_path / "broken.ipynb"), "--report", str(report), "--summary",
-                       str(table), "--feedback", str(tmp_path / "feedback"), "--jobs", "2"]) == 0
+                       str(table), "--feedback", str(tmp_path / "feedback"), "--jobs", "2",
+                       "--solutions", str(light_solutions)]) == 0
     rows = list(csv.DictReader(report.open()))
     graded = {stem for _, stem, _ in CLASS}
-    assert {n for stem in graded for n in nbs.exercises(nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb"))} == {
+    assert {e.id for stem in graded for e in registry.for_notebook(stem[:2])} == set(registry.EXERCISES) == {
         r["exercise"] for r in rows if r["status"] == "passed"}, "every exercise of every notebook is graded"
     for name, stem, wrong in CLASS:
         mine = [r for r in rows if r["student"] == name]
@@ -470,6 +538,8 @@ def test_grading_a_class_with_the_command(tmp_path, capsys):
     assert "| alice | 6/6 | 4/4 |" in table.read_text() and "| mallory | 0/6 tampered | 4/4 |" in out
     assert "tampering: the exercise cell uses check_train_bpe" in (tmp_path / "feedback" / "mallory.md").read_text()
     assert "Exercise 2.2 failed" in (tmp_path / "feedback" / "carol.md").read_text()
+    alice = (tmp_path / "feedback" / "alice.md").read_text()
+    assert "- Exercise 1.1, the BPE training loop (train_bpe): 6/6, passed" in alice, "with the registry's titles"
     assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), \
         "every cell of the solutions still runs with fresh checkers"
 

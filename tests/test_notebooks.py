@@ -8,8 +8,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from course_admin import notebooks as nbs
+from course_lib.checks.registry import Exercise
 
 # --------------------------------------------------------------------------- a small synthetic notebook
+
+# the exercise registry of the synthetic notebook 09 (the course's registry has no notebook 09)
+REGISTRY = {"9.1": Exercise("9.1", "09", "double it", points=2, checker="check_f", hidden_cases=1, references={"f"})}
 
 
 def make_solution():
@@ -31,7 +35,7 @@ def make_solution():
     cells[4].outputs.append(nbformat.v4.new_output(
         "display_data", data={"text/plain": "IntProgress(value=1)", nbs.WIDGET_MIME: {"model_id": "abc"}}))
     nb = new_notebook(cells=cells)
-    nb.metadata["course"] = {"exercises": {"9.1": {"title": "double it", "points": 2}}}
+    nb.metadata["course"] = {"notebook": "09", "exercises": {"9.1": {"title": "double it", "points": 2}}}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     return nb
 
@@ -39,7 +43,7 @@ def make_solution():
 def test_student_version_replaces_the_solution_and_keeps_the_rest():
     solution = make_solution()
     before = nbs.dumps(solution)
-    student = nbs.student_version(solution, "x.ipynb")
+    student = nbs.student_version(solution, "x.ipynb", REGISTRY)
     assert nbs.dumps(solution) == before, "the solution must not be modified"
     assert [c.id for c in student.cells] == [c.id for c in solution.cells]
     exercise, check, plain = student.cells[2], student.cells[3], student.cells[4]
@@ -51,6 +55,7 @@ def test_student_version_replaces_the_solution_and_keeps_the_rest():
     assert [o.get("text") for o in plain.outputs] == ["2\n", None]
     assert nbs.WIDGET_MIME not in plain.outputs[1].data and "text/plain" in plain.outputs[1].data
     assert "widgets" not in student.metadata
+    assert student.metadata.course.exercises == {"9.1": {"title": "double it", "points": 2}}
 
 
 def test_strip_solution_keeps_indentation_and_handles_several_blocks():
@@ -96,23 +101,92 @@ def untagged_solution(nb):
     nb.cells[4].source = "### BEGIN SOLUTION\nx = 1\n### END SOLUTION"
 
 
+def other_title(nb):
+    nb.metadata["course"]["exercises"]["9.1"]["title"] = "double"
+
+
+def other_points(nb):
+    nb.metadata["course"]["exercises"]["9.1"]["points"] = 3
+
+
+def unregistered_in_metadata(nb):
+    nb.metadata["course"]["exercises"]["9.2"] = {"title": "triple it", "points": 1}
+
+
+def not_in_metadata(nb):
+    del nb.metadata["course"]["exercises"]["9.1"]
+    nb.metadata["course"]["exercises"]["9.2"] = {"title": "triple it", "points": 1}
+
+
+def other_checker(nb):
+    nb.cells[3].source = "# NBVAL_CHECK_OUTPUT\nchecks.check_g(f)"
+
+
+def two_checkers(nb):
+    nb.cells[3].source = "# NBVAL_CHECK_OUTPUT\nchecks.check_f(f)\nchecks.check_g(f)"
+
+
+def second_exercise_cell(nb):
+    nb.cells.insert(3, nbformat.from_dict({**nb.cells[2], "id": "cell-2b"}))
+
+
+def other_notebook_number(nb):
+    nb.metadata["course"]["notebook"] = "08"
+
+
 @pytest.mark.parametrize("breaker, message", [
     (break_metadata, "metadata.course.exercises"),
-    (unknown_exercise, "'9.9' is not in"),
+    (unknown_exercise, "'9.9' is not in the exercise registry's exercises of notebook 09 (9.1)"),
     (unbalanced, "matching"),
     (check_without_marker, "NBVAL_CHECK_OUTPUT"),
     (no_check_cell, "exercise 9.1 has no check cell"),
     (duplicate_id, "unique id"),
     (no_setup_cell, "setup cell"),
-    (check_calls_no_checker, "must call a checker"),
+    (check_calls_no_checker, "must call a checker from course_lib.checks: exercise 9.1's, checks.check_f(...)"),
     (untagged_solution, "no 'exercise' tag"),
+    (other_title, "exercise 9.1: metadata.course.exercises says {'title': 'double', 'points': 2}, the exercise "
+                  "registry {'title': 'double it', 'points': 2}"),
+    (other_points, "exercise 9.1: metadata.course.exercises says {'title': 'double it', 'points': 3}"),
+    (unregistered_in_metadata, "metadata.course.exercises has exercise 9.2, which the exercise registry does not "
+                               "give notebook 09"),
+    (not_in_metadata, "metadata.course.exercises has exercise 9.2"),
+    (other_checker, "the check cell of exercise 9.1 calls checks.check_g; the exercise registry's checker for it "
+                    "is checks.check_f"),
+    (two_checkers, "calls checks.check_f, checks.check_g"),
+    (second_exercise_cell, "exercise 9.1 has a second exercise cell"),
+    (other_notebook_number, "metadata.course.notebook is '08', but the file name says '09'"),
 ])
 def test_malformed_solutions_are_rejected_with_the_notebook_name(breaker, message):
     nb = make_solution()
     breaker(nb)
     with pytest.raises(nbs.NotebookFormatError, match=re.escape(message)) as info:
-        nbs.student_version(nb, "99_broken.ipynb")
-    assert "99_broken.ipynb" in str(info.value)
+        nbs.student_version(nb, "09_broken.ipynb", REGISTRY)
+    assert "09_broken.ipynb" in str(info.value)
+
+
+def test_a_registry_exercise_without_its_cells_or_metadata_fails():
+    """The registry is the source of truth: an entry added to it needs its metadata and cells, an entry
+    removed from it must leave the notebook too."""
+    nb = make_solution()
+    nbs.validate(nb, "09_x.ipynb", REGISTRY)
+    more = {**REGISTRY, "9.2": Exercise("9.2", "09", "triple it", 1, "check_g", 1, {"g"})}
+    with pytest.raises(nbs.NotebookFormatError, match=re.escape("09_x.ipynb: exercise 9.2 (triple it) is in the "
+                                                                "exercise registry but not in metadata.course")):
+        nbs.validate(nb, "09_x.ipynb", more)
+    nb.metadata["course"]["exercises"]["9.2"] = {"title": "triple it", "points": 1}
+    message = "09_x.ipynb: exercise 9.2 has no check or exercise cell (the exercise registry lists it for notebook 09)"
+    with pytest.raises(nbs.NotebookFormatError, match=re.escape(message)):
+        nbs.validate(nb, "09_x.ipynb", more)
+    with pytest.raises(nbs.NotebookFormatError, match="09_x.ipynb: metadata.course.exercises has exercise 9.1, which "
+                                                      "the exercise registry does not give notebook 09"):
+        nbs.validate(make_solution(), "09_x.ipynb", {})
+
+
+def test_the_student_notebook_takes_titles_and_points_from_the_registry():
+    """What `validate` lets through equals the registry already; the build writes the registry's values."""
+    student = nbs.student_version(make_solution(), "09_x.ipynb", REGISTRY)
+    assert 'raise NotImplementedError("Exercise 9.1: double it")' in student.cells[2].source
+    assert student.metadata.course.exercises == {"9.1": REGISTRY["9.1"].info()}
 
 
 def test_check_reports_stale_missing_and_stray_notebooks(tmp_path):
@@ -121,15 +195,18 @@ def test_check_reports_stale_missing_and_stray_notebooks(tmp_path):
     nb = make_solution()
     del nb.metadata["widgets"]
     (solutions / "09_x.ipynb").write_text(nbs.dumps(nb))
-    assert any("missing" in p for p in nbs.problems(solutions, students))
-    nbs.build(solutions, students)
-    assert nbs.problems(solutions, students) == []
+    assert any("missing" in p for p in nbs.problems(solutions, students, REGISTRY))
+    nbs.build(solutions, students, REGISTRY)
+    assert nbs.problems(solutions, students, REGISTRY) == []
     nb.cells[4].source = "print(3)"
     (solutions / "09_x.ipynb").write_text(nbs.dumps(nb))
-    assert any("stale" in p for p in nbs.problems(solutions, students))
-    nbs.build(solutions, students)
+    assert any("stale" in p for p in nbs.problems(solutions, students, REGISTRY))
+    nbs.build(solutions, students, REGISTRY)
     (students / "10_hand_made.ipynb").write_text(nbs.dumps(nb))
-    assert any("10_hand_made.ipynb: has no solution" in p for p in nbs.problems(solutions, students))
+    assert any("10_hand_made.ipynb: has no solution" in p for p in nbs.problems(solutions, students, REGISTRY))
+    more = {**REGISTRY, "10.1": Exercise("10.1", "10", "t", 1, "check_t", 1, {"t"})}
+    assert any("no 10_*.ipynb, but the exercise registry has exercises 10.1 for notebook 10" in p
+               for p in nbs.problems(solutions, students, more))
 
 
 def test_check_reports_dirty_solutions(tmp_path):
@@ -139,15 +216,15 @@ def test_check_reports_dirty_solutions(tmp_path):
     nb.cells[4].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[]))
     nb.cells[3].outputs.append(nbformat.v4.new_output("stream", name="stderr", text="warning\n"))
     (solutions / "09_x.ipynb").write_text(nbs.dumps(nb))
-    nbs.build(solutions, students)
-    found = "\n".join(nbs.problems(solutions, students))
+    nbs.build(solutions, students, REGISTRY)
+    found = "\n".join(nbs.problems(solutions, students, REGISTRY))
     assert "widget state" in found and "stored error (ValueError)" in found and "stderr" in found
 
 
 def test_an_unreadable_solution_is_named(tmp_path):
     (tmp_path / "solutions").mkdir()
     (tmp_path / "solutions" / "09_bad.ipynb").write_text("{not json")
-    found = nbs.problems(tmp_path / "solutions", tmp_path / "notebooks")
+    found = nbs.problems(tmp_path / "solutions", tmp_path / "notebooks", REGISTRY)
     assert len(found) == 1 and "09_bad.ipynb: not a readable notebook" in found[0]
 
 
