@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     rows = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds = max(r["seconds"] for r in rows if "seconds" in r)
     hparams = json.loads((args.run / "hparams.json").read_text())
+    # tokens per block: data.max_length (runs before the sections were renamed recorded it as data.block_size)
+    block = hparams["data"].get("max_length", hparams["data"].get("block_size"))
     commit = (args.run / "githash.log").read_text().strip()
     r = report
     (args.out / "README.md").write_text(f"""# {args.out.name}: a model prepared by the course's command line
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
 A masked language model trained by `course_lib`'s own trainer on the corpora shipped in `data/` (Brown
 sentences and State of the Union paragraphs): hidden {hparams['model']['hidden_size']}, \
 {hparams['model']['num_layers']} layers, {hparams['model']['num_heads']} heads, rotary positions, vocabulary \
-{hparams['data']['vocab_size']:,}, blocks of {hparams['data']['block_size']} tokens, \
+{hparams['data']['vocab_size']:,}, blocks of {block} tokens, \
 {hparams['data']['mlm_probability']:.0%} of the tokens masked in training. Hugging Face format
 (`RoFormerForMaskedLM`, safetensors): it loads with `AutoModelForMaskedLM`, `AutoTokenizer` and
 `pipeline("fill-mask")`, offline.
