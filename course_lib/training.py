@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import subprocess
+import sys
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,8 +319,41 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (torn, overwritten, not a course checkpoint), or a folder none
+    of whose checkpoints can be read; the message names the file."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (a full disk, a read-only folder); the earlier ones are intact."""
+
+
 def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}.pt"
+
+
+def _write_failed(error: BaseException) -> bool:
+    """Whether `error`, raised while writing a checkpoint, is the file system saying no (not a bug): an
+    OSError, or the RuntimeError torch's zip writer raises when a write of its own fails."""
+    if isinstance(error, OSError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text)
+
+
+def _save_error(path: Path, error: BaseException) -> CheckpointSaveError:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "no space left on device"
+    elif isinstance(error, OSError) and error.strerror:
+        why = error.strerror.lower()
+    else:
+        why = f"torch could not write it: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    before = latest_checkpoint(path.parent)
+    kept = (f"the earlier checkpoints are intact (newest: {before.name}); run the same command again to resume "
+            f"from it" if before is not None else "no earlier checkpoint was lost")
+    saved = CheckpointSaveError(f"could not save checkpoint {path} ({why}); {kept}")
+    saved.errno = getattr(error, "errno", None)
+    return saved
 
 
 def save_checkpoint(path, *, model, optimizer, scheduler, step: int, scaler=None, data_state: dict | None = None,
@@ -337,11 +374,18 @@ def save_checkpoint(path, *, model, optimizer, scheduler, step: int, scaler=None
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk, a read-only folder: say so, keep the older checkpoints
+        if not _write_failed(e):
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # half a file is of no use, and frees the space it took
+        raise _save_error(path, e) from e
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every OS)
         folder = os.open(path.parent, os.O_RDONLY)
         try:
@@ -359,12 +403,16 @@ def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a torn or overwritten file is not one
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a complete torch.save archive: "
+                              f"{path.stat().st_size:,} bytes, truncated or overwritten?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError, MemoryError,
+            pickle.UnpicklingError, zipfile.BadZipFile) as e:  # what a damaged archive makes torch.load raise
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is not a course checkpoint (no 'model' and 'step' in it)")
+        raise CheckpointError(f"{path} is not a course checkpoint (no 'model' and 'step' in it)")
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -413,6 +461,25 @@ def list_checkpoints(folder) -> list[Path]:
 def latest_checkpoint(folder) -> Path | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None
+
+
+def load_latest(folder, load, warn: bool = True) -> tuple[Path | None, dict | None]:
+    """Load the newest readable checkpoint of `folder` with `load(path)`: (its path, what load returned), or
+    (None, None) when there is none. A checkpoint that cannot be read (CheckpointError: a file torn by a
+    crash, overwritten, copied in half) is skipped with one warning line, and the one before it is tried;
+    CheckpointError when none can be read."""
+    skipped = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, load(path)
+        except CheckpointError as e:
+            skipped.append(path.name)
+            if warn:
+                print(f"warning: {e}; trying the checkpoint before it", file=sys.stderr)
+    if skipped:
+        raise CheckpointError(f"no readable checkpoint in {folder} ({', '.join(skipped)} cannot be read); "
+                              f"delete them or start afresh with --resume none")
+    return None, None
 
 
 def prune_checkpoints(folder, keep_last: int) -> None:
@@ -589,14 +656,21 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
         stream = BatchStream(len(train_examples), config.batch_size * loop.world_size, seed=config.seed)
     stream = loop.shard(stream)
 
-    start = latest_checkpoint(ckpt_dir) if resume == "auto" else (Path(resume) if resume else None)
-    if start is None and resume is None and latest_checkpoint(ckpt_dir):
+    start = state = None
+    if resume == "auto":  # the newest checkpoint; an unreadable one is skipped for the one before it
+        start, state = load_latest(ckpt_dir, loop.load, warn=main)
+    elif resume:
+        start = Path(resume)
+        state = loop.load(start)
+    elif latest_checkpoint(ckpt_dir):
         raise ValueError(f"{folder} already holds checkpoints; resume='auto' continues that run, or use a new folder")
     step = 0
     if start is not None:
-        state = loop.load(start)
         step = state["step"]
-        stream.load_state_dict(state["data"]["stream"])
+        try:
+            stream.load_state_dict(state["data"]["stream"])
+        except ValueError as e:  # other data than the run had (a text file that grew ...): that checkpoint cannot go on
+            raise CheckpointError(f"cannot resume from {start}: {e}") from None
         if hasattr(collator, "load_state_dict") and "collator" in state["data"]:
             collator.load_state_dict(state["data"]["collator"])
         if main:

@@ -1,7 +1,6 @@
 """course_lib.device: one function decides where models train; every training entry point asks it."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -26,10 +25,11 @@ def test_environment_and_argument_override(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_missing_gpu_or_a_bad_name_is_named(monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cuda")
-    with pytest.raises(ValueError, match="device 'cuda' asks for a CUDA GPU, but torch sees none"):
+    with pytest.raises(device_lib.DeviceError, match="device 'cuda' asks for a CUDA GPU, but torch sees none"):
         device_lib.get_device()
-    with pytest.raises(ValueError, match="device 'gpu0' .* is not a device"):
+    with pytest.raises(device_lib.DeviceError, match="device 'gpu0' .* is not a device"):
         device_lib.get_device("gpu0")
+    assert issubclass(device_lib.DeviceError, ValueError)
 
 
 class Spy:
@@ -52,7 +52,7 @@ class Spy:
 
 
 def test_the_command_line_trainer_asks_for_the_device_and_reports_against_the_baselines(tmp_path, monkeypatch, capsys):
-    from course_lib import train as cli
+    from course_lib.cli import pretrain as cli
 
     spy = Spy(monkeypatch)
     result = cli.run(cli.load_config(ROOT / "configs" / "tiny.yaml", [
@@ -74,17 +74,13 @@ def test_the_command_line_trainer_asks_for_the_device_and_reports_against_the_ba
 
 
 def test_the_multilingual_trainer_asks_for_the_device(tmp_path, monkeypatch):
-    from course_lib import multilingual as ml
+    from course_lib.cli import multilingual as ml
 
     spy = Spy(monkeypatch)
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        assert ml.main(["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), "--max_steps", "2",
-                        "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul",
-                        "--max_sentences", "200", "--eval_sentences", "20", "--vocab_size", "300",
-                        "--tokenizer_sentences", "400", "--hidden_size", "16", "--intermediate_size", "32",
-                        "--no-progress"]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(ROOT)
+    assert ml.main(["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), "--max_steps", "2",
+                    "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul",
+                    "--max_train_texts", "200", "--max_eval_texts", "20", "--vocab_size", "300",
+                    "--tokenizer_sentences", "400", "--hidden_size", "16", "--intermediate_size", "32",
+                    "--no-progress"]) == 0
     assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]

@@ -1,5 +1,6 @@
 """course_lib.multilingual: language probabilities, the language-batched sampler, the memory-mapped
-token store, the master config, and a short run through the command line."""
+token store; and its command line (course_lib.cli.multilingual): the config, a short run, sampling.alpha and
+data.mlm_probability reaching the sampler and the collator, and a stopped run resumed by the same command."""
 
 import gzip
 import json
@@ -11,8 +12,12 @@ import pytest
 import torch
 
 from course_lib import multilingual as ml
+from course_lib.cli import multilingual as cli
+from course_lib.cli.schema import LanguageData, MultilingualConfig
+from course_lib.cli.schema import load_multilingual as load_config
+from course_lib.config import ConfigError, apply_overrides, from_dict
 from course_lib.data import DataError, load_multilingual
-from course_lib.train import ConfigError
+from course_lib.paths import ROOT
 
 COUNTS = {"zul": 10_000, "xho": 8_000, "swa": 5_000, "ven": 3_000}
 # computed with 30-digit arithmetic (mpmath), p_i = (n_i/N)^alpha / sum_j (n_j/N)^alpha
@@ -33,7 +38,8 @@ def test_probabilities_exact(alpha):
 
 
 def test_probability_limits():
-    assert ml.language_probabilities(COUNTS, 1.0) == pytest.approx({k: v / 26_000 for k, v in COUNTS.items()}, abs=1e-15)
+    proportional = {k: v / 26_000 for k, v in COUNTS.items()}
+    assert ml.language_probabilities(COUNTS, 1.0) == pytest.approx(proportional, abs=1e-15)
     assert ml.language_probabilities(COUNTS, 0.0) == pytest.approx({k: 0.25 for k in COUNTS}, abs=1e-15)
     near_zero = ml.language_probabilities(COUNTS, 1e-9)
     assert max(abs(p - 0.25) for p in near_zero.values()) < 1e-9
@@ -177,75 +183,158 @@ def _write(folder, name, lines):
 
 def test_data_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        ml.load_texts(ml.DatasetConfig(train_folder=str(tmp_path / "missing")))
+        cli.language_texts(LanguageData(train_folder=str(tmp_path / "missing")))
     _write(tmp_path / "d", "train.aaa", ["one two three"] * 5)
     _write(tmp_path / "d", "eval.aaa", ["one two"])
     with pytest.raises(DataError, match="unknown language 'bbb'"):
-        ml.load_texts(ml.DatasetConfig(train_folder=str(tmp_path / "d"), languages=["aaa", "bbb"]))
+        cli.language_texts(LanguageData(train_folder=str(tmp_path / "d"), languages=["aaa", "bbb"]))
     (tmp_path / "d" / "train.ccc").write_text("\n\n")
     with pytest.raises(DataError, match=r"train\.ccc: file is empty"):
-        ml.load_texts(ml.DatasetConfig(train_folder=str(tmp_path / "d")))
-    train, held = ml.load_texts(ml.DatasetConfig(train_folder=str(tmp_path / "d"), languages=["aaa"], split=0.2))
+        cli.language_texts(LanguageData(train_folder=str(tmp_path / "d")))
+    train, held = cli.language_texts(LanguageData(train_folder=str(tmp_path / "d"), languages=["aaa"], split=0.2))
     assert (len(train["aaa"]), len(held["aaa"])) == (4, 1)
 
 
-def test_config_from_dict_yaml_and_overrides(tmp_path):
-    config = ml.MultilingualConfig.from_dict({"dataset": {"languages": ["eng", "zul"]}},
-                                             ["--dataset.lang_sampling_factor", "0.7", "--max_steps=5", "--mode", "train"])
-    assert config.dataset.lang_sampling_factor == 0.7 and config.dataset.languages == ["eng", "zul"]
-    assert config.train.max_steps == 5 and config.common.mode == "train"
-    from course_lib.paths import ROOT
+def _config(values: dict, overrides=()) -> MultilingualConfig:
+    return from_dict(MultilingualConfig, apply_overrides(values, list(overrides), MultilingualConfig))
 
-    shipped = ml.MultilingualConfig.from_yaml(ROOT / "configs" / "multilingual.yaml")
-    assert shipped.dataset.lang_sampling_factor == 0.3 and shipped.model.masked_only
+
+def test_config_from_dict_yaml_and_overrides(tmp_path):
+    config = _config({"data": {"languages": ["eng", "zul"]}},
+                     ["--sampling.alpha", "0.7", "--max_steps=5", "--mode", "train", "--mlm_probability", "0.3"])
+    assert config.sampling.alpha == 0.7 and config.data.languages == ["eng", "zul"]
+    assert config.train.max_steps == 5 and config.run.mode == "train" and config.data.mlm_probability == 0.3
+    assert _config({}, ["--alpha", "0.5"]).sampling.alpha == 0.5  # by its last part too
+    assert _config({}).run.resume == "auto"  # a stopped run continues, as pretraining does
+    shipped = load_config(ROOT / "configs" / "multilingual.yaml")
+    assert shipped.sampling.alpha == 0.3 and shipped.model.masked_only and shipped.train.batch_size == 32
     bad = tmp_path / "bad.yaml"
-    bad.write_text("dataset:\n  lang_sampling_factr: 0.3\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'dataset\.lang_sampling_factr'; did you mean 'lang_sampling_factor'"):
-        ml.MultilingualConfig.from_yaml(bad)
-    for values, message in [({"dataset": {"batch_size": "many"}}, "dataset.batch_size must be an integer"),
-                            ({"dataset": {"lang_sampling_factor": 2}}, "between 0 and 1"),
-                            ({"common": {"mode": "fit"}}, "common.mode='fit'"),
-                            ({"common": {"log_level": "loud"}}, "log_level"),
-                            ({"dataset": {"languages": "eng"}}, None),
+    bad.write_text("sampling:\n  alpah: 0.3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'sampling\.alpah'; did you mean 'alpha'"):
+        load_config(bad)
+    for values, message in [({"train": {"batch_size": "many"}}, "train.batch_size must be an integer"),
+                            ({"sampling": {"alpha": 2}}, "sampling.alpha must be between 0 and 1"),
+                            ({"run": {"mode": "fit"}}, "run.mode='fit'"),
+                            ({"run": {"log_level": "loud"}}, "log_level"),
+                            ({"data": {"mlm_probability": 1.5}}, "data.mlm_probability must be between 0 and 1"),
+                            ({"data": {"languages": "eng"}}, None),
                             ({"model": {"hidden": 3}}, "unknown config key 'model.hidden'")]:
         if message is None:
-            assert ml.MultilingualConfig.from_dict(values).dataset.languages == ["eng"]
+            assert _config(values).data.languages == ["eng"]
             continue
         with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
-            ml.MultilingualConfig.from_dict(values)
+            _config(values)
     with pytest.raises(ConfigError, match="not found"):
-        ml.MultilingualConfig.from_yaml(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml")
 
 
-def test_cli_train_then_evaluate(tmp_path, capsys):
-    args = ["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), "--max_steps", "4",
-            "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul,swh",
-            "--max_sentences", "300", "--eval_sentences", "30", "--vocab_size", "400", "--tokenizer_sentences",
-            "600", "--hidden_size", "16", "--intermediate_size", "32", "--no-progress"]
-    from course_lib.paths import ROOT
-    import os
+TINY = ["--max_steps", "4", "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1",
+        "--languages", "eng,zul,swh", "--max_train_texts", "200", "--max_eval_texts", "20", "--vocab_size", "300",
+        "--tokenizer_sentences", "400", "--max_length", "32", "--batch_size", "8", "--hidden_size", "16",
+        "--intermediate_size", "32", "--num_layers", "1", "--schedule", "constant", "--no-progress"]
 
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        assert ml.main(args) == 0
-        out = capsys.readouterr().out
-        assert "swh" in out and "p = " in out
-        folder = next(tmp_path.glob("multilingual.*"))
-        results = json.loads((folder / "eval_languages.json").read_text())
-        assert list(results) == ["eng", "zul", "swh"]  # in the order asked for
-        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
-        assert ml.main(args + ["--mode", "evaluate"]) == 0
-        again = json.loads((folder / "eval_languages.json").read_text())
-        for lang in results:  # the checkpoint, evaluated afresh, gives the same table
-            assert again[lang] == pytest.approx(results[lang])
-        assert ml.main(args + ["--lang_sampling_factor", "3"]) == 2
-        assert "lang_sampling_factor must be between 0 and 1" in capsys.readouterr().err
-        assert ml.main(args + ["--languages", "eng,xyz"]) == 2
-        assert "unknown language 'xyz'" in capsys.readouterr().err
-    finally:
-        os.chdir(cwd)
+
+def test_cli_train_then_evaluate(tmp_path, capsys, monkeypatch):
+    args = ["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), *TINY]
+    monkeypatch.chdir(ROOT)
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "swh" in out and "p = " in out
+    folder = next(tmp_path.glob("multilingual.*"))
+    results = json.loads((folder / "eval_languages.json").read_text())
+    assert list(results) == ["eng", "zul", "swh"]  # in the order asked for
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    assert cli.main(args + ["--mode", "evaluate"]) == 0
+    again = json.loads((folder / "eval_languages.json").read_text())
+    for lang in results:  # the checkpoint, evaluated afresh, gives the same table
+        assert again[lang] == pytest.approx(results[lang])
+    assert cli.main(args + ["--mode", "evaluate", "--hidden_size", "32", "--num_heads", "2"]) == 2
+    assert (f"error: run.mode=evaluate: {folder} was trained with other model settings (model.hidden_size: 16 -> 32)"
+            in capsys.readouterr().err)
+    assert cli.main(args + ["--sampling.alpha", "3"]) == 2
+    assert "sampling.alpha must be between 0 and 1" in capsys.readouterr().err
+    assert cli.main(args + ["--languages", "eng,xyz"]) == 2  # stops before a new run would be refused for its settings
+    assert "unknown language 'xyz'" in capsys.readouterr().err
+    assert cli.main(args + ["--languages", "eng,zul"]) == 2  # resume (run.resume auto) with other data: refused
+    assert "cannot resume" in capsys.readouterr().err and list(tmp_path.iterdir()) == [folder]
+    assert cli.main(args + ["--lang_sampling_factor", "0.7"]) == 2  # the key of earlier versions
+    assert "config key 'lang_sampling_factor' is now 'sampling.alpha'" in capsys.readouterr().err
+
+
+def test_cli_sampling_alpha_and_mlm_probability_reach_the_run(tmp_path, capsys, monkeypatch):
+    """--sampling.alpha sets the sampler's (and the tokenizer sample's) p_i; data.mlm_probability the collator's
+    masking rate."""
+    from course_lib import masking
+
+    made = {"collators": [], "samplers": []}
+
+    class Collator(masking.MLMCollator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made["collators"].append(kwargs["mlm_probability"])
+
+    class Sampler(ml.LanguageBatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made["samplers"].append(self)
+
+    monkeypatch.setattr(cli.masking, "MLMCollator", Collator)
+    monkeypatch.setattr(cli, "LanguageBatchSampler", Sampler)
+    assert cli.main(["--output_dir", str(tmp_path), *TINY, "--sampling.alpha", "0.7", "--mlm_probability", "0.4"]) == 0
+    assert made["collators"] == [0.4]
+    (sampler,) = made["samplers"]
+    assert sampler.alpha == 0.7 and not sampler.mixed
+    sizes = {lang: len(r) for lang, r in sampler.ranges.items()}
+    assert sampler.probs == pytest.approx(ml.language_probabilities(sizes, 0.7))
+    out = capsys.readouterr().out
+    for lang, p in sampler.probs.items():
+        assert f"{lang}: " in out and f"p = {p:.3f}" in out
+    folder = next(tmp_path.glob("multilingual.*"))
+    hparams = json.loads((folder / "hparams.json").read_text())
+    assert hparams["sampling"] == {"alpha": 0.7, "mixed": False} and hparams["data"]["mlm_probability"] == 0.4
+
+
+def test_cli_ctrl_c_then_the_same_command_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt, as Python raises it for SIGINT) during update 4: one line, status 130; the
+    same command then continues from the checkpoint at step 2 and ends as a run never stopped does."""
+    args = ["--output_dir", str(tmp_path / "straight"), *TINY]
+    assert cli.main(args) == 0
+    (straight,) = (tmp_path / "straight").iterdir()
+    capsys.readouterr()
+
+    real = ml.LanguageBatchSampler.__next__
+    calls = []
+
+    def draw(self):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(ml.LanguageBatchSampler, "__next__", draw)
+    args = ["--output_dir", str(tmp_path / "stopped"), *TINY]
+    assert cli.main(args) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stopped at step 3; run the same command again to resume (it continues from its checkpoint at step 2)"]
+    monkeypatch.setattr(ml.LanguageBatchSampler, "__next__", real)
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    (stopped,) = (tmp_path / "stopped").iterdir()
+    assert f"experiment folder: {stopped} (resuming)" in out
+    assert f"resumed from {stopped / 'checkpoints' / 'step-0000002.pt'} at step 2" in out
+    rows = [training_rows(folder) for folder in (straight, stopped)]
+    assert rows[0] == rows[1] and [step for step, *_ in rows[0] if _[0] is not None] == [1, 2, 3, 4]
+    tables = [json.loads((folder / "eval_languages.json").read_text()) for folder in (straight, stopped)]
+    assert list(tables[0]) == list(tables[1]) == ["eng", "zul", "swh"]
+    for lang in tables[0]:
+        assert tables[1][lang] == pytest.approx(tables[0][lang])
+
+
+def training_rows(folder):
+    from course_lib import training
+
+    return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in training.read_metrics(folder)]
 
 
 def test_train_with_sampler_resumes_exactly(tokenizer, tmp_path):

@@ -38,16 +38,44 @@ def test_it_loads_with_the_auto_classes_and_fills_masks():
     assert "States" in [p["token_str"].strip() for p in top]
 
 
+def recorded_config():
+    """The config the model was trained with: models/brown-small/small.yaml, a copy of configs/small.yaml made
+    before the command line's sections were renamed (top-level name, output_dir, resume, fill_mask;
+    data.block_size), its old keys moved to their new places as the schema's RENAMED says."""
+    import yaml
+
+    from course_lib.cli.schema import PretrainConfig
+    from course_lib.config import flat, from_dict
+
+    values = {}
+    for key, value in flat(yaml.safe_load((FOLDER / "small.yaml").read_text())).items():
+        node, (*sections, last) = values, PretrainConfig.RENAMED.get(key, key).split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[last] = value
+    return from_dict(PretrainConfig, values)
+
+
+def test_the_recorded_config_is_the_shipped_one():
+    from course_lib.cli import pretrain as cli
+
+    config, shipped = recorded_config(), cli.load_config(ROOT / "configs" / "small.yaml")
+    assert (config.data, config.model, config.train) == (shipped.data, shipped.model, shipped.train)
+    assert config.run.name == "small"
+
+
 def test_its_held_out_loss_is_the_recorded_one(recorded):
     from transformers import AutoModelForMaskedLM
 
-    from course_lib import model as model_lib, tokenization, training
-    from course_lib import train as cli
+    from course_lib import model as model_lib
+    from course_lib import tokenization, training
+    from course_lib.cli import pretrain as cli
 
-    config = cli.load_config(FOLDER / "small.yaml")
+    config = recorded_config()
     tokenizer = tokenization.load_tokenizer(FOLDER)
     _, eval_data = cli.prepare(config, tokenizer)
-    ours = model_lib.from_roformer(AutoModelForMaskedLM.from_pretrained(FOLDER, local_files_only=True), masked_only=True)
+    hf = AutoModelForMaskedLM.from_pretrained(FOLDER, local_files_only=True)
+    ours = model_lib.from_roformer(hf, masked_only=True)
     torch.set_num_threads(2)
     result = training.evaluate(ours, eval_data)
     assert result["loss"] == pytest.approx(recorded["eval_loss"], abs=1e-3)

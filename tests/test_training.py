@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import masking, model as M, tokenization, training
+from course_lib import masking, tokenization, training
+from course_lib import model as M
 from course_lib.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +246,65 @@ def test_bad_checkpoints_are_named(tmp_path):
         training.load_checkpoint(tmp_path / "other.pt", model=small_model())
 
 
+def _saved(folder, *steps):
+    model, config = small_model(), TrainConfig(lr=1e-3, warmup_steps=0, max_steps=10)
+    optimizer = training.make_optimizer(model, config)
+    scheduler = training.make_scheduler(optimizer, config)
+    return [training.save_checkpoint(folder / training.checkpoint_name(step), model=model, optimizer=optimizer,
+                                     scheduler=scheduler, step=step) for step in steps]
+
+
+def test_an_unreadable_newest_checkpoint_is_skipped_with_one_line(tmp_path, capsys):
+    one, two = _saved(tmp_path, 1, 2)
+
+    def load(path):
+        return training.load_checkpoint(path, model=small_model(), restore_rng=False)
+
+    assert training.load_latest(tmp_path, load)[0] == two
+    two.write_bytes(two.read_bytes()[:-100])  # torn
+    path, state = training.load_latest(tmp_path, load)
+    assert path == one and state["step"] == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {two} is not a readable checkpoint (not a complete torch.save archive: "
+        f"{two.stat().st_size:,} bytes, truncated or overwritten?); trying the checkpoint before it"]
+    one.write_bytes(b"")
+    with pytest.raises(training.CheckpointError, match=r"no readable checkpoint in .* \(step-0000002.pt, "
+                                                       r"step-0000001.pt cannot be read\)"):
+        training.load_latest(tmp_path, load)
+    assert training.load_latest(tmp_path / "empty", load) == (None, None)
+    assert issubclass(training.CheckpointError, ValueError)  # what load_checkpoint raised before
+
+
+def test_a_failed_save_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
+    import errno
+
+    (one,) = _saved(tmp_path, 1)
+    before = one.read_bytes()
+    real_save = torch.save
+
+    def failing(error):
+        def save(obj, f, *args, **kwargs):
+            f.write(b"the start of a checkpoint")
+            raise error
+        return save
+
+    monkeypatch.setattr(torch, "save", failing(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(training.CheckpointSaveError, match=r"could not save checkpoint .*step-0000002.pt \(no space "
+                                                           r"left on device\); the earlier checkpoints are intact "
+                                                           r"\(newest: step-0000001.pt\)"):
+        _saved(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000001.pt"] and one.read_bytes() == before
+    monkeypatch.setattr(torch, "save", failing(RuntimeError("[enforce fail at inline_container.cc:672] . "
+                                                            "PytorchStreamWriter failed writing file data/0")))
+    with pytest.raises(training.CheckpointSaveError, match=r"\(torch could not write it: \[enforce fail"):
+        _saved(tmp_path, 2)
+    monkeypatch.setattr(torch, "save", failing(RuntimeError("a bug, not the disk")))
+    with pytest.raises(RuntimeError, match="^a bug, not the disk$"):  # not disguised as a save error
+        _saved(tmp_path, 2)
+    assert training.list_checkpoints(tmp_path) == [one] and one.read_bytes() == before
+    monkeypatch.setattr(torch, "save", real_save)
+
+
 def test_listing_and_pruning_checkpoints(tmp_path):
     for step in (5, 10, 100, 20):
         (tmp_path / training.checkpoint_name(step)).write_bytes(b"x")
@@ -353,11 +413,12 @@ def test_extending_a_finished_run_follows_the_new_schedule(tmp_path, tokenizer, 
 DRIVER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from course_lib import train, training
+    from course_lib import training
+    from course_lib.cli import pretrain as train
     mode, arg, output_dir, tokenizer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     config = train.load_config("configs/tiny.yaml", [
         "--output_dir", output_dir, "--tokenizer", tokenizer, "--max_train_texts", "3000", "--max_eval_texts", "60",
-        "--block_size", "32", "--batch_size", "8", "--grad_accum", "2", "--max_steps", "12", "--warmup_steps", "3",
+        "--max_length", "32", "--batch_size", "8", "--grad_accum", "2", "--max_steps", "12", "--warmup_steps", "3",
         "--save_every", "4", "--keep_last", "5", "--eval_every", "5", "--log_every", "1", "--fill_mask", "2",
         "--dropout", "0.1", "--attention_dropout", "0.1"])
 

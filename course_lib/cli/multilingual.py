@@ -1,4 +1,6 @@
-"""The multilingual command line: `python -m course_lib.multilingual --config configs/multilingual.yaml [--key value ...]`.
+"""The multilingual command line:
+
+    python -m course_lib.multilingual --config configs/multilingual.yaml [--key value ...]
 
 Notebook 05 at any size: a shared tokenizer trained on sentences drawn with p_i proportional to
 n_i^alpha, token stores on disk, one model trained on batches of one language each (`sampling.alpha`,
@@ -29,12 +31,18 @@ from .. import masking, tokenization, training
 from .. import model as model_lib
 from ..config import ConfigError
 from ..data import load_multilingual, multilingual_dir
-from ..device import get_device
-from ..multilingual import LanguageBatchSampler, TokenStore, eval_sets, evaluate_languages, language_probabilities, \
-    tokenizer_sample
+from ..multilingual import (
+    LanguageBatchSampler,
+    TokenStore,
+    eval_sets,
+    evaluate_languages,
+    language_probabilities,
+    tokenizer_sample,
+)
 from ..seeding import set_seed
-from .common import command_main, experiment_folder
-from .schema import LanguageData, MultilingualConfig, load_multilingual as load_config
+from .common import changed_settings, command_main, device_for, experiment_folder, stop_message
+from .schema import LanguageData, MultilingualConfig
+from .schema import load_multilingual as load_config
 
 log = logging.getLogger("course_lib.multilingual")
 
@@ -67,20 +75,35 @@ def _logger(level: str) -> logging.Logger:
     return log
 
 
-def run(config: MultilingualConfig, progress: bool = True) -> dict:
-    """Tokenizer -> token stores -> model -> language-batched training -> per-language eval table."""
+def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict:
+    """Tokenizer -> token stores -> model -> language-batched training -> per-language eval table.
+    on_step(step, row): called after each update, as `training.train` does."""
     _logger(config.run.log_level)
-    data, device = config.data, get_device(config.run.device)
+    device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
+    texts = language_texts(config.data)  # read (and checked) before anything is made too
     if config.run.mode == "evaluate":
         folder = training.find_experiment(config.run.output_dir, config.run.name)
         if folder is None:
             raise ConfigError(f"run.mode=evaluate: no checkpoint of a run named {config.run.name!r} "
                               f"in {config.run.output_dir}")
+        changed = changed_settings(folder, config.to_dict(), keys=("model.", "data.max_length", "data.vocab_size",
+                                                                    "data.tokenizer"))
+        if changed:  # the checkpoint would not fit the model these settings make
+            raise ConfigError(f"run.mode=evaluate: {folder} was trained with other model settings ({changed})")
         start = "auto"
     else:
         folder, start = experiment_folder(config.run, config.to_dict())
     log.info(f"experiment folder: {folder}{' (resuming)' if start and config.run.mode != 'evaluate' else ''}")
-    train_texts, eval_texts = language_texts(data)
+    reached = {}  # the last update done, for the line Ctrl-C prints
+    with stop_message(folder, reached):
+        return _pipeline(config, texts, folder, start, device, progress, on_step, reached)
+
+
+def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, device, progress: bool, on_step,
+              reached: dict) -> dict:
+    """`run` once the texts are read and the experiment folder is known."""
+    data = config.data
+    train_texts, eval_texts = texts
     log.info("sentences per language: " + ", ".join(f"{lang} {len(t):,}" for lang, t in train_texts.items()))
     if (folder / "tokenizer" / "tokenizer.json").is_file():  # evaluating, or resuming: the run's own tokenizer
         tokenizer = tokenization.load_tokenizer(folder / "tokenizer")
@@ -103,10 +126,18 @@ def run(config: MultilingualConfig, progress: bool = True) -> dict:
                                        seed=config.train.seed, mixed=config.sampling.mixed)
         collator = masking.MLMCollator(tokenizer, mlm_probability=data.mlm_probability, seed=config.train.seed)
         all_eval = [b for batches in sets.values() for b in batches]
+
+        def step_done(step, row):
+            reached["step"] = step
+            if on_step is not None:
+                on_step(step, row)
+
         training.train(model, train_store, all_eval, config.train, collator=collator, folder=folder,
-                       resume=start, progress=progress, stream=sampler)
-    else:
-        training.load_checkpoint(training.latest_checkpoint(folder / "checkpoints"), model=model, restore_rng=False)
+                       resume=start, progress=progress, stream=sampler, on_step=step_done)
+    else:  # the newest readable checkpoint (an unreadable one is skipped with a warning)
+        path, _ = training.load_latest(folder / "checkpoints", lambda path: training.load_checkpoint(
+            path, model=model, restore_rng=False))
+        log.info(f"evaluating {path}")
     results = {}
     if config.run.mode != "train":
         results = evaluate_languages(model, sets)

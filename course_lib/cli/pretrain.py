@@ -35,14 +35,12 @@ from pathlib import Path
 
 import torch
 
-from .. import data, distributed, masking, tokenization, training
+from .. import data, distributed, masking, quiet, tokenization, training
 from .. import model as model_lib
-from .. import quiet
 from ..baselines import NgramCounts
 from ..config import ConfigError
-from ..device import get_device
 from ..seeding import set_seed
-from .common import command_main, experiment_folder
+from .common import command_main, device_for, experiment_folder, stop_message
 from .schema import PretrainConfig, TextData, load_pretrain
 
 load_config = load_pretrain  # the name notebook 04 and earlier scripts use
@@ -54,14 +52,16 @@ def corpus_texts(config: TextData, split: str) -> list[str]:
     """The training ("train") or held-out ("eval") texts the data section names."""
     limit = config.max_train_texts if split == "train" else config.max_eval_texts
     if config.corpus == "files":
-        files = config.train_files if split == "train" else config.eval_files
-        texts = [line for path in files for line in data.read_lines(path)]
-        if split == "eval" and not files:  # no eval files: hold out the last 5% of the training texts
-            all_train = [line for path in config.train_files for line in data.read_lines(path)]
-            texts = all_train[len(all_train) - max(1, len(all_train) // 20):]
-        elif split == "train" and not config.eval_files:
-            texts = texts[:len(texts) - max(1, len(texts) // 20)]
-        where = ", ".join(config.train_files if split == "train" or not config.eval_files else config.eval_files)
+        if split == "eval" and config.eval_files:
+            texts = [line for path in config.eval_files for line in data.read_lines(path)]
+        else:
+            per_file = {path: data.read_lines(path) for path in config.train_files}
+            texts = [line for lines in per_file.values() for line in lines]
+            if not config.eval_files:  # no eval files: hold out the last 5% of the training texts
+                held = max(1, len(texts) // 20)
+                texts = texts[:len(texts) - held] if split == "train" else texts[len(texts) - held:]
+                if not texts:
+                    raise ConfigError(_too_few_lines(per_file))
     else:
         which = "train" if split == "train" else "valid"
         texts = []
@@ -69,28 +69,51 @@ def corpus_texts(config: TextData, split: str) -> list[str]:
             texts += data.english_sentences(which)
         if "sotu" in config.corpus:
             texts += data.english_paragraphs(which)
-        where = f"data.corpus={config.corpus!r}"
-    texts = texts[:limit] if limit else texts
-    if not texts:
-        hint = " (with no data.eval_files, the last 5% of the lines are held out: give at least 2 lines)" \
-            if config.corpus == "files" and not config.eval_files else ""
-        raise ConfigError(f"no {split} texts in {where}{hint}")
-    return texts
+        if not texts:
+            raise ConfigError(f"no {split} texts in data.corpus={config.corpus!r}")
+    return texts[:limit] if limit else texts
 
 
-def prepare(config: PretrainConfig, tokenizer) -> tuple:
+def _too_few_lines(per_file: dict) -> str:
+    """Why a data.train_files corpus left nothing to train on: each file's lines, and the rule that took them."""
+    sizes = "; ".join(f"{path} holds {len(lines)} line{'s' if len(lines) != 1 else ''} "
+                      f"({max(len(line) for line in lines):,} characters{' in it' if len(lines) == 1 else ' at most'}"
+                      f"{', with carriage returns but no newlines' if any(chr(13) in line for line in lines) else ''})"
+                      for path, lines in per_file.items())
+    return (f"data.train_files: {sizes}. data.corpus=files reads one text per line and, with no data.eval_files, "
+            f"holds the last 5% of the lines (at least one) out for evaluation, which leaves no training text: "
+            f"break the text into lines (a sentence or a paragraph each), or give data.eval_files")
+
+
+def prepare(config: PretrainConfig, tokenizer, texts: dict | None = None) -> tuple:
     """Tokenise and pack the training texts into [n_blocks, max_length]; mask the held-out texts once
-    (fixed masks, packed the same way) into padded eval batches."""
+    (fixed masks, packed the same way) into padded eval batches. `texts`: {"train", "eval"} already read
+    (default: read them with `corpus_texts`)."""
+    texts = texts or {split: corpus_texts(config.data, split) for split in ("train", "eval")}
     block = config.data.max_length
-    train_ids = tokenizer(corpus_texts(config.data, "train"), verbose=False)["input_ids"]
+    train_ids = tokenizer(texts["train"], verbose=False)["input_ids"]
+    tokens = sum(len(ids) for ids in train_ids)
+    if tokens < block:  # checked here: pack_sequences would stop with a ValueError about its own arguments
+        raise ConfigError(f"the training texts hold {tokens} tokens, fewer than one block of "
+                          f"data.max_length={block}: give more text or a smaller data.max_length")
     blocks = masking.pack_sequences(train_ids, block, pad_token_id=tokenizer.pad_token_id)
-    if blocks.shape[0] == 0:
-        raise ConfigError(f"the training texts hold {sum(len(ids) for ids in train_ids)} tokens, fewer than one "
-                          f"block of data.max_length={block}: give more text or a smaller data.max_length")
-    eval_ids = tokenizer(corpus_texts(config.data, "eval"), verbose=False)["input_ids"]
+    batch = config.train.batch_size * int(os.environ.get("WORLD_SIZE", "1"))  # each update draws a global batch
+    if blocks.shape[0] < batch:
+        raise ConfigError(f"the training texts make {blocks.shape[0]} block{'s' if blocks.shape[0] != 1 else ''} of "
+                          f"data.max_length={block} tokens, "
+                          f"fewer than one batch of train.batch_size={config.train.batch_size}"
+                          f"{' per process' if batch != config.train.batch_size else ''}: give more text, or a "
+                          f"smaller train.batch_size or data.max_length")
+    eval_ids = tokenizer(texts["eval"], verbose=False)["input_ids"]
     eval_blocks = masking.pack_sequences(eval_ids, block, drop_last=False, pad_token_id=tokenizer.pad_token_id)
     # 15% whatever rate training uses, so that runs with different recipes answer the same questions
-    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0, mlm_probability=masking.EVAL_MLM_PROBABILITY)
+    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0,
+                                      mlm_probability=masking.EVAL_MLM_PROBABILITY)
+    if all(label == masking.IGNORE_INDEX for example in masked for label in example["labels"]):
+        where = ", ".join(config.data.eval_files or config.data.train_files) if config.data.corpus == "files" \
+            else f"data.corpus={config.data.corpus!r}"
+        raise ConfigError(f"the held-out texts ({where}) got no masked token ({sum(len(ids) for ids in eval_ids)} "
+                          f"tokens): give more held-out text, or a larger data.max_eval_texts")
     return blocks, training.eval_batches(masked, config.train.batch_size, tokenizer.pad_token_id)
 
 
@@ -112,16 +135,24 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
                                                int(os.environ.get("WORLD_SIZE", "1")), f"{config.run.deepspeed}: ")
         rank, world_size = distributed.init_distributed()
     show = show if rank == 0 else (lambda *args, **kwargs: None)
-    device = get_device(config.run.device)
+    device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    texts = {split: corpus_texts(config.data, split) for split in ("train", "eval")}  # read (and checked) first too
     folder, start = _on_rank0(lambda: experiment_folder(config.run, config.to_dict()), world_size)
     show(f"experiment folder: {folder}{' (resuming)' if start else ''}")
+    reached = {}  # the last update done, for the line Ctrl-C prints
+    with stop_message(folder, reached):
+        return _pipeline(config, texts, folder, start, device, rank, world_size, ds, progress, on_step, show, reached)
 
+
+def _pipeline(config: PretrainConfig, texts: dict, folder: Path, start, device, rank: int, world_size: int, ds,
+              progress: bool, on_step, show, reached: dict) -> dict:
+    """`run` once the texts are read and the experiment folder is known: tokenizer, data, model, training, report."""
     saved = folder / "tokenizer"
-    _on_rank0(lambda: _make_tokenizer(config, saved, show), world_size)
+    _on_rank0(lambda: _make_tokenizer(config, saved, texts["train"], show), world_size)
     tokenizer = tokenization.load_tokenizer(saved)
-    blocks, eval_data = prepare(config, tokenizer)
+    blocks, eval_data = prepare(config, tokenizer, texts)
     show(f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
          f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens")
 
@@ -141,22 +172,29 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     elif world_size > 1:
         loop = distributed.DDPLoop(model, config.train)
         show(f"DistributedDataParallel: {world_size} processes, {config.train.batch_size} blocks each per micro-batch")
+
+    def step_done(step, row):
+        reached["step"] = step
+        if on_step is not None:
+            on_step(step, row)
+
     result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
-                            resume=start, progress=progress, on_step=on_step, loop=loop)
+                            resume=start, progress=progress, on_step=step_done, loop=loop)
     if ds is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
         weights = loop.full_state_dict()
         model = model_lib.EncoderForMaskedLM(encoder_config)
         model.load_state_dict(weights)
     if rank != 0:
         return {"folder": folder, "eval": result, "fill_mask": None, "report": None}
-    report = final_report(config, folder, model, tokenizer, blocks, eval_data, result, show)
+    report = final_report(config, folder, model, tokenizer, blocks, eval_data, result, show, texts["eval"])
     return {"folder": folder, "eval": result, "fill_mask": report["fill_mask_top1"], "report": report}
 
 
 def final_report(config: PretrainConfig, folder: Path, model, tokenizer, blocks, eval_data, result: dict,
-                 show=print) -> dict:
+                 show=print, eval_texts: list[str] | None = None) -> dict:
     """The trained model next to the baselines on the same fixed masks, its Hugging Face export and its
-    fill-mask answers; everything also written to {folder}/eval.json."""
+    fill-mask answers; everything also written to {folder}/eval.json. `eval_texts`: the held-out texts
+    (default: read them again)."""
     counts = NgramCounts.fit(blocks, tokenizer)
     base = counts.score(eval_data)
     report = {"steps": config.train.max_steps, "eval_loss": result.get("loss"), "accuracy": result.get("acc"),
@@ -171,8 +209,8 @@ def final_report(config: PretrainConfig, folder: Path, model, tokenizer, blocks,
         gain = base["no_context_loss"] - result["loss"]
         show(f"  the model is {gain:.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
              f"{'' if gain > 0.1 else ': it has not learned to use context yet'}")
-    keys = ("fill_mask_top1", "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1", "neighbour_fill_mask_top5",
-            "most_frequent_answer_top1", "fill_mask_examples")
+    keys = ("fill_mask_top1", "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1",
+            "neighbour_fill_mask_top5", "most_frequent_answer_top1", "fill_mask_examples")
     report.update(dict.fromkeys(keys))
     if config.model.pre_norm:
         show("pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
@@ -181,7 +219,7 @@ def final_report(config: PretrainConfig, folder: Path, model, tokenizer, blocks,
         hf = model_lib.export_pretrained(model.cpu(), folder / "hf", tokenizer)
         show(f"exported in Hugging Face format: {hf}")
         if config.run.fill_mask:  # 0: no fill-mask evaluation (its keys stay null in eval.json)
-            texts = corpus_texts(config.data, "eval")
+            texts = eval_texts if eval_texts is not None else corpus_texts(config.data, "eval")
             report.update(fill_mask_report(hf, texts, config.run.fill_mask, counts, show=show))
     (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -198,14 +236,13 @@ def _on_rank0(make, world_size: int):
     return box[0]
 
 
-def _make_tokenizer(config: PretrainConfig, saved: Path, show) -> None:
+def _make_tokenizer(config: PretrainConfig, saved: Path, texts: list[str], show) -> None:
     """The run's tokenizer in saved/: already there (a resumed run), copied from data.tokenizer, or trained."""
     if (saved / "tokenizer.json").is_file():
         return
     if config.data.tokenizer:
         tokenizer = tokenization.load_tokenizer(config.data.tokenizer)
     else:
-        texts = corpus_texts(config.data, "train")
         show(f"training a byte-level BPE tokenizer, vocab {config.data.vocab_size}, on {len(texts):,} texts")
         tokenizer = tokenization.train_tokenizer(texts, config.data.vocab_size, max_length=config.data.max_length)
     tokenizer.save_pretrained(str(saved))
