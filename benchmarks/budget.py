@@ -42,15 +42,24 @@ MARGIN = 0.5  # nats below the no-context baseline: the target
 
 PRESETS = {
     "hf-defaults": dict(
-        description="RobertaForMaskedLM, learned positions, dropout 0.1, lr 5e-5, no warmup, padded to 128, 15% masking, fp32",
-        model=dict(position="learned", dropout=0.1, attention_dropout=0.1, masked_only=False), roberta=True,
-        data="padded", mlm=0.15, precision="fp32",
-        train=dict(lr=5e-5, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, warmup=0)),
+        description="RobertaForMaskedLM, learned positions, dropout 0.1, lr 5e-5, no warmup, padded to 128, "
+        "15% masking, fp32",
+        model=dict(position="learned", dropout=0.1, attention_dropout=0.1, masked_only=False),
+        roberta=True,
+        data="padded",
+        mlm=0.15,
+        precision="fp32",
+        train=dict(lr=5e-5, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, warmup=0),
+    ),
     "course": dict(
         description="course encoder, rotary positions, no dropout, masked-only head, packed, 40% masking, lr 1e-3",
-        model=dict(position="rotary", dropout=0.0, attention_dropout=0.0, masked_only=True), roberta=False,
-        data="packed", mlm=0.4, precision="fp32",
-        train=dict(lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.01, warmup=100)),
+        model=dict(position="rotary", dropout=0.0, attention_dropout=0.0, masked_only=True),
+        roberta=False,
+        data="packed",
+        mlm=0.4,
+        precision="fp32",
+        train=dict(lr=1e-3, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.01, warmup=100),
+    ),
 }
 
 
@@ -63,29 +72,46 @@ def prepare(vocab_size: int, eval_sentences: int):
     tokenizer = tokenization.train_tokenizer(train_texts, vocab_size=vocab_size, max_length=SEQ)
     ids = tokenizer(train_texts, verbose=False)["input_ids"]
     packed = masking.pack_sequences(ids, SEQ)
-    padded = [x[:SEQ - 1] + [x[-1]] if len(x) > SEQ else x for x in ids]  # truncated, keeping </s>
+    padded = [x[: SEQ - 1] + [x[-1]] if len(x) > SEQ else x for x in ids]  # truncated, keeping </s>
     eval_ids = tokenizer(eval_texts, truncation=True, max_length=SEQ, verbose=False)["input_ids"]
     eval_data = training.eval_batches(masking.fixed_eval_masks(eval_ids, tokenizer, seed=0), 64, tokenizer.pad_token_id)
     baselines = NgramCounts.fit(packed, tokenizer).score(eval_data)
     return tokenizer, packed, padded, eval_data, baselines
 
 
-def run(name: str, seconds: float, target: float, eval_every: float, tokenizer, packed, padded, eval_data,
-        precision: str | None = None, full: bool = False, seed: int = 0) -> dict:
-    from course_lib import masking, model as M, training
+def run(
+    name: str,
+    seconds: float,
+    target: float,
+    eval_every: float,
+    tokenizer,
+    packed,
+    padded,
+    eval_data,
+    precision: str | None = None,
+    full: bool = False,
+    seed: int = 0,
+) -> dict:
+    from course_lib import masking, training
+    from course_lib import model as M
     from course_lib.profiles import set_seed
 
     preset = PRESETS[name]
     precision = precision if precision and name == "course" else preset["precision"]
     set_seed(seed)
-    config = M.EncoderConfig(vocab_size=len(tokenizer), max_length=SEQ, pad_token_id=tokenizer.pad_token_id,
-                             **MODEL, **preset["model"])
+    config = M.EncoderConfig(
+        vocab_size=len(tokenizer), max_length=SEQ, pad_token_id=tokenizer.pad_token_id, **MODEL, **preset["model"]
+    )
     model = M.EncoderForMaskedLM(config)
     if preset["roberta"]:
         model = M.to_roberta(model)
     examples = packed if preset["data"] == "packed" else padded
-    collator = masking.MLMCollator(tokenizer, mlm_probability=preset["mlm"], seed=seed,
-                                   pad_to_multiple_of=SEQ if preset["data"] == "padded" else None)
+    collator = masking.MLMCollator(
+        tokenizer,
+        mlm_probability=preset["mlm"],
+        seed=seed,
+        pad_to_multiple_of=SEQ if preset["data"] == "padded" else None,
+    )
     stream = training.BatchStream(len(examples), BATCH, seed=seed)
     t = preset["train"]
 
@@ -93,9 +119,17 @@ def run(name: str, seconds: float, target: float, eval_every: float, tokenizer, 
         return [collator([examples[int(i)] for i in next(stream)])]
 
     def make(max_steps):
-        cfg = training.TrainConfig(max_steps=max_steps, batch_size=BATCH, lr=t["lr"], beta1=t["beta1"], beta2=t["beta2"],
-                                   eps=t["eps"], weight_decay=t["weight_decay"], warmup_steps=min(t["warmup"], max_steps // 10),
-                                   precision=precision)
+        cfg = training.TrainConfig(
+            max_steps=max_steps,
+            batch_size=BATCH,
+            lr=t["lr"],
+            beta1=t["beta1"],
+            beta2=t["beta2"],
+            eps=t["eps"],
+            weight_decay=t["weight_decay"],
+            warmup_steps=min(t["warmup"], max_steps // 10),
+            precision=precision,
+        )
         optimizer = training.make_optimizer(model, cfg)
         return cfg, optimizer, training.make_scheduler(optimizer, cfg)
 
@@ -125,18 +159,30 @@ def run(name: str, seconds: float, target: float, eval_every: float, tokenizer, 
         if trained >= next_eval or step == max_steps or trained >= seconds:
             curve.append({"seconds": round(trained, 1), "step": step, **_eval(training, model, eval_data, precision)})
             next_eval += eval_every
-            print(f"  {name}: {trained:6.1f} s, step {step}/{max_steps}, eval loss {curve[-1]['eval_loss']:.3f} "
-                  f"(target {target:.3f})", flush=True)
+            print(
+                f"  {name}: {trained:6.1f} s, step {step}/{max_steps}, eval loss {curve[-1]['eval_loss']:.3f} "
+                f"(target {target:.3f})",
+                flush=True,
+            )
             if reached is None and curve[-1]["eval_loss"] <= target:
                 reached = curve[-1]
                 if not full:
                     break
     last = curve[-1]
-    return {"description": preset["description"], "precision": precision, "seconds_per_update_estimate": round(per_step, 3),
-            "max_steps": max_steps, "steps": step, "seconds": round(trained, 1), "real_tokens": real_tokens,
-            "seconds_to_target": reached["seconds"] if reached else None,
-            "steps_to_target": reached["step"] if reached else None,
-            "eval_loss": last["eval_loss"], "eval_acc": last["eval_acc"], "curve": curve}
+    return {
+        "description": preset["description"],
+        "precision": precision,
+        "seconds_per_update_estimate": round(per_step, 3),
+        "max_steps": max_steps,
+        "steps": step,
+        "seconds": round(trained, 1),
+        "real_tokens": real_tokens,
+        "seconds_to_target": reached["seconds"] if reached else None,
+        "steps_to_target": reached["step"] if reached else None,
+        "eval_loss": last["eval_loss"],
+        "eval_acc": last["eval_acc"],
+        "curve": curve,
+    }
 
 
 def _eval(training, model, eval_data, precision) -> dict:
@@ -161,26 +207,50 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     tokenizer, packed, padded, eval_data, baselines = prepare(args.vocab, args.eval_sentences)
     target = baselines["no_context_loss"] - MARGIN
-    print(f"no-context baseline {baselines['no_context_loss']:.3f}, neighbour-count model {baselines['neighbour_loss']:.3f}; "
-          f"target: held-out loss <= {target:.3f}", flush=True)
+    print(
+        f"no-context baseline {baselines['no_context_loss']:.3f}, "
+        f"neighbour-count model {baselines['neighbour_loss']:.3f}; "
+        f"target: held-out loss <= {target:.3f}",
+        flush=True,
+    )
     runs = {}
     for name in PRESETS:
         print(f"{name}: {PRESETS[name]['description']}", flush=True)
-        runs[name] = run(name, args.seconds, target, args.eval_every, tokenizer, packed, padded, eval_data,
-                         precision=args.precision, full=args.full)
+        runs[name] = run(
+            name,
+            args.seconds,
+            target,
+            args.eval_every,
+            tokenizer,
+            packed,
+            padded,
+            eval_data,
+            precision=args.precision,
+            full=args.full,
+        )
     course, base = runs["course"], runs["hf-defaults"]
     ratio = None
     if course["seconds_to_target"] and base["seconds_to_target"]:
         ratio = round(base["seconds_to_target"] / course["seconds_to_target"], 2)
     result = {
-        "benchmark": "budget (time to quality)", "seconds_per_run": args.seconds, "model": MODEL,
-        "vocab_size": len(tokenizer), "eval_masked_tokens": baselines["tokens"],
-        "no_context_loss": round(baselines["no_context_loss"], 4), "no_context_accuracy": round(baselines["no_context_accuracy"], 4),
-        "neighbour_loss": round(baselines["neighbour_loss"], 4), "neighbour_accuracy": round(baselines["neighbour_accuracy"], 4),
-        "target_loss": round(target, 4), "target": f"held-out loss {MARGIN} nats below the no-context baseline",
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine()},
+        "benchmark": "budget (time to quality)",
+        "seconds_per_run": args.seconds,
+        "model": MODEL,
+        "vocab_size": len(tokenizer),
+        "eval_masked_tokens": baselines["tokens"],
+        "no_context_loss": round(baselines["no_context_loss"], 4),
+        "no_context_accuracy": round(baselines["no_context_accuracy"], 4),
+        "neighbour_loss": round(baselines["neighbour_loss"], 4),
+        "neighbour_accuracy": round(baselines["neighbour_accuracy"], 4),
+        "target_loss": round(target, 4),
+        "target": f"held-out loss {MARGIN} nats below the no-context baseline",
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "runs": runs,
         "hf_over_course_time_to_target": ratio,
         "course_reached": course["seconds_to_target"] is not None,
@@ -189,8 +259,11 @@ def main(argv=None) -> int:
     }
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     for name, r in runs.items():
-        to = f"{r['seconds_to_target']} s ({r['steps_to_target']} updates)" if r["seconds_to_target"] else \
-            f"not reached in {r['seconds']} s ({r['steps']} updates)"
+        to = (
+            f"{r['seconds_to_target']} s ({r['steps_to_target']} updates)"
+            if r["seconds_to_target"]
+            else f"not reached in {r['seconds']} s ({r['steps']} updates)"
+        )
         print(f"{name:>12}: target {to}; last eval loss {r['eval_loss']:.3f}, accuracy {r['eval_acc']:.1%}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

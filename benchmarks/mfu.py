@@ -30,8 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SIZES = {"bert-base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, vocab_size=30522),
-         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8000)}
+SIZES = {
+    "bert-base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, vocab_size=30522),
+    "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8000),
+}
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}  # dense, SXM
 SEQ, P = 128, 0.15
 
@@ -75,24 +77,29 @@ def main(argv=None) -> int:
 
     collator = masking.MLMCollator(Tokens(), seed=0)
     generator = torch.Generator().manual_seed(0)
-    batches = [collator(list(torch.randint(5, size["vocab_size"], (args.batch, SEQ), generator=generator)))
-               for _ in range(4)]
+    batches = [
+        collator(list(torch.randint(5, size["vocab_size"], (args.batch, SEQ), generator=generator))) for _ in range(4)
+    ]
 
     rows = {}
     set_seed(0)
-    encoder = model.EncoderConfig(max_length=SEQ, pad_token_id=1, dropout=0.1, attention_dropout=0.1, masked_only=True, **size)
+    encoder = model.EncoderConfig(
+        max_length=SEQ, pad_token_id=1, dropout=0.1, attention_dropout=0.1, masked_only=True, **size
+    )
     if "hf" in args.rows:
         hf = RobertaForMaskedLM(model.roberta_config(encoder)).to(device)  # sdpa attention: the fast baseline
         optimizer = training.make_optimizer(hf, config)
-        rows["hf"] = lambda b: training.train_step(hf, [b], optimizer, training.make_scheduler(optimizer, config),
-                                                   precision="bf16")
+        rows["hf"] = lambda b: training.train_step(
+            hf, [b], optimizer, training.make_scheduler(optimizer, config), precision="bf16"
+        )
     if "course" in args.rows.split(","):
         course = model.EncoderForMaskedLM(encoder).to(device)
         loop = training.PlainLoop(course, config)
         rows["course"] = lambda b: loop.step([b])
     if "course+deepspeed" in args.rows:
-        ds_loop = distributed.DeepSpeedLoop(model.EncoderForMaskedLM(encoder), config,
-                                            distributed.ds_config(args.batch, bf16=True, stage=args.stage))
+        ds_loop = distributed.DeepSpeedLoop(
+            model.EncoderForMaskedLM(encoder), config, distributed.ds_config(args.batch, bf16=True, stage=args.stage)
+        )
         rows["course+deepspeed"] = lambda b: ds_loop.step([b])
 
     times = {row: [] for row in rows}
@@ -108,8 +115,17 @@ def main(argv=None) -> int:
                 times[row].append(time.perf_counter() - started)
 
     flops = model_flops_per_token(**size)
-    result = {"device": name, "size": args.size, "batch": args.batch, "seq": SEQ, "precision": "bf16",
-              "torch": torch.__version__, "model_flops_per_token": flops, "peak_tflops": peak, "rows": {}}
+    result = {
+        "device": name,
+        "size": args.size,
+        "batch": args.batch,
+        "seq": SEQ,
+        "precision": "bf16",
+        "torch": torch.__version__,
+        "model_flops_per_token": flops,
+        "peak_tflops": peak,
+        "rows": {},
+    }
     print(f"{name}: {args.size}, batch {args.batch} x {SEQ}, bf16; model FLOPs/token {flops / 1e9:.2f} G")
     for row, values in times.items():
         step = sorted(values)[len(values) // 2]
@@ -117,8 +133,10 @@ def main(argv=None) -> int:
         achieved = tokens * flops / 1e12
         mfu = achieved / peak if peak else None
         result["rows"][row] = {"step_s": step, "tokens_per_s": tokens, "tflops": achieved, "mfu": mfu}
-        print(f"  {row:<18} {step:8.4f} s/step {tokens:12,.0f} tokens/s {achieved:8.2f} TFLOP/s"
-              + (f"  MFU {mfu:.1%}" if mfu is not None else ""))
+        print(
+            f"  {row:<18} {step:8.4f} s/step {tokens:12,.0f} tokens/s {achieved:8.2f} TFLOP/s"
+            + (f"  MFU {mfu:.1%}" if mfu is not None else "")
+        )
     if "hf" in rows:
         for row in rows:
             result["rows"][row]["vs_hf"] = result["rows"]["hf"]["step_s"] / result["rows"][row]["step_s"]

@@ -142,8 +142,14 @@ def time_rows(rows: list[dict], tokenizer_dir: str, n_sentences: int, steps: int
             if round_ >= warmup:
                 times[i].append(time.perf_counter() - start)
                 real[i].append(n_real)
-    return [{"step_s": statistics.median(t), "real_tokens_per_step": statistics.mean(r),
-             "real_tokens_per_s": statistics.mean(r) / statistics.median(t)} for t, r in zip(times, real)]
+    return [
+        {
+            "step_s": statistics.median(t),
+            "real_tokens_per_step": statistics.mean(r),
+            "real_tokens_per_s": statistics.mean(r) / statistics.median(t),
+        }
+        for t, r in zip(times, real)
+    ]
 
 
 def peak_memory(row: dict, tokenizer_dir: str, n_sentences: int, steps: int, threads: int) -> float:
@@ -155,8 +161,7 @@ def peak_memory(row: dict, tokenizer_dir: str, n_sentences: int, steps: int, thr
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def encoder_step(tokenizer_dir: str, n_sentences: int, steps: int, warmup: int, threads: int,
-                 dropout: float) -> dict:
+def encoder_step(tokenizer_dir: str, n_sentences: int, steps: int, warmup: int, threads: int, dropout: float) -> dict:
     """The encoders alone: the same packed, masked batches through RobertaForMaskedLM (sdpa) and the
     course encoder (masked-only), same config, fp32; steps interleaved so that machine noise hits both."""
     import torch
@@ -201,8 +206,11 @@ def collators(tokenizer_dir: str, n_sentences: int, repeats: int, threads: int) 
             samples.append(64 * repeats / (time.perf_counter() - start))
         return statistics.median(samples)
 
-    return {"hf_list_of_dicts": rate(lambda: hf(dicts)), "course_list_of_dicts": rate(lambda: ours(dicts)),
-            "course_packed_tensor": rate(lambda: ours(blocks))}
+    return {
+        "hf_list_of_dicts": rate(lambda: hf(dicts)),
+        "course_list_of_dicts": rate(lambda: ours(dicts)),
+        "course_packed_tensor": rate(lambda: ours(blocks)),
+    }
 
 
 WORKERS = {"time": time_rows, "memory": peak_memory, "encoder": encoder_step, "collators": collators}
@@ -210,8 +218,9 @@ WORKERS = {"time": time_rows, "memory": peak_memory, "encoder": encoder_step, "c
 
 def _in_fresh_process(worker: str, *args):
     """Run one measurement in a new Python process (so its peak memory is its own); return its result."""
-    done = subprocess.run([sys.executable, __file__, "--worker", worker, json.dumps(args)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", worker, json.dumps(args)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the {worker} measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -220,12 +229,17 @@ def _in_fresh_process(worker: str, *args):
 # --------------------------------------------------------------------------- the report
 def table(rows: list[dict]) -> str:
     base = rows[0]["real_tokens_per_s"]
-    lines = ["| pipeline | precision | dropout | real tokens / step | step (s) | real tokens / s | vs baseline P | peak RSS (MB) |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| pipeline | precision | dropout | real tokens / step | step (s) | real tokens / s | vs baseline P "
+        "| peak RSS (MB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['name']} | {'bf16 autocast' if r['bf16'] else 'fp32'} | {r['dropout']} | "
-                     f"{r['real_tokens_per_step']:,.0f} | {r['step_s']:.3f} | {r['real_tokens_per_s']:,.0f} | "
-                     f"{r['real_tokens_per_s'] / base:.1f}x | {r['peak_rss_mb']:,.0f} |")
+        lines.append(
+            f"| {r['name']} | {'bf16 autocast' if r['bf16'] else 'fp32'} | {r['dropout']} | "
+            f"{r['real_tokens_per_step']:,.0f} | {r['step_s']:.3f} | {r['real_tokens_per_s']:,.0f} | "
+            f"{r['real_tokens_per_s'] / base:.1f}x | {r['peak_rss_mb']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -249,25 +263,51 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib import data, tokenization
 
     tokenizer_dir = tempfile.mkdtemp(prefix="speed-tokenizer-")
-    tokenization.train_tokenizer(data.english_sentences("train"), vocab_size=MODEL["vocab_size"]).save_pretrained(tokenizer_dir)
+    tokenization.train_tokenizer(data.english_sentences("train"), vocab_size=MODEL["vocab_size"]).save_pretrained(
+        tokenizer_dir
+    )
     common = (tokenizer_dir, args.sentences, args.steps, args.warmup, args.threads)
 
     specs = [
-        {"name": "baseline P: pad to 128 + HF collator + RobertaForMaskedLM", "pipeline": "pad", "model": "roberta",
-         "bf16": False, "dropout": 0.1},
-        {"name": "baseline G: concatenate and chunk + HF collator + RobertaForMaskedLM", "pipeline": "group",
-         "model": "roberta", "bf16": False, "dropout": 0.1},
-        {"name": "course: packing + course collator + course encoder, masked-only", "pipeline": "course",
-         "model": "course", "bf16": False, "dropout": 0.1},
-        {"name": "course, bf16 autocast", "pipeline": "course", "model": "course", "bf16": True,
-         "dropout": 0.1},
-        {"name": "course, budget recipe: no dropout", "pipeline": "course", "model": "course", "bf16": False,
-         "dropout": 0.0},
+        {
+            "name": "baseline P: pad to 128 + HF collator + RobertaForMaskedLM",
+            "pipeline": "pad",
+            "model": "roberta",
+            "bf16": False,
+            "dropout": 0.1,
+        },
+        {
+            "name": "baseline G: concatenate and chunk + HF collator + RobertaForMaskedLM",
+            "pipeline": "group",
+            "model": "roberta",
+            "bf16": False,
+            "dropout": 0.1,
+        },
+        {
+            "name": "course: packing + course collator + course encoder, masked-only",
+            "pipeline": "course",
+            "model": "course",
+            "bf16": False,
+            "dropout": 0.1,
+        },
+        {"name": "course, bf16 autocast", "pipeline": "course", "model": "course", "bf16": True, "dropout": 0.1},
+        {
+            "name": "course, budget recipe: no dropout",
+            "pipeline": "course",
+            "model": "course",
+            "bf16": False,
+            "dropout": 0.0,
+        },
     ]
     timings = _in_fresh_process("time", specs, *common)
-    rows = [{**spec, **timing, "peak_rss_mb": _in_fresh_process("memory", spec, tokenizer_dir, args.sentences, 3,
-                                                                 args.threads)}
-            for spec, timing in zip(specs, timings)]
+    rows = [
+        {
+            **spec,
+            **timing,
+            "peak_rss_mb": _in_fresh_process("memory", spec, tokenizer_dir, args.sentences, 3, args.threads),
+        }
+        for spec, timing in zip(specs, timings)
+    ]
     for row in rows:
         print(f"  {row['name']}: {row['real_tokens_per_s']:,.0f} real tokens/s", file=sys.stderr)
     encoder = _in_fresh_process("encoder", *common, 0.1)
@@ -277,9 +317,16 @@ def main(argv: list[str] | None = None) -> int:
 
     pad, group, course, course_bf16, budget = rows
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "torch": torch.__version__, "transformers": transformers.__version__},
-        "model": MODEL, "batch": BATCH, "steps": args.steps,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "model": MODEL,
+        "batch": BATCH,
+        "steps": args.steps,
         "rows": rows,
         "ratio_vs_pad_baseline": course["real_tokens_per_s"] / pad["real_tokens_per_s"],
         "ratio_vs_group_baseline": course["real_tokens_per_s"] / group["real_tokens_per_s"],
@@ -293,15 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(table(rows))
     print()
-    print(f"ratio_vs_pad_baseline   {result['ratio_vs_pad_baseline']:.2f}   (bf16: {result['bf16_ratio_vs_pad_baseline']:.2f})")
+    print(
+        f"ratio_vs_pad_baseline   {result['ratio_vs_pad_baseline']:.2f}   "
+        f"(bf16: {result['bf16_ratio_vs_pad_baseline']:.2f})"
+    )
     print(f"ratio_vs_group_baseline {result['ratio_vs_group_baseline']:.2f}")
     print(f"budget recipe (dropout 0) vs pad baseline {result['budget_recipe_ratio_vs_pad_baseline']:.2f}")
-    print(f"encoder_step_ratio      {result['encoder_step_ratio']:.2f}   (RobertaForMaskedLM {encoder['roberta']:.3f} s "
-          f"vs course masked-only {encoder['course']:.3f} s per step, fp32, dropout 0.1, same batches)")
-    print(f"collator_ratio          {result['collator_ratio']:.2f}   (course on packed blocks "
-          f"{collate['course_packed_tensor']:,.0f} vs HF on a list of dicts {collate['hf_list_of_dicts']:,.0f} "
-          f"examples/s; course on the same list of dicts {collate['course_list_of_dicts']:,.0f}: "
-          f"{result['collator_ratio_same_input']:.2f}x)")
+    print(
+        f"encoder_step_ratio      {result['encoder_step_ratio']:.2f}   (RobertaForMaskedLM {encoder['roberta']:.3f} s "
+        f"vs course masked-only {encoder['course']:.3f} s per step, fp32, dropout 0.1, same batches)"
+    )
+    print(
+        f"collator_ratio          {result['collator_ratio']:.2f}   (course on packed blocks "
+        f"{collate['course_packed_tensor']:,.0f} vs HF on a list of dicts {collate['hf_list_of_dicts']:,.0f} "
+        f"examples/s; course on the same list of dicts {collate['course_list_of_dicts']:,.0f}: "
+        f"{result['collator_ratio_same_input']:.2f}x)"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

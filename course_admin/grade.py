@@ -60,10 +60,32 @@ DEFAULT_TIMEOUT = 120  # seconds per cell
 
 # An exercise cell that uses one of these names (as a name, an attribute, or an import) is tampering ...
 FORBIDDEN = {
-    "checks", "course_lib", "CheckFailed", "run_cases", "nbval", "pytest",  # the checkers and the grader
-    "builtins", "__builtins__", "__import__", "importlib", "sys", "os", "subprocess", "shutil",  # the runtime
-    "ctypes", "gc", "inspect", "get_ipython",  # ... and shells and magics (`!ls`, `%time`)
-    "f_globals", "f_locals", "f_back", "f_builtins", "tb_frame", "gi_frame", "cr_frame", "_getframe",
+    "checks",
+    "course_lib",
+    "CheckFailed",
+    "run_cases",
+    "nbval",
+    "pytest",  # the checkers and the grader
+    "builtins",
+    "__builtins__",
+    "__import__",
+    "importlib",
+    "sys",
+    "os",
+    "subprocess",
+    "shutil",  # the runtime
+    "ctypes",
+    "gc",
+    "inspect",
+    "get_ipython",  # ... and shells and magics (`!ls`, `%time`)
+    "f_globals",
+    "f_locals",
+    "f_back",
+    "f_builtins",
+    "tb_frame",
+    "gi_frame",
+    "cr_frame",
+    "_getframe",
 } | {exercise.checker for exercise in registry.EXERCISES.values()}  # every checker, by its name
 # ... and so is one that uses these builtins (as names: `model.eval()` is fine), or assigns to print
 FORBIDDEN_BUILTINS = {"open", "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr"}
@@ -94,6 +116,7 @@ class Result:
 @dataclass
 class Graded:
     """One submission: its rows, and notes for the instructor (reference cells that failed)."""
+
     path: Path
     student: str
     notebook: str
@@ -158,9 +181,11 @@ def match_exercises(reference, submission) -> dict[str, str | None]:
         if nbs.cell_role(cell) != "exercise":
             continue
         number, names = nbs.cell_exercise(cell), defined_names(cell.source)
-        candidates = ([c for c in code if c.get("id") == cell.id]
-                      or [c for c in code if nbs.cell_exercise(c) == number]
-                      or [c for c in code if f"Exercise {number}:" in c.source or names & defined_names(c.source)])
+        candidates = (
+            [c for c in code if c.get("id") == cell.id]
+            or [c for c in code if nbs.cell_exercise(c) == number]
+            or [c for c in code if f"Exercise {number}:" in c.source or names & defined_names(c.source)]
+        )
         found[number] = candidates[-1].source if candidates else None  # the last one, as "Run All" would
     return found
 
@@ -296,10 +321,12 @@ def _error_text(report: str) -> str:
     """The exception (type and message) at the end of an nbval failure report, or its first lines."""
     report = _clean(report)
     if "Cell outputs differ" in report:
-        return "the check printed other output than expected:\n" + report.split("Cell outputs differ", 1)[1].strip()[-800:]
+        return (
+            "the check printed other output than expected:\n" + report.split("Cell outputs differ", 1)[1].strip()[-800:]
+        )
     tail = report.split("Traceback:", 1)[-1]
     found = list(re.finditer(r"^([A-Za-z_][\w.]*(?:Error|Exception|Failed|Exit|Interrupt)\b.*)$", tail, re.M))
-    return tail[found[-1].start():].strip()[:2000] if found else tail.strip()[-800:]
+    return tail[found[-1].start() :].strip()[:2000] if found else tail.strip()[-800:]
 
 
 def course_files(solutions: Path = nbs.SOLUTIONS) -> dict[Path, bytes]:
@@ -314,12 +341,15 @@ def library_files(files: dict[Path, bytes] | None = None) -> dict[str, bytes]:
     return {p.relative_to(LIBRARY).as_posix(): data for p, data in files.items() if LIBRARY in p.parents}
 
 
-def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads: int | None = None) -> tuple[dict, list[str]]:
+def run_nbval(
+    nb, timeout: int, library: dict[str, bytes] | None = None, threads: int | None = None
+) -> tuple[dict, list[str]]:
     """Run a notebook under nbval in a fresh kernel, in a temporary folder, on a copy of course_lib made
-    from `library` (path inside course_lib, e.g. "checks/nb01.py" -> content; default: as it is now). Returns ({code cell index: (outcome,
-    message)}, names of the library files the run changed in its copy); outcome is passed, failed,
-    timeout (or the kernel died), or skipped (after a timeout). threads: the kernel's math threads (OMP /
-    MKL), unless the environment sets them: kernels graded side by side should not fight for the cores."""
+    from `library` (path inside course_lib, e.g. "checks/nb01.py" -> content; default: as it is now).
+    Returns ({code cell index: (outcome, message)}, names of the library files the run changed in its
+    copy); outcome is passed, failed, timeout (or the kernel died), or skipped (after a timeout).
+    threads: the kernel's math threads (OMP / MKL), unless the environment sets them: kernels graded side
+    by side should not fight for the cores."""
     library = library or library_files()
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         work, lib = Path(tmp, "work"), Path(tmp, "lib", "course_lib")
@@ -333,24 +363,50 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads
                 shutil.copytree(nbs.ROOT / folder, lib.parent / folder)
         path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
         path.write_text(nbs.dumps(nb))
-        env = {**os.environ, "COURSE_PROFILE": "ci", "COURSE_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COURSE_HIDDEN_CHECKS": "1",
-               "COURSE_WORK_DIR": str(work / "runs"), "MPLBACKEND": "Agg",
-               "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "COURSE_PROFILE": "ci",
+            "COURSE_OFFLINE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "COURSE_HIDDEN_CHECKS": "1",
+            "COURSE_WORK_DIR": str(work / "runs"),
+            "MPLBACKEND": "Agg",
+            "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")])),
+        }
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(key, None)  # a grading kernel is a process of its own, not part of a launched group
         if threads:
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(key, str(threads))
-        command = [sys.executable, "-m", "pytest", str(path), "-c", os.devnull, "--rootdir", tmp, "-o", "addopts=",
-                   "-p", "no:cacheprovider", "--color=no", "-q", "--nbval-lax", "--nbval-current-env",
-                   f"--nbval-cell-timeout={timeout}", f"--junitxml={junit}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(path),
+            "-c",
+            os.devnull,
+            "--rootdir",
+            tmp,
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "--color=no",
+            "-q",
+            "--nbval-lax",
+            "--nbval-current-env",
+            f"--nbval-cell-timeout={timeout}",
+            f"--junitxml={junit}",
+        ]
         if SANITIZE.exists():
             command.append(f"--nbval-sanitize-with={SANITIZE}")
         cells = sum(c.cell_type == "code" for c in nb.cells)
-        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
-                              timeout=cells * (timeout + 30) + 120)
+        done = subprocess.run(
+            command, cwd=work, env=env, capture_output=True, text=True, timeout=cells * (timeout + 30) + 120
+        )
         if not junit.exists():
             raise RuntimeError(f"nbval did not run: {(done.stdout + done.stderr)[-1500:]}")
         outcomes = {}
@@ -364,8 +420,11 @@ def run_nbval(nb, timeout: int, library: dict[str, bytes] | None = None, threads
             outcome = "timeout" if "Timeout of" in text else "failed"
             outcomes[index] = (outcome, _error_text(text))
         files = {p.relative_to(lib).as_posix() for p in lib.rglob("*.py")} | set(library)
-        changed = [name for name in sorted(files) if not (lib / name).exists() or name not in library
-                   or (lib / name).read_bytes() != library[name]]
+        changed = [
+            name
+            for name in sorted(files)
+            if not (lib / name).exists() or name not in library or (lib / name).read_bytes() != library[name]
+        ]
         return outcomes, changed
 
 
@@ -382,8 +441,14 @@ def _score(outcomes: dict, cells: dict) -> tuple[str, str]:
 # --------------------------------------------------------------------------- grading
 
 
-def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, notebook: str | None = None,
-               pristine: dict[Path, bytes] | None = None, threads: int | None = None) -> Graded:
+def grade_file(
+    path: Path,
+    references: dict,
+    timeout: int = DEFAULT_TIMEOUT,
+    notebook: str | None = None,
+    pristine: dict[Path, bytes] | None = None,
+    threads: int | None = None,
+) -> Graded:
     """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
     bad submission. `pristine`: `course_files()` when grading began (default: now); threads: see run_nbval."""
     path = Path(path)
@@ -430,8 +495,10 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
         moved = [p.name for p, data in pristine.items() if not p.exists() or p.read_bytes() != data]
         if moved:  # grading goes on from the copies; whoever changed the files, someone should look
             graded.notes.append(f"course files differ from when grading began: {', '.join(moved)}")
-            print(f"warning: after grading {path}, course files differ from when grading began: "
-                  f"{', '.join(moved)}", file=sys.stderr)
+            print(
+                f"warning: after grading {path}, course files differ from when grading began: {', '.join(moved)}",
+                file=sys.stderr,
+            )
         if changed:
             message = f"tampering: the run changed the checkers' library ({', '.join(changed)})"
             decided.update({n: row(n, "tampered", message) for n in info if n not in decided})
@@ -445,20 +512,31 @@ def grade_file(path: Path, references: dict, timeout: int = DEFAULT_TIMEOUT, not
         for number in undecided:
             cells = {role: i for i, (n, role) in roles.items() if n == number}
             if stop in cells.values():
-                decided[number] = row(number, "timeout", f"the {roles[stop][1]} cell ran past the time limit of "
-                                                         f"{timeout} s (an endless loop?), or the kernel died")
+                decided[number] = row(
+                    number,
+                    "timeout",
+                    f"the {roles[stop][1]} cell ran past the time limit of "
+                    f"{timeout} s (an endless loop?), or the kernel died",
+                )
                 sources[number] = solutions[number]
             elif stop is None or cells["check"] < stop:
                 decided[number] = row(number, *_score(outcomes, cells))
         if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
-            decided.update({n: row(n, "error", f"the run stopped at cell {stop}: {outcomes[stop][1][:300]}")
-                            for n in undecided})
+            decided.update(
+                {n: row(n, "error", f"the run stopped at cell {stop}: {outcomes[stop][1][:300]}") for n in undecided}
+            )
     graded.results = [decided[n] for n in info]
     return graded
 
 
-def grade(paths, solutions: Path = nbs.SOLUTIONS, timeout: int = DEFAULT_TIMEOUT, jobs: int = 1,
-          notebook: str | None = None, log=None) -> list[Graded]:
+def grade(
+    paths,
+    solutions: Path = nbs.SOLUTIONS,
+    timeout: int = DEFAULT_TIMEOUT,
+    jobs: int = 1,
+    notebook: str | None = None,
+    log=None,
+) -> list[Graded]:
     """Grade several submissions, `jobs` at a time (each run is a kernel of its own)."""
     references, pristine = load_references(solutions), course_files(solutions)
 
@@ -472,8 +550,11 @@ def grade(paths, solutions: Path = nbs.SOLUTIONS, timeout: int = DEFAULT_TIMEOUT
             message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
             g = Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", message, str(path))])
         if log:
-            print(f"graded {path} ({g.student}, {g.notebook}): {sum(r.points for r in g.results):g}/"
-                  f"{sum(r.max_points for r in g.results):g} in {time.time() - start:.0f} s", file=log)
+            print(
+                f"graded {path} ({g.student}, {g.notebook}): {sum(r.points for r in g.results):g}/"
+                f"{sum(r.max_points for r in g.results):g} in {time.time() - start:.0f} s",
+                file=log,
+            )
         return g
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -502,8 +583,10 @@ def summary(graded: list[Graded]) -> str:
     for student in dict.fromkeys(r.student for r in rows):
         mine = [r for r in rows if r.student == student]
         by_number = {r.exercise: r for r in mine}
-        cells = [f"{r.points:g}/{r.max_points:g}" + ("" if r.status == "passed" else f" {r.status}") if r else ""
-                 for r in (by_number.get(n) for n in numbers)]
+        cells = [
+            f"{r.points:g}/{r.max_points:g}" + ("" if r.status == "passed" else f" {r.status}") if r else ""
+            for r in (by_number.get(n) for n in numbers)
+        ]
         total = f"{sum(r.points for r in mine):g}/{sum(r.max_points for r in mine):g}"
         unread = " (unreadable file)" if "-" in by_number else ""
         lines.append(f"| {student} | " + " | ".join(cells) + f" | {total}{unread} |")
@@ -526,8 +609,10 @@ def feedback(graded: list[Graded], student: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="course-grade", description="Grade student notebooks against the course's "
-                                     "solutions with nbval; see docs/instructors.md.")
+    parser = argparse.ArgumentParser(
+        prog="course-grade",
+        description="Grade student notebooks against the course's solutions with nbval; see docs/instructors.md.",
+    )
     parser.add_argument("submissions", nargs="+", type=Path, help="student notebooks (.ipynb), or folders of them")
     parser.add_argument("--report", type=Path, default=Path("grades.csv"), help="CSV, a row per student and exercise")
     parser.add_argument("--summary", type=Path, help="also write the markdown summary table here")
@@ -535,10 +620,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     parser.add_argument("--notebook", help="grade every submission as this course notebook (e.g. 01)")
-    parser.add_argument("--solutions", type=Path, default=nbs.SOLUTIONS, help="reference notebooks (default: the course's)")
+    parser.add_argument(
+        "--solutions", type=Path, default=nbs.SOLUTIONS, help="reference notebooks (default: the course's)"
+    )
     args = parser.parse_args(argv)
-    paths = [found for path in args.submissions for found in (
-        sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts) if path.is_dir() else [path])]
+    paths = [
+        found
+        for path in args.submissions
+        for found in (
+            sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts) if path.is_dir() else [path]
+        )
+    ]
     if not paths:
         parser.error("no notebooks among the submissions")
     try:

@@ -74,7 +74,7 @@ def cell_exercise(cell) -> str | None:
 
 
 def cell_role(cell) -> str | None:
-    """"exercise", "check", or None for an ordinary cell."""
+    """ "exercise", "check", or None for an ordinary cell."""
     tags = _tags(cell)
     return "exercise" if "exercise" in tags else "check" if "check" in tags else None
 
@@ -91,8 +91,9 @@ def notebook_number(nb, name: str) -> str:
     if declared is None and prefix is None:
         raise NotebookFormatError(f"{name}: metadata.course.notebook is missing (and the name has no NN_ prefix)")
     if declared is not None and prefix is not None and str(declared) != prefix:
-        raise NotebookFormatError(f"{name}: metadata.course.notebook is {declared!r}, but the file name says "
-                                  f"{prefix!r}")
+        raise NotebookFormatError(
+            f"{name}: metadata.course.notebook is {declared!r}, but the file name says {prefix!r}"
+        )
     return str(declared if declared is not None else prefix)
 
 
@@ -113,16 +114,24 @@ def validate(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> N
     listed = ", ".join(expected) or "none"
     for number, info in declared.items():
         if number not in expected:
-            raise NotebookFormatError(f"{name}: metadata.course.exercises has exercise {number}, which the exercise "
-                                      f"registry does not give notebook {notebook} (it has {listed})")
-        if not isinstance(info, dict) or (info.get("title"), info.get("points")) != (expected[number].title,
-                                                                                     expected[number].points):
-            raise NotebookFormatError(f"{name}: exercise {number}: metadata.course.exercises says {info!r}, the "
-                                      f"exercise registry {expected[number].info()!r}")
+            raise NotebookFormatError(
+                f"{name}: metadata.course.exercises has exercise {number}, which the exercise "
+                f"registry does not give notebook {notebook} (it has {listed})"
+            )
+        if not isinstance(info, dict) or (info.get("title"), info.get("points")) != (
+            expected[number].title,
+            expected[number].points,
+        ):
+            raise NotebookFormatError(
+                f"{name}: exercise {number}: metadata.course.exercises says {info!r}, the "
+                f"exercise registry {expected[number].info()!r}"
+            )
     for number, exercise in expected.items():
         if number not in declared:
-            raise NotebookFormatError(f"{name}: exercise {number} ({exercise.title}) is in the exercise registry "
-                                      f"but not in metadata.course.exercises")
+            raise NotebookFormatError(
+                f"{name}: exercise {number} ({exercise.title}) is in the exercise registry "
+                f"but not in metadata.course.exercises"
+            )
     seen_ids: set[str] = set()
     found: dict[str, list[str]] = {number: [] for number in expected}
     first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
@@ -147,8 +156,10 @@ def validate(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> N
             continue
         if number not in expected:
             elsewhere = f"; it is notebook {registry[number].notebook}'s" if number in registry else ""
-            raise NotebookFormatError(f"{where}: metadata.course.exercise={number!r} is not in the exercise registry's "
-                                      f"exercises of notebook {notebook} ({listed}){elsewhere}")
+            raise NotebookFormatError(
+                f"{where}: metadata.course.exercise={number!r} is not in the exercise registry's "
+                f"exercises of notebook {notebook} ({listed}){elsewhere}"
+            )
         if role in found[number]:
             raise NotebookFormatError(f"{where}: exercise {number} has a second {role} cell")
         found[number].append(role)
@@ -165,17 +176,23 @@ def validate(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> N
             checker = expected[number].checker
             called = sorted(set(re.findall(r"\bchecks\.(check_\w+)\s*\(", cell.source)))
             if not called:
-                raise NotebookFormatError(f"{where}: a check cell must call a checker from course_lib.checks: "
-                                          f"exercise {number}'s, checks.{checker}(...), says the exercise registry")
+                raise NotebookFormatError(
+                    f"{where}: a check cell must call a checker from course_lib.checks: "
+                    f"exercise {number}'s, checks.{checker}(...), says the exercise registry"
+                )
             if called != [checker]:
-                raise NotebookFormatError(f"{where}: the check cell of exercise {number} calls "
-                                          f"{', '.join('checks.' + c for c in called)}; the exercise registry's "
-                                          f"checker for it is checks.{checker}")
+                raise NotebookFormatError(
+                    f"{where}: the check cell of exercise {number} calls "
+                    f"{', '.join('checks.' + c for c in called)}; the exercise registry's "
+                    f"checker for it is checks.{checker}"
+                )
     for number, roles in found.items():
         missing = {"exercise", "check"} - set(roles)
         if missing:
-            raise NotebookFormatError(f"{name}: exercise {number} has no {' or '.join(sorted(missing))} cell "
-                                      f"(the exercise registry lists it for notebook {notebook})")
+            raise NotebookFormatError(
+                f"{name}: exercise {number} has no {' or '.join(sorted(missing))} cell "
+                f"(the exercise registry lists it for notebook {notebook})"
+            )
 
 
 def strip_solution(source: str, number: str, title: str) -> str:
@@ -249,8 +266,9 @@ def read(path: Path):
         raise NotebookFormatError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from e
 
 
-def build(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
-          registry: Mapping[str, Exercise] | None = None) -> list[Path]:
+def build(
+    solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS, registry: Mapping[str, Exercise] | None = None
+) -> list[Path]:
     """Write the student version of every solution notebook; return the paths written."""
     notebooks.mkdir(parents=True, exist_ok=True)
     written = []
@@ -261,8 +279,9 @@ def build(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
     return written
 
 
-def problems(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
-             registry: Mapping[str, Exercise] | None = None) -> list[str]:
+def problems(
+    solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS, registry: Mapping[str, Exercise] | None = None
+) -> list[str]:
     """Everything `check` complains about: malformed or dirty solutions, solutions that disagree with the
     exercise registry (`registry`, default the course's, whose checkers must then exist too), registry
     notebooks without a solution, stale or stray student notebooks."""
@@ -272,8 +291,10 @@ def problems(solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS,
     for notebook in exercise_registry.notebooks(registry):
         if not any(path.name.startswith(notebook + "_") for path in paths):
             numbers = ", ".join(e.id for e in exercise_registry.for_notebook(notebook, registry))
-            found.append(f"{solutions}: no {notebook}_*.ipynb, but the exercise registry has exercises {numbers} "
-                         f"for notebook {notebook}")
+            found.append(
+                f"{solutions}: no {notebook}_*.ipynb, but the exercise registry has exercises {numbers} "
+                f"for notebook {notebook}"
+            )
     for path in paths:
         names.add(path.name)
         try:
@@ -315,7 +336,10 @@ def execute(paths: list[Path], timeout: int = 1800) -> None:
         nb = read(path)
         with tempfile.TemporaryDirectory() as scratch:
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", record_timing=False,  # widget state: dropped below
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                record_timing=False,  # widget state: dropped below
                 resources={"metadata": {"path": scratch}},
             )
             client.execute()

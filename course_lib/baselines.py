@@ -69,12 +69,24 @@ class NgramCounts:
     smoothing: float = 100.0
 
     @classmethod
-    def fit(cls, token_ids, tokenizer=None, *, vocab_size: int | None = None, special_ids=None, mask_token_id=None,
-            pad_token_id=None, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1, smoothing: float = 100.0) -> "NgramCounts":
+    def fit(
+        cls,
+        token_ids,
+        tokenizer=None,
+        *,
+        vocab_size: int | None = None,
+        special_ids=None,
+        mask_token_id=None,
+        pad_token_id=None,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        smoothing: float = 100.0,
+    ) -> "NgramCounts":
         """Count the training tokens (packed blocks [n, block], a 1-D stream, or lists of ids).
 
         The tokenizer gives the vocabulary size, the special ids (never answers), the mask and pad ids
-        (never neighbours); or pass them. mask_replace_prob / random_replace_prob: the replacement rule of the eval masks (80/10/10)."""
+        (never neighbours); or pass them. mask_replace_prob / random_replace_prob: the replacement rule of the
+        eval masks (80/10/10)."""
         if tokenizer is not None:
             vocab_size = vocab_size or len(tokenizer)
             special_ids = tokenizer.all_special_ids if special_ids is None else special_ids
@@ -83,8 +95,9 @@ class NgramCounts:
         if vocab_size is None or special_ids is None or mask_token_id is None:
             raise ValueError("NgramCounts.fit needs a tokenizer, or vocab_size, special_ids and mask_token_id")
         if not 0 <= mask_replace_prob + random_replace_prob <= 1:
-            raise ValueError(f"mask_replace_prob + random_replace_prob = {mask_replace_prob + random_replace_prob} "
-                             f"must be in [0, 1]")
+            raise ValueError(
+                f"mask_replace_prob + random_replace_prob = {mask_replace_prob + random_replace_prob} must be in [0, 1]"
+            )
         if not smoothing > 0:
             raise ValueError(f"smoothing must be > 0, got {smoothing!r}")
         V = int(vocab_size)
@@ -111,11 +124,21 @@ class NgramCounts:
         keys, pair_counts = torch.unique(left * V + right, return_counts=True)  # sorted
         col_keys, col_counts = torch.unique(right * V + left, return_counts=True)
         random_ids = torch.nonzero(~special[:V]).flatten()
-        return cls(vocab_size=V, unigram=counts / counts.sum(), context_unigram=context_counts / context_counts.sum(),
-                   pair_keys=keys, pair_counts=pair_counts.double(), col_keys=col_keys, col_counts=col_counts.double(),
-                   left_totals=torch.bincount(left, minlength=V).double(), mask_token_id=int(mask_token_id),
-                   random_ids=random_ids, keep_prob=1.0 - mask_replace_prob - random_replace_prob,
-                   random_prob=random_replace_prob, smoothing=float(smoothing))
+        return cls(
+            vocab_size=V,
+            unigram=counts / counts.sum(),
+            context_unigram=context_counts / context_counts.sum(),
+            pair_keys=keys,
+            pair_counts=pair_counts.double(),
+            col_keys=col_keys,
+            col_counts=col_counts.double(),
+            left_totals=torch.bincount(left, minlength=V).double(),
+            mask_token_id=int(mask_token_id),
+            random_ids=random_ids,
+            keep_prob=1.0 - mask_replace_prob - random_replace_prob,
+            random_prob=random_replace_prob,
+            smoothing=float(smoothing),
+        )
 
     # ------------------------------------------------------------------ the two predictors
     def _rows(self, keys: torch.Tensor, counts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -184,17 +207,23 @@ class NgramCounts:
             visible, targets = ids[rows, cols], labels[rows, cols]
             for start in range(0, len(targets), chunk):
                 part = slice(start, start + chunk)
-                for name, probs in (("no_context", self.no_context_probs(visible[part])),
-                                    ("neighbour", self.neighbour_probs(left[part], visible[part], right[part]))):
+                for name, probs in (
+                    ("no_context", self.no_context_probs(visible[part])),
+                    ("neighbour", self.neighbour_probs(left[part], visible[part], right[part])),
+                ):
                     p = probs.gather(1, targets[part].unsqueeze(1)).squeeze(1)
                     sums[name][0] += float(-torch.log(p.clamp_min(1e-12)).sum())
                     sums[name][1] += int((probs.argmax(1) == targets[part]).sum())
             count += len(targets)
         if count == 0:
             raise ValueError("the eval batches have no masked token (labels are all -100)")
-        return {"no_context_loss": sums["no_context"][0] / count, "no_context_accuracy": sums["no_context"][1] / count,
-                "neighbour_loss": sums["neighbour"][0] / count, "neighbour_accuracy": sums["neighbour"][1] / count,
-                "tokens": count}
+        return {
+            "no_context_loss": sums["no_context"][0] / count,
+            "no_context_accuracy": sums["no_context"][1] / count,
+            "neighbour_loss": sums["neighbour"][0] / count,
+            "neighbour_accuracy": sums["neighbour"][1] / count,
+            "tokens": count,
+        }
 
     def fill_mask(self, tokenizer, examples: list[tuple[str, str]], top_k: int = 5) -> dict:
         """The neighbour-count model on fill-mask pairs (`training.fill_mask_examples`): top-1 and top-k
@@ -214,7 +243,8 @@ class NgramCounts:
         top = probs.topk(top_k, dim=1).indices
         answers = [tokenizer.decode([int(i)]).strip() for i in top[:, 0]]
         top1 = sum(a == answer for a, (_, answer) in zip(answers, examples)) / len(examples)
-        topk = sum(any(tokenizer.decode([int(i)]).strip() == answer for i in row) for row, (_, answer)
-                   in zip(top.tolist(), examples)) / len(examples)
+        topk = sum(
+            any(tokenizer.decode([int(i)]).strip() == answer for i in row)
+            for row, (_, answer) in zip(top.tolist(), examples)
+        ) / len(examples)
         return {"top1": top1, f"top{top_k}": topk, "answers": answers, "distinct_answers": len(set(answers))}
-

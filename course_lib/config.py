@@ -79,9 +79,14 @@ def unknown_key(key: str, known, renamed: dict | None = None, value=None) -> Con
     renamed = renamed or {}
     old = key if key in renamed else next((o for o in renamed if "." not in key and o.rsplit(".", 1)[-1] == key), None)
     if old is not None:
-        inside = [f"{old}.{k} is now {renamed[f'{old}.{k}']!r}" for k in (value if isinstance(value, dict) else {})
-                  if f"{old}.{k}" in renamed]
-        return ConfigError(f"config key {key!r} is now {renamed[old]!r}" + (f" (and {'; '.join(inside)})" if inside else ""))
+        inside = [
+            f"{old}.{k} is now {renamed[f'{old}.{k}']!r}"
+            for k in (value if isinstance(value, dict) else {})
+            if f"{old}.{k}" in renamed
+        ]
+        return ConfigError(
+            f"config key {key!r} is now {renamed[old]!r}" + (f" (and {'; '.join(inside)})" if inside else "")
+        )
     last = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in known], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -103,8 +108,9 @@ def from_dict(cls, values: dict | None, where: str = "", renamed: dict | None = 
         if key not in names:
             raise unknown_key(full, [f"{where}.{n}" if where else n for n in names], renamed, value)
         kind = hints[key]
-        kwargs[key] = (from_dict(kind, value, full, renamed) if dataclasses.is_dataclass(kind)
-                       else coerce(value, kind, full))
+        kwargs[key] = (
+            from_dict(kind, value, full, renamed) if dataclasses.is_dataclass(kind) else coerce(value, kind, full)
+        )
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -161,6 +167,8 @@ def apply_overrides(values: dict, overrides: list[str], cls) -> dict:
 def read_yaml(path) -> dict:
     """A YAML file's mapping; ConfigError naming the file if it is missing, not YAML, or not a mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:

@@ -73,8 +73,8 @@ def _decode_lines(raw: bytes, name) -> list[str]:
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataError(
-            f"{name}: line {line}: bytes that are not UTF-8 at byte offset {e.start} "
-            f"({raw[e.start:e.start + 4]!r})") from None
+            f"{name}: line {line}: bytes that are not UTF-8 at byte offset {e.start} ({raw[e.start : e.start + 4]!r})"
+        ) from None
     lines = [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")]
     lines = [line for line in lines if line.strip()]
     if not lines:
@@ -87,14 +87,14 @@ def _read_tsv(relpath: str, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     path = data_dir() / relpath
     header, *lines = read_lines(path)
     if tuple(header.split("\t")) != columns:
-        raise DataError(f"{path}: line 1: expected the header {'|'.join(columns)!r}, "
-                        f"got {header.replace(chr(9), '|')!r}")
+        raise DataError(
+            f"{path}: line 1: expected the header {'|'.join(columns)!r}, got {header.replace(chr(9), '|')!r}"
+        )
     rows = []
     for n, line in enumerate(lines, start=2):
         fields = tuple(line.split("\t"))
         if len(fields) != len(columns):
-            raise DataError(f"{path}: line {n}: expected {len(columns)} tab-separated fields, "
-                            f"got {len(fields)}")
+            raise DataError(f"{path}: line {n}: expected {len(columns)} tab-separated fields, got {len(fields)}")
         rows.append(fields)
     if not rows:
         raise DataError(f"{path}: no data lines after the header")
@@ -113,8 +113,7 @@ def _take(items: list, limit: int | None) -> list:
 # ---------------------------------------------------------------------------------------------
 # The shipped corpora
 # ---------------------------------------------------------------------------------------------
-def english_sentences(split: str = "train", max_words: int | None = None,
-                      limit: int | None = None) -> list[str]:
+def english_sentences(split: str = "train", max_words: int | None = None, limit: int | None = None) -> list[str]:
     """Brown corpus sentences (detokenised, no POS tags); at most `max_words` words each."""
     _check_choice("split", split, SPLITS)
     sentences = [text for _, _, text in _read_tsv(f"en/brown.{split}.tsv.gz", ("file", "genre", "text"))]
@@ -126,8 +125,7 @@ def english_sentences(split: str = "train", max_words: int | None = None,
 def brown_genres(split: str = "train") -> list[tuple[str, str]]:
     """(genre, sentence) pairs from the Brown corpus: 15 genres, a small classification task."""
     _check_choice("split", split, SPLITS)
-    return [(genre, text) for _, genre, text in
-            _read_tsv(f"en/brown.{split}.tsv.gz", ("file", "genre", "text"))]
+    return [(genre, text) for _, genre, text in _read_tsv(f"en/brown.{split}.tsv.gz", ("file", "genre", "text"))]
 
 
 def english_paragraphs(split: str = "train", limit: int | None = None) -> list[str]:
@@ -137,8 +135,7 @@ def english_paragraphs(split: str = "train", limit: int | None = None) -> list[s
     return _take([text for _, _, text in rows], limit)
 
 
-def parallel_pairs(lang: str = "it", split: str = "train",
-                   limit: int | None = None) -> list[tuple[str, str]]:
+def parallel_pairs(lang: str = "it", split: str = "train", limit: int | None = None) -> list[tuple[str, str]]:
     """(English, translation) pairs from the LibreOffice help; lang is "it" or "pt" (pt-BR)."""
     _check_choice("lang", lang, PARALLEL_LANGS)
     _check_choice("split", split, SPLITS)
@@ -164,8 +161,7 @@ def multilingual_dir() -> Path:
     return data_dir() / "multilingual"
 
 
-def load_multilingual(folder=None, split: str = "train",
-                      langs=None) -> dict[str, list[str]]:
+def load_multilingual(folder=None, split: str = "train", langs=None) -> dict[str, list[str]]:
     """Read a folder in the XLM-R seed format: one file per language, `train.{lang}` and
     `eval.{lang}` (optionally gzipped), one sentence per line. Returns {lang: lines}, sorted by
     language; `langs` picks some of them (default: every language found)."""
@@ -187,8 +183,9 @@ def load_multilingual(folder=None, split: str = "train",
         langs = [langs]
     for lang in langs:
         if lang not in files:
-            raise DataError(f"{folder}: unknown language {lang!r} (no {split}.{lang}); "
-                            f"available: {', '.join(sorted(files))}")
+            raise DataError(
+                f"{folder}: unknown language {lang!r} (no {split}.{lang}); available: {', '.join(sorted(files))}"
+            )
     return {lang: read_lines(files[lang]) for lang in langs}
 
 
@@ -199,15 +196,18 @@ def load_multilingual(folder=None, split: str = "train",
 # English, Italian, attribution). Licence: CC-BY 2.0 (France), tatoeba.org.
 TATOEBA_EN_IT_URL = "https://www.manythings.org/anki/ita-eng.zip"
 # WikiText-2 (raw), the Hugging Face parquet files. Licence: CC-BY-SA 3.0 / GFDL.
-WIKITEXT2_URL = ("https://huggingface.co/datasets/Salesforce/wikitext/resolve/main/"
-                 "wikitext-2-raw-v1/{split}-00000-of-00001.parquet")
+WIKITEXT2_URL = (
+    "https://huggingface.co/datasets/Salesforce/wikitext/resolve/main/wikitext-2-raw-v1/{split}-00000-of-00001.parquet"
+)
 DOWNLOAD_TIMEOUT = 15  # seconds
 
 
 def offline() -> bool:
     """True when COURSE_OFFLINE=1 or HF_HUB_OFFLINE=1: then nothing touches the network."""
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
-               for var in ("COURSE_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("COURSE_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def cache_dir(path=None) -> Path:
@@ -237,12 +237,12 @@ def _cached(url: str, filename: str, folder) -> tuple[Path | None, str]:
     """(path, "") of the cached or freshly downloaded file, or (None, why not)."""
     path = cache_dir(folder) / filename
     if path.is_file() and path.stat().st_size > 0:
-        return path, ""                      # a cached file: no network at all
+        return path, ""  # a cached file: no network at all
     if offline():
         return None, "offline (COURSE_OFFLINE or HF_HUB_OFFLINE is set)"
     try:
         _download(url, path)
-    except (OSError, ValueError) as e:      # URLError, HTTPError and timeouts are OSErrors
+    except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
         return None, f"download failed ({type(e).__name__})"
     return path, ""
 
@@ -304,8 +304,7 @@ def wikitext2(split: str = "train", cache_dir=None) -> list[str]:
     Union paragraphs instead (its valid split for valid and test)."""
     _check_choice("split", split, ("train", "valid", "test"))
     name = {"train": "train", "valid": "validation", "test": "test"}[split]
-    path, why = _cached(WIKITEXT2_URL.format(split=name), f"wikitext-2-raw-v1.{name}.parquet",
-                        cache_dir)
+    path, why = _cached(WIKITEXT2_URL.format(split=name), f"wikitext-2-raw-v1.{name}.parquet", cache_dir)
     if path is None:
         print(f"wikitext2: {why}; using the shipped State of the Union paragraphs instead.")
         return english_paragraphs("train" if split == "train" else "valid")

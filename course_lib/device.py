@@ -24,15 +24,16 @@ def get_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"device {name!r} (COURSE_DEVICE or a config's device) is not a device: use auto, cpu, "
-                          f"cuda, cuda:N or mps") from None
+        raise DeviceError(
+            f"device {name!r} (COURSE_DEVICE or a config's device) is not a device: use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         build = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
         raise DeviceError(f"device {name!r} asks for a CUDA GPU, but torch sees none ({build}); use auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                          f"numbered from 0")
+        raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {name!r} asks for Apple's MPS, which this machine or torch does not have; "
-                          f"use auto or cpu")
+        raise DeviceError(
+            f"device {name!r} asks for Apple's MPS, which this machine or torch does not have; use auto or cpu"
+        )
     return device

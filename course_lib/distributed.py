@@ -39,8 +39,17 @@ if not torch.cuda.is_available():
 from . import quiet  # noqa: E402
 from .config import flat  # noqa: E402
 from .masking import IGNORE_INDEX  # noqa: E402
-from .training import (PlainLoop, TrainConfig, _to, follow_schedule, make_optimizer, make_scheduler, prune_checkpoints,  # noqa: E402
-                       rng_state, set_rng_state)
+from .training import (
+    PlainLoop,
+    TrainConfig,
+    _to,
+    follow_schedule,
+    make_optimizer,
+    make_scheduler,
+    prune_checkpoints,  # noqa: E402
+    rng_state,
+    set_rng_state,
+)
 
 STAGES = (0, 1, 2, 3)
 
@@ -52,10 +61,21 @@ class DSConfigError(ValueError):
 # --------------------------------------------------------------------------- the DeepSpeed config
 
 
-def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *, train_batch_size: int | None = None,
-              bf16: bool = False, fp16: bool = False, stage: int = 0, offload_optimizer: bool = False,
-              offload_params: bool = False, max_grad_norm: float = 1.0, initial_scale_power: int = 16,
-              scheduler: dict | None = None) -> dict:
+def ds_config(
+    micro_batch_size: int,
+    grad_accum: int = 1,
+    world_size: int = 1,
+    *,
+    train_batch_size: int | None = None,
+    bf16: bool = False,
+    fp16: bool = False,
+    stage: int = 0,
+    offload_optimizer: bool = False,
+    offload_params: bool = False,
+    max_grad_norm: float = 1.0,
+    initial_scale_power: int = 16,
+    scheduler: dict | None = None,
+) -> dict:
     """A DeepSpeed config (the dict `deepspeed.initialize(config=...)` takes, or a ds_config.json), checked.
 
     micro_batch_size: sequences per process per forward pass; grad_accum: micro-batches per update;
@@ -71,13 +91,21 @@ def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *
     then linear decay to 0: notebook 04's shape, but one update late: its first two updates both get
     rate 0); None (the default) when the loop passes the course's scheduler."""
     config = {
-        "train_batch_size": micro_batch_size * grad_accum * world_size if train_batch_size is None else train_batch_size,
+        "train_batch_size": micro_batch_size * grad_accum * world_size
+        if train_batch_size is None
+        else train_batch_size,
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": max_grad_norm,
         "bf16": {"enabled": bf16},
-        "fp16": {"enabled": fp16, "loss_scale": 0, "initial_scale_power": initial_scale_power,
-                 "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+        "fp16": {
+            "enabled": fp16,
+            "loss_scale": 0,
+            "initial_scale_power": initial_scale_power,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
         "zero_optimization": {"stage": stage},
         "steps_per_print": 1 << 30,  # the course logs its own rows
     }
@@ -90,10 +118,19 @@ def ds_config(micro_batch_size: int, grad_accum: int = 1, world_size: int = 1, *
     if scheduler is not None:
         missing = {"lr", "warmup_steps", "total_steps"} - set(scheduler)
         if missing:
-            raise DSConfigError(f"scheduler needs lr, warmup_steps and total_steps (missing: {', '.join(sorted(missing))})")
-        config["scheduler"] = {"type": "WarmupDecayLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": scheduler["lr"], "warmup_num_steps": scheduler["warmup_steps"],
-            "total_num_steps": scheduler["total_steps"], "warmup_type": "linear"}}
+            raise DSConfigError(
+                f"scheduler needs lr, warmup_steps and total_steps (missing: {', '.join(sorted(missing))})"
+            )
+        config["scheduler"] = {
+            "type": "WarmupDecayLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": scheduler["lr"],
+                "warmup_num_steps": scheduler["warmup_steps"],
+                "total_num_steps": scheduler["total_steps"],
+                "warmup_type": "linear",
+            },
+        }
     check_ds_config(config, world_size)
     return config
 
@@ -118,19 +155,24 @@ def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
         raise DSConfigError(f"{where}a DeepSpeed config is a mapping of keys to values, got {type(config).__name__}")
     autos = [key for key, value in flat(config).items() if value == "auto"]
     if autos:
-        raise DSConfigError(f"{where}{', '.join(autos)} = 'auto': resolve_ds_config fills these from the training config")
+        raise DSConfigError(
+            f"{where}{', '.join(autos)} = 'auto': resolve_ds_config fills these from the training config"
+        )
     if _enabled(config, "bf16") and _enabled(config, "fp16"):
         raise DSConfigError(f"{where}bf16.enabled and fp16.enabled are both true: choose one 16-bit format")
     micro = _positive_int(config, "train_micro_batch_size_per_gpu", where)
     accum = _positive_int(config, "gradient_accumulation_steps", where)
     total = _positive_int(config, "train_batch_size", where)
     if [micro, accum, total].count(None) > 1:
-        raise DSConfigError(f"{where}give at least two of train_batch_size, train_micro_batch_size_per_gpu, "
-                            f"gradient_accumulation_steps")
+        raise DSConfigError(
+            f"{where}give at least two of train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps"
+        )
     if None not in (micro, accum, total) and micro * accum * world_size != total:
-        raise DSConfigError(f"{where}train_batch_size={total} but train_micro_batch_size_per_gpu x "
-                            f"gradient_accumulation_steps x world size = {micro} x {accum} x {world_size} = "
-                            f"{micro * accum * world_size}")
+        raise DSConfigError(
+            f"{where}train_batch_size={total} but train_micro_batch_size_per_gpu x "
+            f"gradient_accumulation_steps x world size = {micro} x {accum} x {world_size} = "
+            f"{micro * accum * world_size}"
+        )
     clip = config.get("gradient_clipping", 0.0)
     if not isinstance(clip, (int, float)) or isinstance(clip, bool) or clip < 0:
         raise DSConfigError(f"{where}gradient_clipping must be a number >= 0, got {clip!r}")
@@ -155,25 +197,31 @@ def resolve_ds_config(config: dict, train: TrainConfig, world_size: int = 1, whe
     the micro-batch (train.batch_size), accumulation (train.grad_accum), train_batch_size, gradient_clipping
     (train.max_grad_norm) and bf16 / fp16 (train.precision). A value given in both that differs stops the run."""
     config = json.loads(json.dumps(config))
-    wanted = {"train_micro_batch_size_per_gpu": ("train.batch_size", train.batch_size),
-              "gradient_accumulation_steps": ("train.grad_accum", train.grad_accum),
-              "train_batch_size": ("train.batch_size x train.grad_accum x world size",
-                                   train.batch_size * train.grad_accum * world_size),
-              "gradient_clipping": ("train.max_grad_norm", train.max_grad_norm)}
+    wanted = {
+        "train_micro_batch_size_per_gpu": ("train.batch_size", train.batch_size),
+        "gradient_accumulation_steps": ("train.grad_accum", train.grad_accum),
+        "train_batch_size": (
+            "train.batch_size x train.grad_accum x world size",
+            train.batch_size * train.grad_accum * world_size,
+        ),
+        "gradient_clipping": ("train.max_grad_norm", train.max_grad_norm),
+    }
     for key, (name, value) in wanted.items():
         given = config.setdefault(key, "auto")
         if given == "auto":
             config[key] = value
         elif given != value:
-            raise DSConfigError(f"{where}{key}={given!r} but {name}={value!r}: make them agree, or write \"auto\"")
+            raise DSConfigError(f'{where}{key}={given!r} but {name}={value!r}: make them agree, or write "auto"')
     for kind in ("bf16", "fp16"):
         section = config.setdefault(kind, {})
         enabled = section.setdefault("enabled", "auto")
         if enabled == "auto":
             section["enabled"] = train.precision == kind
         elif enabled != (train.precision == kind) and (enabled or train.precision == kind):
-            raise DSConfigError(f"{where}{kind}.enabled={enabled} but train.precision={train.precision!r}: "
-                                f"make them agree, or write \"auto\"")
+            raise DSConfigError(
+                f"{where}{kind}.enabled={enabled} but train.precision={train.precision!r}: "
+                f'make them agree, or write "auto"'
+            )
     return check_ds_config(config, world_size, where)
 
 
@@ -211,7 +259,9 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
             os.environ.update(single, MASTER_PORT=str(free_port()))
         for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             if key not in os.environ:
-                raise RuntimeError(f"{key} is not set: start the processes with deepspeed or torchrun, or run one process")
+                raise RuntimeError(
+                    f"{key} is not set: start the processes with deepspeed or torchrun, or run one process"
+                )
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
@@ -253,7 +303,7 @@ class RankShard:
         if len(batch) % self.world_size:
             raise ValueError(f"a global batch of {len(batch)} does not split over {self.world_size} processes")
         share = len(batch) // self.world_size
-        return batch[self.rank * share:(self.rank + 1) * share]
+        return batch[self.rank * share : (self.rank + 1) * share]
 
     def state_dict(self) -> dict:
         return self.stream.state_dict()
@@ -266,8 +316,11 @@ def _mean_over_processes(result: dict, world_size: int) -> dict:
     """The update's loss averaged over the processes, its masked tokens summed (for the log)."""
     if world_size == 1:
         return result
-    values = torch.tensor([result["loss"], float(result["tokens"])], dtype=torch.float64,
-                          device="cuda" if torch.cuda.is_available() else "cpu")
+    values = torch.tensor(
+        [result["loss"], float(result["tokens"])],
+        dtype=torch.float64,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
     dist.all_reduce(values)
     return {**result, "loss": values[0].item() / world_size, "tokens": int(values[1].item())}
 
@@ -293,7 +346,9 @@ def ds_train_step(engine, micro_batches: list[dict]) -> dict:
     for batch, count in zip(micro_batches, counts):
         batch = _to(batch, device)
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        loss = out.loss.float() * (count / total) if count else out.logits.sum() * 0.0  # DeepSpeed counts every micro-batch
+        loss = (
+            out.loss.float() * (count / total) if count else out.logits.sum() * 0.0
+        )  # DeepSpeed counts every micro-batch
         engine.backward(loss, scale_wrt_gas=False)  # our weights already sum to 1 over the micro-batches
         engine.step()  # an update only at the last micro-batch
         loss_value += loss.item()
@@ -347,8 +402,9 @@ class DeepSpeedLoop:
         check_ds_config(ds_config, self.world_size)
         optimizer = None if "optimizer" in ds_config else make_optimizer(model, config)
         scheduler = None if optimizer is None or "scheduler" in ds_config else make_scheduler(optimizer, config)
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                                 lr_scheduler=scheduler, config=ds_config)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        )
         self.own_scheduler = scheduler is not None
         self.model, self.module, self.config, self.ds_config = self.engine, self.engine.module, config, ds_config
         self.stage = self.engine.zero_optimization_stage()
@@ -448,8 +504,15 @@ def measured_memory(engine) -> dict:
     base = _base_optimizer(engine)
     copies = [p for group in base.param_groups for p in group["params"]]
     copies += getattr(engine.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3 keeps them aside between steps
-    master = sum(p.numel() * p.element_size() for p in copies
-                 if p.numel() and p.untyped_storage().data_ptr() not in module_storages)
-    states = sum(t.numel() * t.element_size() for state in base.state.values() for t in state.values()
-                 if torch.is_tensor(t) and t.dim() > 0)
+    master = sum(
+        p.numel() * p.element_size()
+        for p in copies
+        if p.numel() and p.untyped_storage().data_ptr() not in module_storages
+    )
+    states = sum(
+        t.numel() * t.element_size()
+        for state in base.state.values()
+        for t in state.values()
+        if torch.is_tensor(t) and t.dim() > 0
+    )
     return {"params": params, "master": master, "optimizer_states": states}

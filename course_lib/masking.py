@@ -37,7 +37,9 @@ def _check_probabilities(**probabilities: float) -> None:
 def _check_replacement(mask_replace_prob: float, random_replace_prob: float) -> None:
     _check_probabilities(mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
     if mask_replace_prob + random_replace_prob > 1:
-        raise ValueError(f"mask_replace_prob + random_replace_prob = {mask_replace_prob} + {random_replace_prob} exceeds 1")
+        raise ValueError(
+            f"mask_replace_prob + random_replace_prob = {mask_replace_prob} + {random_replace_prob} exceeds 1"
+        )
 
 
 def special_tokens_mask(input_ids: torch.Tensor, special_ids) -> torch.Tensor:
@@ -46,8 +48,16 @@ def special_tokens_mask(input_ids: torch.Tensor, special_ids) -> torch.Tensor:
     return torch.isin(input_ids, special)
 
 
-def apply_replacement(input_ids, selected, *, mask_token_id, random_token_ids, mask_replace_prob=0.8,
-                      random_replace_prob=0.1, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_replacement(
+    input_ids,
+    selected,
+    *,
+    mask_token_id,
+    random_token_ids,
+    mask_replace_prob=0.8,
+    random_replace_prob=0.1,
+    generator=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's 80/10/10 step on already `selected` positions (a bool tensor); returns (inputs, labels).
 
     One uniform number u per position decides: u < mask_replace_prob -> `mask_token_id`;
@@ -73,10 +83,17 @@ def apply_replacement(input_ids, selected, *, mask_token_id, random_token_ids, m
     return inputs, labels
 
 
-def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, *, mask_token_id: int,
-                random_token_ids: torch.Tensor, mlm_probability: float = 0.15,
-                mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+    random_token_ids: torch.Tensor,
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT dynamic masking (Exercise 2.1): select, then replace 80/10/10; returns (inputs, labels).
 
     Each position where `special_mask` is False is selected with probability `mlm_probability`.
@@ -87,13 +104,20 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, *, mask_tok
         raise ValueError(f"special_mask has shape {tuple(special_mask.shape)}, input_ids {tuple(input_ids.shape)}")
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     selected = (u < mlm_probability) & ~special_mask.bool()
-    return apply_replacement(input_ids, selected, mask_token_id=mask_token_id, random_token_ids=random_token_ids,
-                             mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob,
-                             generator=generator)
+    return apply_replacement(
+        input_ids,
+        selected,
+        mask_token_id=mask_token_id,
+        random_token_ids=random_token_ids,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        generator=generator,
+    )
 
 
-def whole_word_mask(word_ids: torch.Tensor, mlm_probability: float = 0.15,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def whole_word_mask(
+    word_ids: torch.Tensor, mlm_probability: float = 0.15, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Whole-word masking (Exercise 2.2): select each *word* with probability `mlm_probability`.
 
     `word_ids` [batch, seq] gives each token's word index in its sequence (a fast tokenizer's
@@ -107,7 +131,7 @@ def whole_word_mask(word_ids: torch.Tensor, mlm_probability: float = 0.15,
         raise ValueError(f"word_ids must be [batch, seq], got shape {tuple(word_ids.shape)}")
     n_words = int(word_ids.max()) + 1 if word_ids.numel() else 0
     chosen = torch.rand(word_ids.shape[0], max(n_words, 1), generator=generator, device=word_ids.device)
-    chosen = chosen < mlm_probability                                  # one draw per (sequence, word)
+    chosen = chosen < mlm_probability  # one draw per (sequence, word)
     return chosen.gather(1, word_ids.clamp(min=0)) & (word_ids >= 0)  # each token takes its word's draw
 
 
@@ -133,8 +157,10 @@ def _pad(rows: list[torch.Tensor], value: int, multiple: int | None = None, leng
 def _check_tokenizer(tokenizer) -> None:
     for name in ("mask", "pad"):
         if getattr(tokenizer, f"{name}_token", None) is None:
-            raise ValueError(f"the tokenizer has no {name} token (tokenizer.{name}_token is None); masked "
-                             f"language modelling needs one: train it with {name}_token set (see notebook 01)")
+            raise ValueError(
+                f"the tokenizer has no {name} token (tokenizer.{name}_token is None); masked "
+                f"language modelling needs one: train it with {name}_token set (see notebook 01)"
+            )
 
 
 def _random_token_ids(tokenizer) -> torch.Tensor:
@@ -153,8 +179,10 @@ def _example_ids(examples, word_ids: bool = False) -> list[torch.Tensor]:
         if is_dict and "input_ids" not in ex:
             raise ValueError(f"example {i} has no 'input_ids' (its keys: {', '.join(map(str, ex)) or 'none'})")
         if word_ids and not (is_dict and "word_ids" in ex):
-            raise ValueError(f"whole_word=True needs 'word_ids' in every example; example {i} has none "
-                             f"(store encoding.word_ids(i) next to its input_ids when tokenising)")
+            raise ValueError(
+                f"whole_word=True needs 'word_ids' in every example; example {i} has none "
+                f"(store encoding.word_ids(i) next to its input_ids when tokenising)"
+            )
         rows.append(torch.as_tensor(ex["input_ids"] if is_dict else ex, dtype=torch.long))
         if word_ids and len(ex["word_ids"]) != len(rows[-1]):
             raise ValueError(f"example {i}: {len(ex['word_ids'])} word_ids for {len(rows[-1])} input_ids")
@@ -177,8 +205,16 @@ class MLMCollator:
     different masks and `torch.manual_seed` still makes the run repeatable.
     """
 
-    def __init__(self, tokenizer, mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1,
-                 whole_word=False, pad_to_multiple_of=None, seed=None):
+    def __init__(
+        self,
+        tokenizer,
+        mlm_probability=0.15,
+        mask_replace_prob=0.8,
+        random_replace_prob=0.1,
+        whole_word=False,
+        pad_to_multiple_of=None,
+        seed=None,
+    ):
         _check_tokenizer(tokenizer)
         _check_probabilities(mlm_probability=mlm_probability)
         _check_replacement(mask_replace_prob, random_replace_prob)
@@ -187,8 +223,12 @@ class MLMCollator:
         self.tokenizer, self.mlm_probability, self.whole_word = tokenizer, mlm_probability, whole_word
         self.pad_to_multiple_of, self.seed = pad_to_multiple_of, seed
         self.special_ids = tokenizer.all_special_ids
-        self.replacement = dict(mask_token_id=tokenizer.mask_token_id, random_token_ids=_random_token_ids(tokenizer),
-                                mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
+        self.replacement = dict(
+            mask_token_id=tokenizer.mask_token_id,
+            random_token_ids=_random_token_ids(tokenizer),
+            mask_replace_prob=mask_replace_prob,
+            random_replace_prob=random_replace_prob,
+        )
         self.generator, self._worker_seed = None, None
 
     def _rng(self) -> torch.Generator:
@@ -213,7 +253,9 @@ class MLMCollator:
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         if isinstance(examples, torch.Tensor):  # packed blocks: one example per row
             if examples.dim() != 2:
-                raise ValueError(f"a tensor batch must be 2-D [n_blocks, block_size], got shape {tuple(examples.shape)}")
+                raise ValueError(
+                    f"a tensor batch must be 2-D [n_blocks, block_size], got shape {tuple(examples.shape)}"
+                )
             examples = list(examples)
         pad_id = self.tokenizer.pad_token_id
         input_ids = _pad(_example_ids(examples, self.whole_word), pad_id, self.pad_to_multiple_of)
@@ -223,8 +265,9 @@ class MLMCollator:
             selected = whole_word_mask(words, self.mlm_probability, generator) & ~special
             inputs, labels = apply_replacement(input_ids, selected, **self.replacement, generator=generator)
         else:
-            inputs, labels = mask_tokens(input_ids, special, mlm_probability=self.mlm_probability,
-                                         **self.replacement, generator=generator)
+            inputs, labels = mask_tokens(
+                input_ids, special, mlm_probability=self.mlm_probability, **self.replacement, generator=generator
+            )
         return {"input_ids": inputs, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
 
 
@@ -240,11 +283,16 @@ def fixed_eval_masks(examples, tokenizer, seed: int = 0, mlm_probability: float 
     _check_tokenizer(tokenizer)
     rows = _example_ids(examples)
     stream = torch.cat(rows)
-    inputs, labels = mask_tokens(stream, special_tokens_mask(stream, tokenizer.all_special_ids),
-                                 mask_token_id=tokenizer.mask_token_id, random_token_ids=_random_token_ids(tokenizer),
-                                 mlm_probability=mlm_probability, generator=torch.Generator().manual_seed(seed))
+    inputs, labels = mask_tokens(
+        stream,
+        special_tokens_mask(stream, tokenizer.all_special_ids),
+        mask_token_id=tokenizer.mask_token_id,
+        random_token_ids=_random_token_ids(tokenizer),
+        mlm_probability=mlm_probability,
+        generator=torch.Generator().manual_seed(seed),
+    )
     sizes = [len(r) for r in rows]
-    return [{"input_ids": i.tolist(), "labels": l.tolist()} for i, l in zip(inputs.split(sizes), labels.split(sizes))]
+    return [{"input_ids": i.tolist(), "labels": y.tolist()} for i, y in zip(inputs.split(sizes), labels.split(sizes))]
 
 
 def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -259,8 +307,9 @@ def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": (input_ids != pad_token_id).long(), "labels": labels}
 
 
-def pack_sequences(token_ids: list[list[int]], block_size: int = 128, drop_last: bool = True, *,
-                   pad_token_id: int = 1) -> torch.Tensor:
+def pack_sequences(
+    token_ids: list[list[int]], block_size: int = 128, drop_last: bool = True, *, pad_token_id: int = 1
+) -> torch.Tensor:
     """Sequence packing, RoBERTa's FULL-SENTENCES: concatenate the tokenised texts (each already
     `<s> ... </s>`) into one stream and cut it into blocks [n_blocks, block_size]. A text may run on
     into the next block. No padding at all, so no compute is spent on it; `drop_last=False` keeps
@@ -279,16 +328,19 @@ def pack_sequences(token_ids: list[list[int]], block_size: int = 128, drop_last:
     stream = torch.cat([torch.as_tensor(t, dtype=torch.long) for t in token_ids])
     if drop_last:
         if len(stream) < block_size:
-            raise ValueError(f"the {len(stream)} tokens fill no block of block_size={block_size}; "
-                             f"use drop_last=False or a smaller block_size")
+            raise ValueError(
+                f"the {len(stream)} tokens fill no block of block_size={block_size}; "
+                f"use drop_last=False or a smaller block_size"
+            )
         stream = stream[: len(stream) // block_size * block_size]
     else:
         stream = F.pad(stream, (0, -len(stream) % block_size), value=pad_token_id)
     return stream.view(-1, block_size)
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, seed: int = 0,
-                            bucket_multiplier: int = 50) -> list[list[int]]:
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, seed: int = 0, bucket_multiplier: int = 50
+) -> list[list[int]]:
     """Batches of indices whose sequences have similar lengths, so dynamic padding wastes little.
 
     Shuffle the indices (with `seed`), cut them into buckets of batch_size * bucket_multiplier,
@@ -305,14 +357,13 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, seed: int = 0,
     rng.shuffle(order)
     batches, size = [], batch_size * bucket_multiplier
     for start in range(0, len(order), size):
-        bucket = sorted(order[start:start + size], key=lambda i: lengths[i])
-        batches += [bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size)]
+        bucket = sorted(order[start : start + size], key=lambda i: lengths[i])
+        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
-def padding_stats(lengths: list[int], batches: list[list[int]] | None = None,
-                  pad_to: int | None = None) -> dict:
+def padding_stats(lengths: list[int], batches: list[list[int]] | None = None, pad_to: int | None = None) -> dict:
     """How much of a padded batch is padding. `pad_to=128`: every sequence padded (or truncated) to
     128; `batches`: each batch padded to its own longest sequence (lengths capped at `pad_to` if
     given too). Returns real_tokens, pad_tokens, total_tokens and waste = pad / total."""
@@ -325,5 +376,9 @@ def padding_stats(lengths: list[int], batches: list[list[int]] | None = None,
     else:
         real = sum(lengths[i] for batch in batches for i in batch)
         total = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches if batch)
-    return {"real_tokens": real, "pad_tokens": total - real, "total_tokens": total,
-            "waste": (total - real) / total if total else 0.0}
+    return {
+        "real_tokens": real,
+        "pad_tokens": total - real,
+        "total_tokens": total,
+        "waste": (total - real) / total if total else 0.0,
+    }

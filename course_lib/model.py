@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 POSITIONS = ("learned", "rotary")
 
 
@@ -67,11 +66,15 @@ class EncoderConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}: each head gets hidden_size / num_heads dimensions")
+            raise ValueError(
+                f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
+                f"num_heads={self.num_heads}: each head gets hidden_size / num_heads dimensions"
+            )
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"EncoderConfig.pad_token_id={self.pad_token_id!r} must be a token id, "
-                             f"0 <= id < vocab_size={self.vocab_size}")
+            raise ValueError(
+                f"EncoderConfig.pad_token_id={self.pad_token_id!r} must be a token id, "
+                f"0 <= id < vocab_size={self.vocab_size}"
+            )
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -86,8 +89,10 @@ class EncoderConfig:
         if self.position not in POSITIONS:
             raise ValueError(f"EncoderConfig.position={self.position!r}: choose one of {', '.join(POSITIONS)}")
         if self.position == "rotary" and (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"EncoderConfig.position='rotary' rotates pairs of numbers, so the head size "
-                             f"hidden_size / num_heads = {self.hidden_size // self.num_heads} must be even")
+            raise ValueError(
+                f"EncoderConfig.position='rotary' rotates pairs of numbers, so the head size "
+                f"hidden_size / num_heads = {self.hidden_size // self.num_heads} must be even"
+            )
 
     @property
     def num_position_embeddings(self) -> int:
@@ -101,7 +106,9 @@ class EncoderConfig:
     def from_dict(cls, values: dict) -> "EncoderConfig":
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown EncoderConfig field(s) {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
+            raise ValueError(
+                f"unknown EncoderConfig field(s) {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}"
+            )
         return cls(**values)
 
 
@@ -115,7 +122,9 @@ def position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.LongTensor
     return torch.cumsum(not_pad, dim=1) * not_pad + pad_token_id
 
 
-def rotary_tables(seq_len: int, head_size: int, base: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    seq_len: int, head_size: int, base: float = 10000.0, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles, each [seq_len, head_size]: position p turns the pair of numbers
     (2i, 2i+1) of a head by the angle p * base^(-2i / head_size), so both numbers of a pair share one angle."""
     inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float64, device=device) / head_size)  # [head/2]
@@ -255,7 +264,8 @@ class EncoderForMaskedLM(nn.Module):
         self.head.decoder.weight = self.word_embeddings.weight  # tie: one Parameter, two uses
 
     def _init_weights(self, module: nn.Module) -> None:
-        """As Hugging Face's BERT/RoBERTa: normal(0, init_std) weights, zero biases and padding rows, LayerNorm = identity."""
+        """As Hugging Face's BERT/RoBERTa: normal(0, init_std) weights, zero biases and padding rows,
+        LayerNorm = identity."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
@@ -271,19 +281,25 @@ class EncoderForMaskedLM(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         if input_ids.shape[1] > self.config.max_length:
-            raise ValueError(f"input has {input_ids.shape[1]} tokens per sequence but config.max_length is "
-                             f"{self.config.max_length}; truncate the batch (tokenizer(..., truncation=True, "
-                             f"max_length={self.config.max_length})) or build a model with a larger max_length")
+            raise ValueError(
+                f"input has {input_ids.shape[1]} tokens per sequence but config.max_length is "
+                f"{self.config.max_length}; truncate the batch (tokenizer(..., truncation=True, "
+                f"max_length={self.config.max_length})) or build a model with a larger max_length"
+            )
         if input_ids.numel():
             low, high = int(input_ids.min()), int(input_ids.max())
             if high >= self.config.vocab_size or low < 0:
                 bad = high if high >= self.config.vocab_size else low
-                raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size} "
-                                 f"(ids must be 0..{self.config.vocab_size - 1}); does the tokenizer have more "
-                                 f"tokens than the model?")
+                raise ValueError(
+                    f"token id {bad} is out of range for vocab_size={self.config.vocab_size} "
+                    f"(ids must be 0..{self.config.vocab_size - 1}); does the tokenizer have more "
+                    f"tokens than the model?"
+                )
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, "
-                             f"input_ids {tuple(input_ids.shape)}; they must match")
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, "
+                f"input_ids {tuple(input_ids.shape)}; they must match"
+            )
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder without the head: [batch, seq] token ids -> [batch, seq, hidden] hidden states.
@@ -297,8 +313,9 @@ class EncoderForMaskedLM(nn.Module):
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(position_ids(input_ids, self.config.pad_token_id))
         else:  # positions 0, 1, 2, ... of the sequence; only their differences matter
-            rotary = rotary_tables(input_ids.shape[1], self.config.hidden_size // self.config.num_heads,
-                                   device=input_ids.device)
+            rotary = rotary_tables(
+                input_ids.shape[1], self.config.hidden_size // self.config.num_heads, device=input_ids.device
+            )
         x = self.embedding_dropout(self.embedding_norm(x))
         mask = None  # with no padding, no mask: scaled_dot_product_attention may then pick a faster kernel
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -307,8 +324,9 @@ class EncoderForMaskedLM(nn.Module):
             x = layer(x, mask) if rotary is None else layer(x, mask, rotary)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> MaskedLMOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> MaskedLMOutput:
         """Logits for every position and, given labels (-100 = no prediction there), the mean MLM loss.
 
         With config.masked_only and labels, only the labelled positions go through the head, and the
@@ -318,7 +336,9 @@ class EncoderForMaskedLM(nn.Module):
         if labels is None:
             return MaskedLMOutput(None, self.head(hidden))
         if labels.shape != input_ids.shape:
-            raise ValueError(f"labels have shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}; they must match")
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}; they must match"
+            )
         if self.config.masked_only:
             where = labels != -100
             hidden, labels = hidden[where], labels[where]  # [n_labelled, hidden], [n_labelled]
@@ -334,8 +354,9 @@ class EncoderForMaskedLM(nn.Module):
 
 
 @torch.no_grad()
-def attention_weights(model: EncoderForMaskedLM, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+def attention_weights(
+    model: EncoderForMaskedLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """What every head of every layer looks at: one [batch, heads, seq (queries), seq (keys)] tensor of
     attention probabilities per layer. The model's forward uses a fused kernel that never returns them, so
     this runs the same computation step by step (in eval mode: no dropout)."""
@@ -404,26 +425,35 @@ def _hf_names(config: EncoderConfig) -> dict[str, str]:
     (position="learned") or `RoFormerForMaskedLM` (position="rotary"). The two differ only in the prefix,
     the position table (RoFormer has none to learn) and the head's names."""
     body = "roberta" if config.position == "learned" else "roformer"
-    names = {"word_embeddings.weight": f"{body}.embeddings.word_embeddings.weight",
-             "token_type_embeddings.weight": f"{body}.embeddings.token_type_embeddings.weight"}
+    names = {
+        "word_embeddings.weight": f"{body}.embeddings.word_embeddings.weight",
+        "token_type_embeddings.weight": f"{body}.embeddings.token_type_embeddings.weight",
+    }
     if config.position == "learned":
         names["position_embeddings.weight"] = "roberta.embeddings.position_embeddings.weight"
         head = {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm"}
         names["head.decoder.bias"] = "lm_head.bias"
     else:
-        head = {"head.dense": "cls.predictions.transform.dense", "head.layer_norm": "cls.predictions.transform.LayerNorm"}
+        head = {
+            "head.dense": "cls.predictions.transform.dense",
+            "head.layer_norm": "cls.predictions.transform.LayerNorm",
+        }
         names["head.decoder.bias"] = "cls.predictions.bias"
     parts = {"embedding_norm": f"{body}.embeddings.LayerNorm", **head}
     for i in range(config.num_layers):
         ours, theirs = f"layers.{i}.", f"{body}.encoder.layer.{i}."
-        parts.update({ours + "attention.query": theirs + "attention.self.query",
-                      ours + "attention.key": theirs + "attention.self.key",
-                      ours + "attention.value": theirs + "attention.self.value",
-                      ours + "attention.out": theirs + "attention.output.dense",
-                      ours + "attention_norm": theirs + "attention.output.LayerNorm",
-                      ours + "feed_forward.up": theirs + "intermediate.dense",
-                      ours + "feed_forward.down": theirs + "output.dense",
-                      ours + "feed_forward_norm": theirs + "output.LayerNorm"})
+        parts.update(
+            {
+                ours + "attention.query": theirs + "attention.self.query",
+                ours + "attention.key": theirs + "attention.self.key",
+                ours + "attention.value": theirs + "attention.self.value",
+                ours + "attention.out": theirs + "attention.output.dense",
+                ours + "attention_norm": theirs + "attention.output.LayerNorm",
+                ours + "feed_forward.up": theirs + "intermediate.dense",
+                ours + "feed_forward.down": theirs + "output.dense",
+                ours + "feed_forward_norm": theirs + "output.LayerNorm",
+            }
+        )
     for ours, theirs in parts.items():
         names.update({f"{ours}.weight": f"{theirs}.weight", f"{ours}.bias": f"{theirs}.bias"})
     return names
@@ -431,9 +461,15 @@ def _hf_names(config: EncoderConfig) -> dict[str, str]:
 
 # HF tensors that are not weights of their own: buffers, RoFormer's fixed sinusoid table, and the tied
 # decoder (its weight is the word embeddings, its bias the head's bias)
-_HF_EXTRAS = {"roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids",
-              "lm_head.decoder.weight", "lm_head.decoder.bias",
-              "roformer.encoder.embed_positions.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+_HF_EXTRAS = {
+    "roberta.embeddings.position_ids",
+    "roberta.embeddings.token_type_ids",
+    "lm_head.decoder.weight",
+    "lm_head.decoder.bias",
+    "roformer.encoder.embed_positions.weight",
+    "cls.predictions.decoder.weight",
+    "cls.predictions.decoder.bias",
+}
 
 
 def _load_hf_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict, kind: str) -> None:
@@ -444,8 +480,10 @@ def _load_hf_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict, kind:
     missing = sorted(theirs for theirs in names.values() if theirs not in state)
     unexpected = sorted(set(state) - set(names.values()) - _HF_EXTRAS)
     if missing or unexpected:
-        raise ValueError(f"{kind} weights do not fit a {model.config.num_layers}-layer EncoderForMaskedLM "
-                         f"(position={model.config.position!r}): missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"{kind} weights do not fit a {model.config.num_layers}-layer EncoderForMaskedLM "
+            f"(position={model.config.position!r}): missing {missing}, unexpected {unexpected}"
+        )
     ours = dict(model.named_parameters())
     with torch.no_grad():
         for name, theirs in names.items():
@@ -453,7 +491,9 @@ def _load_hf_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict, kind:
             if name == "token_type_embeddings.weight":
                 source = source[:1]  # a 2-row BERT-style table: only row 0 is ever used without token_type_ids
             if source.shape != ours[name].shape:
-                raise ValueError(f"{theirs} has shape {tuple(source.shape)}, but {name} needs {tuple(ours[name].shape)}")
+                raise ValueError(
+                    f"{theirs} has shape {tuple(source.shape)}, but {name} needs {tuple(ours[name].shape)}"
+                )
             ours[name].copy_(source)
     word = names["word_embeddings.weight"]
     decoder = state.get("lm_head.decoder.weight" if kind == "RoBERTa" else "cls.predictions.decoder.weight")
@@ -480,52 +520,96 @@ def load_roformer_state_dict(model: EncoderForMaskedLM, hf_model_or_state_dict) 
 
 def _check_exportable(config: EncoderConfig, kind: str) -> None:
     if config.pre_norm:
-        raise ValueError(f"EncoderConfig.pre_norm=True has no {kind} equivalent ({kind} is post-norm); "
-                         "train with pre_norm=False to export to transformers")
+        raise ValueError(
+            f"EncoderConfig.pre_norm=True has no {kind} equivalent ({kind} is post-norm); "
+            "train with pre_norm=False to export to transformers"
+        )
 
 
 def roberta_config(config: EncoderConfig):
     """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
-    from transformers import RobertaConfig  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    from transformers import (
+        RobertaConfig,
+    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     _check_exportable(config, "RoBERTa")
     if config.position != "learned":
-        raise ValueError(f"EncoderConfig.position={config.position!r}: RoBERTa has learned positions; "
-                         f"export a rotary model with roformer_config / to_roformer")
+        raise ValueError(
+            f"EncoderConfig.position={config.position!r}: RoBERTa has learned positions; "
+            f"export a rotary model with roformer_config / to_roformer"
+        )
     return RobertaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size, hidden_act="gelu",
-        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.num_position_embeddings, type_vocab_size=1, initializer_range=config.init_std,
-        layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2,
-        tie_word_embeddings=True)
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.num_position_embeddings,
+        type_vocab_size=1,
+        initializer_range=config.init_std,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=0,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
 
 
 def roformer_config(config: EncoderConfig):
     """The `transformers.RoFormerConfig` of the same architecture: rotary positions on queries and keys
     (not values), base 10000, no position table; embedding size = hidden size."""
-    from transformers import RoFormerConfig  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    from transformers import (
+        RoFormerConfig,
+    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     _check_exportable(config, "RoFormer")
     if config.position != "rotary":
-        raise ValueError(f"EncoderConfig.position={config.position!r}: RoFormer has rotary positions; "
-                         f"export a learned-position model with roberta_config / to_roberta")
+        raise ValueError(
+            f"EncoderConfig.position={config.position!r}: RoFormer has rotary positions; "
+            f"export a learned-position model with roberta_config / to_roberta"
+        )
     return RoFormerConfig(
-        vocab_size=config.vocab_size, embedding_size=config.hidden_size, hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size, hidden_act="gelu", hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.attention_dropout, max_position_embeddings=config.max_length,
-        type_vocab_size=1, initializer_range=config.init_std, layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=config.pad_token_id, bos_token_id=0, eos_token_id=2, rotary_value=False, tie_word_embeddings=True)
+        vocab_size=config.vocab_size,
+        embedding_size=config.hidden_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_length,
+        type_vocab_size=1,
+        initializer_range=config.init_std,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=0,
+        eos_token_id=2,
+        rotary_value=False,
+        tie_word_embeddings=True,
+    )
 
 
 def _from_hf_config(c, **fields) -> EncoderConfig:
     """The EncoderConfig of a BERT-like transformers config `c`; `fields` adds or overrides fields."""
-    return EncoderConfig(**{
-        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers,
-        "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size, "pad_token_id": c.pad_token_id,
-        "dropout": c.hidden_dropout_prob, "attention_dropout": c.attention_probs_dropout_prob,
-        "layer_norm_eps": c.layer_norm_eps, "init_std": c.initializer_range, **fields})
+    return EncoderConfig(
+        **{
+            "vocab_size": c.vocab_size,
+            "hidden_size": c.hidden_size,
+            "num_layers": c.num_hidden_layers,
+            "num_heads": c.num_attention_heads,
+            "intermediate_size": c.intermediate_size,
+            "pad_token_id": c.pad_token_id,
+            "dropout": c.hidden_dropout_prob,
+            "attention_dropout": c.attention_probs_dropout_prob,
+            "layer_norm_eps": c.layer_norm_eps,
+            "init_std": c.initializer_range,
+            **fields,
+        }
+    )
 
 
 def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
@@ -534,13 +618,22 @@ def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
     overrides: EncoderConfig fields to change that do not touch the weights, e.g. masked_only=True, dropout=0.0.
     """
     c = hf_model.config
-    if (c.hidden_act != "gelu" or c.is_decoder or c.add_cross_attention or not c.tie_word_embeddings
-            or not isinstance(c.pad_token_id, int)):
-        raise ValueError(f"only an encoder RoBERTa with exact GELU, tied embeddings and a pad token maps to "
-                         f"EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, is_decoder={c.is_decoder}, "
-                         f"add_cross_attention={c.add_cross_attention}, tie_word_embeddings={c.tie_word_embeddings}, "
-                         f"pad_token_id={c.pad_token_id}")
-    model = EncoderForMaskedLM(_from_hf_config(c, max_length=c.max_position_embeddings - c.pad_token_id - 1, **overrides))
+    if (
+        c.hidden_act != "gelu"
+        or c.is_decoder
+        or c.add_cross_attention
+        or not c.tie_word_embeddings
+        or not isinstance(c.pad_token_id, int)
+    ):
+        raise ValueError(
+            f"only an encoder RoBERTa with exact GELU, tied embeddings and a pad token maps to "
+            f"EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, is_decoder={c.is_decoder}, "
+            f"add_cross_attention={c.add_cross_attention}, tie_word_embeddings={c.tie_word_embeddings}, "
+            f"pad_token_id={c.pad_token_id}"
+        )
+    model = EncoderForMaskedLM(
+        _from_hf_config(c, max_length=c.max_position_embeddings - c.pad_token_id - 1, **overrides)
+    )
     load_roberta_state_dict(model, hf_model)
     return model.train(hf_model.training)
 
@@ -548,12 +641,21 @@ def from_roberta(hf_model, **overrides) -> EncoderForMaskedLM:
 def from_roformer(hf_model, **overrides) -> EncoderForMaskedLM:
     """A position="rotary" course model with the architecture and weights of a `RoFormerForMaskedLM`."""
     c = hf_model.config
-    if (c.hidden_act != "gelu" or c.is_decoder or c.add_cross_attention or not c.tie_word_embeddings
-            or c.rotary_value or c.embedding_size != c.hidden_size or not isinstance(c.pad_token_id, int)):
-        raise ValueError(f"only an encoder RoFormer with exact GELU, tied embeddings, embedding_size = hidden_size, "
-                         f"rotary_value False and a pad token maps to EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, "
-                         f"is_decoder={c.is_decoder}, tie_word_embeddings={c.tie_word_embeddings}, "
-                         f"rotary_value={c.rotary_value}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}")
+    if (
+        c.hidden_act != "gelu"
+        or c.is_decoder
+        or c.add_cross_attention
+        or not c.tie_word_embeddings
+        or c.rotary_value
+        or c.embedding_size != c.hidden_size
+        or not isinstance(c.pad_token_id, int)
+    ):
+        raise ValueError(
+            f"only an encoder RoFormer with exact GELU, tied embeddings, embedding_size = hidden_size, "
+            f"rotary_value False and a pad token maps to EncoderForMaskedLM; got hidden_act={c.hidden_act!r}, "
+            f"is_decoder={c.is_decoder}, tie_word_embeddings={c.tie_word_embeddings}, "
+            f"rotary_value={c.rotary_value}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}"
+        )
     model = EncoderForMaskedLM(_from_hf_config(c, max_length=c.max_position_embeddings, position="rotary", **overrides))
     load_roformer_state_dict(model, hf_model)
     return model.train(hf_model.training)
@@ -570,14 +672,18 @@ def _copy_into(model: EncoderForMaskedLM, hf_model):
 
 def to_roberta(model: EncoderForMaskedLM):
     """The same model as a `transformers.RobertaForMaskedLM` (sdpa attention), on the same device and mode."""
-    from transformers import RobertaForMaskedLM  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    from transformers import (
+        RobertaForMaskedLM,
+    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     return _copy_into(model, RobertaForMaskedLM(roberta_config(model.config)))
 
 
 def to_roformer(model: EncoderForMaskedLM):
     """The same position="rotary" model as a `transformers.RoFormerForMaskedLM`, on the same device and mode."""
-    from transformers import RoFormerForMaskedLM  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    from transformers import (
+        RoFormerForMaskedLM,
+    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
 
     return _copy_into(model, RoFormerForMaskedLM(roformer_config(model.config)))
 
@@ -596,11 +702,15 @@ def export_pretrained(model: EncoderForMaskedLM, folder, tokenizer=None) -> Path
     folder = Path(folder)
     if tokenizer is not None:
         if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                             f"{model.config.vocab_size}: some ids would have no embedding")
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                f"{model.config.vocab_size}: some ids would have no embedding"
+            )
         if tokenizer.pad_token_id != model.config.pad_token_id:
-            raise ValueError(f"tokenizer.pad_token_id={tokenizer.pad_token_id} but the model's "
-                             f"pad_token_id={model.config.pad_token_id}: positions would be wrong")
+            raise ValueError(
+                f"tokenizer.pad_token_id={tokenizer.pad_token_id} but the model's "
+                f"pad_token_id={model.config.pad_token_id}: positions would be wrong"
+            )
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no mask token, so fill-mask cannot use it")
     hf_model = to_transformers(model)  # raises for pre_norm models

@@ -30,7 +30,6 @@ from .data import DataError
 from .masking import fixed_eval_masks
 from .training import eval_batches, evaluate
 
-
 # --------------------------------------------------------------------------- how often each language
 
 
@@ -99,7 +98,10 @@ class LanguageBatchSampler:
     def _order(self, lang: str, epoch: int) -> torch.Tensor:
         if self._orders.get(lang, (None,))[0] != epoch:
             seed = (self.seed * 1_000_003 + epoch) * 1_009 + self.langs.index(lang)
-            self._orders[lang] = (epoch, torch.randperm(len(self.ranges[lang]), generator=torch.Generator().manual_seed(seed)))
+            self._orders[lang] = (
+                epoch,
+                torch.randperm(len(self.ranges[lang]), generator=torch.Generator().manual_seed(seed)),
+            )
         return self._orders[lang][1]
 
     def _take(self, lang: str, k: int) -> list[int]:
@@ -108,7 +110,7 @@ class LanguageBatchSampler:
             if pos[1] == n:
                 pos[0], pos[1] = pos[0] + 1, 0
             step = min(k - len(out), n - pos[1])
-            out += (self._order(lang, pos[0])[pos[1]:pos[1] + step] + start).tolist()
+            out += (self._order(lang, pos[0])[pos[1] : pos[1] + step] + start).tolist()
             pos[1] += step
         return out
 
@@ -125,25 +127,40 @@ class LanguageBatchSampler:
         return [i for k in picks.tolist() for i in self._take(self.langs[k], 1)]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "position": {k: list(v) for k, v in self.position.items()},
-                "sizes": {lang: len(r) for lang, r in self.ranges.items()}, "batch_size": self.batch_size,
-                "alpha": self.alpha, "seed": self.seed, "mixed": self.mixed}
+        return {
+            "generator": self.generator.get_state(),
+            "position": {k: list(v) for k, v in self.position.items()},
+            "sizes": {lang: len(r) for lang, r in self.ranges.items()},
+            "batch_size": self.batch_size,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "mixed": self.mixed,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {"sizes": {lang: len(r) for lang, r in self.ranges.items()}, "batch_size": self.batch_size,
-                "alpha": self.alpha, "seed": self.seed, "mixed": self.mixed}
+        mine = {
+            "sizes": {lang: len(r) for lang, r in self.ranges.items()},
+            "batch_size": self.batch_size,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "mixed": self.mixed,
+        }
         theirs = {key: state.get(key) for key in mine}
         if mine != theirs:
-            raise ValueError(f"the checkpoint's sampler was made for {theirs}, this one is {mine}: "
-                             f"resuming on other data or settings would not continue the same run")
+            raise ValueError(
+                f"the checkpoint's sampler was made for {theirs}, this one is {mine}: "
+                f"resuming on other data or settings would not continue the same run"
+            )
         self.generator.set_state(state["generator"])
         self.position = {k: list(v) for k, v in state["position"].items()}
 
 
 def batch_languages(batches: list[list[int]], ranges: dict[str, range]) -> list[str]:
     """The language of each batch ("mixed" when it has more than one)."""
+
     def lang_of(i):
         return next(lang for lang, r in ranges.items() if i in r)
+
     out = []
     for batch in batches:
         langs = {lang_of(i) for i in batch}
@@ -176,8 +193,15 @@ class TokenStore:
             self.ranges[lang], start = range(start, start + n), start + n
 
     @classmethod
-    def build(cls, texts: dict[str, list[str]], tokenizer, folder, min_length: int = 1, max_length: int = 128,
-              chunk: int = 10_000) -> "TokenStore":
+    def build(
+        cls,
+        texts: dict[str, list[str]],
+        tokenizer,
+        folder,
+        min_length: int = 1,
+        max_length: int = 128,
+        chunk: int = 10_000,
+    ) -> "TokenStore":
         """Tokenise each language's sentences (in chunks, cut to max_length tokens with the special
         tokens, dropped below min_length tokens without them) and write them to `folder`."""
         folder = Path(folder)
@@ -188,19 +212,28 @@ class TokenStore:
             offsets, total, specials = [0], 0, tokenizer.num_special_tokens_to_add()
             with open(folder / f"{lang}.tokens", "wb") as out:
                 for i in range(0, len(lines), chunk):
-                    ids = tokenizer(lines[i:i + chunk], truncation=True, max_length=max_length, verbose=False)["input_ids"]
+                    ids = tokenizer(lines[i : i + chunk], truncation=True, max_length=max_length, verbose=False)[
+                        "input_ids"
+                    ]
                     for row in ids:
                         if len(row) - specials >= min_length:
                             out.write(np.asarray(row, dtype=dtype).tobytes())
                             total += len(row)
                             offsets.append(total)
             if len(offsets) == 1:
-                raise DataError(f"language {lang!r}: no sentence of at least {min_length} tokens "
-                                f"(of {len(lines)} lines)")
+                raise DataError(
+                    f"language {lang!r}: no sentence of at least {min_length} tokens (of {len(lines)} lines)"
+                )
             np.save(folder / f"{lang}.offsets.npy", np.asarray(offsets, dtype=np.int64))
             kept[lang] = len(offsets) - 1
-        meta = {"languages": list(texts), "dtype": dtype, "sentences": kept, "vocab_size": len(tokenizer),
-                "min_length": min_length, "max_length": max_length}
+        meta = {
+            "languages": list(texts),
+            "dtype": dtype,
+            "sentences": kept,
+            "vocab_size": len(tokenizer),
+            "min_length": min_length,
+            "max_length": max_length,
+        }
         (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         return cls(folder)
 
@@ -227,7 +260,9 @@ class TokenStore:
 # --------------------------------------------------------------------------- evaluation per language
 
 
-def eval_sets(store: TokenStore, tokenizer, batch_size: int, seed: int = 0, limit: int | None = None) -> dict[str, list[dict]]:
+def eval_sets(
+    store: TokenStore, tokenizer, batch_size: int, seed: int = 0, limit: int | None = None
+) -> dict[str, list[dict]]:
     """Fixed-mask eval batches for each language of `store` (the first `limit` sentences of each)."""
     out = {}
     for lang, r in store.ranges.items():

@@ -46,8 +46,11 @@ def import_deepspeed(keep_shm_op: bool = False):
     if getattr(deepspeed, "_course_quiet", False):
         return deepspeed
     deepspeed.utils.logger.setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning,
-                            message=r".*torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor).*deprecated")
+    warnings.filterwarnings(
+        "ignore",
+        category=FutureWarning,
+        message=r".*torch.distributed.(all_gather_into_tensor|reduce_scatter_tensor).*deprecated",
+    )
     # the probes' expected failures (no libaio, say) go from the compiler straight to file descriptor 2
     stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -61,4 +64,3 @@ def import_deepspeed(keep_shm_op: bool = False):
         compatible["deepspeed_shm_comm"] = False
     deepspeed._course_quiet = True
     return deepspeed
-

@@ -116,8 +116,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     """
 
     if vocab_size < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least "
-                         f"{len(SPECIAL_TOKENS) + 256} (5 special tokens + 256 bytes)")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: byte-level BPE needs at least "
+            f"{len(SPECIAL_TOKENS) + 256} (5 special tokens + 256 bytes)"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -130,11 +132,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
         model_max_length=max_length,
     )
 
@@ -144,7 +153,9 @@ def load_tokenizer(folder: str | Path):
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{folder}: no tokenizer.json here; save one with tokenizer.save_pretrained({str(folder)!r})")
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer.json here; save one with tokenizer.save_pretrained({str(folder)!r})"
+        )
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 

@@ -120,11 +120,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                             betas=(config.beta1, config.beta2), eps=config.eps)
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps
+    )
 
 
-def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str = "linear", min_lr_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, max_steps: int, schedule: str = "linear", min_lr_ratio: float = 0.0
+) -> float:
     """The learning rate of update step+1 as a fraction of the peak (`step` updates done so far).
 
     Warmup rises linearly from 0 (step 0) to 1 (step warmup_steps); then linear or cosine decay takes
@@ -142,8 +145,10 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str = "lin
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-        step, config.warmup_steps, config.max_steps, config.schedule, config.min_lr_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, config.warmup_steps, config.max_steps, config.schedule, config.min_lr_ratio),
+    )
 
 
 def autocast(precision: str, device: torch.device):
@@ -177,8 +182,16 @@ def _to(batch: dict, device: torch.device) -> dict:
 # --------------------------------------------------------------------------- one step, one evaluation
 
 
-def train_step(model, micro_batches: list[dict], optimizer, scheduler, *, max_grad_norm: float = 1.0,
-               precision: str = "fp32", scaler=None) -> dict:
+def train_step(
+    model,
+    micro_batches: list[dict],
+    optimizer,
+    scheduler,
+    *,
+    max_grad_norm: float = 1.0,
+    precision: str = "fp32",
+    scaler=None,
+) -> dict:
     """One optimizer update from one or more micro-batches (gradient accumulation).
 
     Each micro-batch is a dict with input_ids, attention_mask and labels (-100 where nothing is
@@ -253,7 +266,9 @@ def evaluate(model, batches, precision: str = "fp32") -> dict:
 
 def eval_batches(masked_examples: list[dict], batch_size: int, pad_token_id: int) -> list[dict]:
     """Fixed-mask eval examples (`fixed_eval_masks`) in padded batches, in order."""
-    return [pad_batch(masked_examples[i:i + batch_size], pad_token_id) for i in range(0, len(masked_examples), batch_size)]
+    return [
+        pad_batch(masked_examples[i : i + batch_size], pad_token_id) for i in range(0, len(masked_examples), batch_size)
+    ]
 
 
 # --------------------------------------------------------------------------- where the data is
@@ -284,7 +299,7 @@ class BatchStream:
     def __next__(self) -> torch.Tensor:
         if self.index + self.batch_size > self.n:
             self.epoch, self.index = self.epoch + 1, 0
-        batch = self._epoch_order()[self.index:self.index + self.batch_size]
+        batch = self._epoch_order()[self.index : self.index + self.batch_size]
         self.index += self.batch_size
         return batch
 
@@ -295,8 +310,10 @@ class BatchStream:
         mine = {"n": self.n, "batch_size": self.batch_size, "seed": self.seed}
         theirs = {key: state.get(key) for key in mine}
         if mine != theirs:
-            raise ValueError(f"the checkpoint's data stream was made for {theirs}, this one is {mine}: "
-                             f"resuming on other data or another batch size would not continue the same run")
+            raise ValueError(
+                f"the checkpoint's data stream was made for {theirs}, this one is {mine}: "
+                f"resuming on other data or another batch size would not continue the same run"
+            )
         self.epoch, self.index = state["epoch"], state["index"]
 
 
@@ -349,15 +366,27 @@ def _save_error(path: Path, error: BaseException) -> CheckpointSaveError:
     else:
         why = f"torch could not write it: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
     before = latest_checkpoint(path.parent)
-    kept = (f"the earlier checkpoints are intact (newest: {before.name}); run the same command again to resume "
-            f"from it" if before is not None else "no earlier checkpoint was lost")
+    kept = (
+        f"the earlier checkpoints are intact (newest: {before.name}); run the same command again to resume from it"
+        if before is not None
+        else "no earlier checkpoint was lost"
+    )
     saved = CheckpointSaveError(f"could not save checkpoint {path} ({why}); {kept}")
     saved.errno = getattr(error, "errno", None)
     return saved
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, step: int, scaler=None, data_state: dict | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    scaler=None,
+    data_state: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write everything needed to continue the run exactly, atomically: to `path.tmp`, flushed to
     disk, then renamed to `path`. A rename within a folder is atomic, so `path` is either the old
     file or the complete new one, never half a file, whenever the process dies."""
@@ -404,12 +433,24 @@ def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a torn or overwritten file is not one
-        raise CheckpointError(f"{path} is not a readable checkpoint (not a complete torch.save archive: "
-                              f"{path.stat().st_size:,} bytes, truncated or overwritten?)")
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (not a complete torch.save archive: "
+            f"{path.stat().st_size:,} bytes, truncated or overwritten?)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError, MemoryError,
-            pickle.UnpicklingError, zipfile.BadZipFile) as e:  # what a damaged archive makes torch.load raise
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        ImportError,
+        MemoryError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as e:  # what a damaged archive makes torch.load raise
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{path} is not a course checkpoint (no 'model' and 'step' in it)")
@@ -453,7 +494,9 @@ def list_checkpoints(folder) -> list[Path]:
         step = _checkpoint_step(path)
         if step is None:
             continue
-        if (path.is_file() and path.suffix == ".pt") or (path.is_dir() and newest_dir is not None and step <= newest_dir):
+        if (path.is_file() and path.suffix == ".pt") or (
+            path.is_dir() and newest_dir is not None and step <= newest_dir
+        ):
             found.append((step, path))
     return [path for _, path in sorted(found)]
 
@@ -477,8 +520,10 @@ def load_latest(folder, load, warn: bool = True) -> tuple[Path | None, dict | No
             if warn:
                 print(f"warning: {e}; trying the checkpoint before it", file=sys.stderr)
     if skipped:
-        raise CheckpointError(f"no readable checkpoint in {folder} ({', '.join(skipped)} cannot be read); "
-                              f"delete them or start afresh with --resume none")
+        raise CheckpointError(
+            f"no readable checkpoint in {folder} ({', '.join(skipped)} cannot be read); "
+            f"delete them or start afresh with --resume none"
+        )
     return None, None
 
 
@@ -550,8 +595,9 @@ class MetricsLog:
             return
         self.path = Path(folder) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and _row_step(line) <= resume_step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if line.strip() and _row_step(line) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.file = open(self.path, "a")
         self.writer = None
@@ -569,8 +615,9 @@ class MetricsLog:
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
-                    self.writer.add_scalar(key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}",
-                                           value, step)
+                    self.writer.add_scalar(
+                        key.replace("eval_", "eval/") if key.startswith("eval_") else f"train/{key}", value, step
+                    )
 
     def close(self) -> None:
         if self.file is not None:
@@ -616,16 +663,33 @@ class PlainLoop:
         self.scheduler = make_scheduler(self.optimizer, config)
 
     def step(self, micro_batches: list[dict]) -> dict:
-        return train_step(self.model, micro_batches, self.optimizer, self.scheduler, max_grad_norm=self.config.max_grad_norm,
-                          precision=self.config.precision, scaler=self.scaler)
+        return train_step(
+            self.model,
+            micro_batches,
+            self.optimizer,
+            self.scheduler,
+            max_grad_norm=self.config.max_grad_norm,
+            precision=self.config.precision,
+            scaler=self.scaler,
+        )
 
     def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
-        save_checkpoint(folder / checkpoint_name(step), model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
-                        scaler=self.scaler, step=step, data_state=data_state, extra=extra)
+        save_checkpoint(
+            folder / checkpoint_name(step),
+            model=self.module,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            step=step,
+            data_state=data_state,
+            extra=extra,
+        )
         prune_checkpoints(folder, self.config.keep_last)
 
     def load(self, path) -> dict:
-        state = load_checkpoint(path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        state = load_checkpoint(
+            path, model=self.module, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler
+        )
         follow_schedule(self.optimizer, self.scheduler, state["step"])
         return state
 
@@ -633,8 +697,20 @@ class PlainLoop:
         return stream  # one process reads every batch
 
 
-def train(model, train_examples, eval_data: list[dict] | None, config: TrainConfig, *, collator, folder,
-          resume: str | Path | None = "auto", progress: bool = True, on_step=None, stream=None, loop=None) -> dict:
+def train(
+    model,
+    train_examples,
+    eval_data: list[dict] | None,
+    config: TrainConfig,
+    *,
+    collator,
+    folder,
+    resume: str | Path | None = "auto",
+    progress: bool = True,
+    on_step=None,
+    stream=None,
+    loop=None,
+) -> dict:
     """Train `model` for config.max_steps updates, logging to and checkpointing in the experiment `folder`.
 
     train_examples: anything indexable whose items the collator takes (a 2-D tensor of packed blocks,
@@ -703,9 +779,13 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
             window.append(result)
             row = None
             if step % config.log_every == 0 or step == config.max_steps:
-                row = {"loss": sum(r["loss"] for r in window) / len(window), "lr": result["lr"],
-                       "grad_norm": result["grad_norm"], "tokens": sum(r["tokens"] for r in window),
-                       "seconds": time.perf_counter() - started}
+                row = {
+                    "loss": sum(r["loss"] for r in window) / len(window),
+                    "lr": result["lr"],
+                    "grad_norm": result["grad_norm"],
+                    "tokens": sum(r["tokens"] for r in window),
+                    "seconds": time.perf_counter() - started,
+                }
                 log.log(step, **row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}")
                 window = []
@@ -727,7 +807,9 @@ def train(model, train_examples, eval_data: list[dict] | None, config: TrainConf
 # --------------------------------------------------------------------------- the Hugging Face path
 
 
-def hf_trainer(hf_model, train_examples, collator, config: TrainConfig, output_dir, progress: bool = False, **overrides):
+def hf_trainer(
+    hf_model, train_examples, collator, config: TrainConfig, output_dir, progress: bool = False, **overrides
+):
     """A `transformers.Trainer` set up like `train(...)`: the same optimizer settings, schedule,
     clipping, accumulation, precision and seed; the course collator; a loss row every step.
 
@@ -736,16 +818,32 @@ def hf_trainer(hf_model, train_examples, collator, config: TrainConfig, output_d
     from transformers import Trainer, TrainingArguments
 
     args = dict(
-        output_dir=str(output_dir), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, warmup_steps=config.warmup_steps,
+        output_dir=str(output_dir),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        warmup_steps=config.warmup_steps,
         lr_scheduler_type=config.schedule if config.schedule != "constant" else "constant_with_warmup",
-        weight_decay=config.weight_decay, adam_beta1=config.beta1, adam_beta2=config.beta2, adam_epsilon=config.eps,
-        max_grad_norm=config.max_grad_norm, bf16=config.precision == "bf16", fp16=config.precision == "fp16",
-        seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], dataloader_drop_last=True,
-        disable_tqdm=not progress, use_cpu=not torch.cuda.is_available())
+        weight_decay=config.weight_decay,
+        adam_beta1=config.beta1,
+        adam_beta2=config.beta2,
+        adam_epsilon=config.eps,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        seed=config.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        dataloader_drop_last=True,
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+    )
     args.update(overrides)
-    trainer = Trainer(model=hf_model, args=TrainingArguments(**args), train_dataset=list(train_examples),
-                      data_collator=collator)
+    trainer = Trainer(
+        model=hf_model, args=TrainingArguments(**args), train_dataset=list(train_examples), data_collator=collator
+    )
     if not progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -761,8 +859,9 @@ def fill_mask_pipeline(folder):
     return pipeline("fill-mask", model=str(folder), tokenizer=str(folder), device="cpu")
 
 
-def fill_mask_examples(texts: list[str], tokenizer, n: int, seed: int = 0, min_words: int = 5,
-                       max_words: int = 30) -> list[tuple[str, str]]:
+def fill_mask_examples(
+    texts: list[str], tokenizer, n: int, seed: int = 0, min_words: int = 5, max_words: int = 30
+) -> list[tuple[str, str]]:
     """Up to n (masked text, answer) pairs: in each of n held-out texts (5-30 words, picked with `seed`),
     one word that the tokenizer keeps whole (one token with its leading space) replaced by the mask
     token, so that fill-mask, which predicts one token, can get it exactly right."""
@@ -775,12 +874,18 @@ def fill_mask_examples(texts: list[str], tokenizer, n: int, seed: int = 0, min_w
         words = texts[i].split(" ")
         if not min_words <= len(words) <= max_words or len(tokenizer(texts[i], verbose=False)["input_ids"]) > limit:
             continue
-        candidates = [j for j, w in enumerate(words) if j > 0 and w.isalpha() and len(w) >= 3
-                      and len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+        candidates = [
+            j
+            for j, w in enumerate(words)
+            if j > 0
+            and w.isalpha()
+            and len(w) >= 3
+            and len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1
+        ]
         if not candidates:
             continue
         j = rng.choice(candidates)
-        examples.append((" ".join(words[:j] + [tokenizer.mask_token] + words[j + 1:]), words[j]))
+        examples.append((" ".join(words[:j] + [tokenizer.mask_token] + words[j + 1 :]), words[j]))
         if len(examples) == n:
             break
     return examples
@@ -800,8 +905,9 @@ def fill_mask_scores(pipe, examples: list[tuple[str, str]], top_k: int = 5) -> d
     predictions = pipe([text for text, _ in examples], top_k=top_k, batch_size=32)
     firsts = [top[0]["token_str"].strip() for top in predictions]
     top1 = sum(first == answer for first, (_, answer) in zip(firsts, examples)) / len(examples)
-    topk = sum(any(p["token_str"].strip() == answer for p in top) for top, (_, answer)
-               in zip(predictions, examples)) / len(examples)
+    topk = sum(
+        any(p["token_str"].strip() == answer for p in top) for top, (_, answer) in zip(predictions, examples)
+    ) / len(examples)
     return {"top1": top1, f"top{top_k}": topk, "distinct_answers": len(set(firsts)), "predictions": predictions}
 
 

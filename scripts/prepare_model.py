@@ -1,6 +1,7 @@
 """Copy a finished `python -m course_lib.train` run into a folder that ships with the course (models/brown-small).
 
-    python scripts/prepare_model.py runs/small.2026.11.30.06.40.38.af5212e0 models/brown-small --config configs/small.yaml
+    python scripts/prepare_model.py runs/small.2026.11.30.06.40.38.af5212e0 models/brown-small \
+        --config configs/small.yaml
 
 The folder gets the Hugging Face export (config, safetensors weights, tokenizer), the run's eval.json,
 metrics.jsonl, hparams.json, encoder_config.json, git hash and diff, the config file it was trained with, and a
@@ -43,10 +44,10 @@ def main(argv=None) -> int:
     (args.out / "README.md").write_text(f"""# {args.out.name}: a model prepared by the course's command line
 
 A masked language model trained by `course_lib`'s own trainer on the corpora shipped in `data/` (Brown
-sentences and State of the Union paragraphs): hidden {hparams['model']['hidden_size']}, \
-{hparams['model']['num_layers']} layers, {hparams['model']['num_heads']} heads, rotary positions, vocabulary \
-{hparams['data']['vocab_size']:,}, blocks of {block} tokens, \
-{hparams['data']['mlm_probability']:.0%} of the tokens masked in training. Hugging Face format
+sentences and State of the Union paragraphs): hidden {hparams["model"]["hidden_size"]}, \
+{hparams["model"]["num_layers"]} layers, {hparams["model"]["num_heads"]} heads, rotary positions, vocabulary \
+{hparams["data"]["vocab_size"]:,}, blocks of {block} tokens, \
+{hparams["data"]["mlm_probability"]:.0%} of the tokens masked in training. Hugging Face format
 (`RoFormerForMaskedLM`, safetensors): it loads with `AutoModelForMaskedLM`, `AutoTokenizer` and
 `pipeline("fill-mask")`, offline.
 
@@ -57,29 +58,30 @@ python -m course_lib.train --config {args.config.as_posix()} --resume none
 ```
 
 on the course's development machine (2 CPU cores, fp32), from commit `{commit[:12]}` with the uncommitted
-changes in `gitdiff.log` (both recorded by the run when it started). {r['steps']:,} updates of \
-{hparams['train']['batch_size']} blocks took {seconds / 60:.0f} minutes of training. `{args.config.name}` is the
+changes in `gitdiff.log` (both recorded by the run when it started). {r["steps"]:,} updates of \
+{hparams["train"]["batch_size"]} blocks took {seconds / 60:.0f} minutes of training. `{args.config.name}` is the
 config file, `hparams.json` every setting, `metrics.jsonl` the loss of every 10th update and the held-out
 evaluations.
 
 ## What it scores (`eval.json`)
 
-On the held-out texts, masked once (15%, 80/10/10, {r['eval_tokens']:,} masked tokens):
+On the held-out texts, masked once (15%, 80/10/10, {r["eval_tokens"]:,} masked tokens):
 
 | predictor | loss | masked-token accuracy |
 |---|---:|---:|
-| this model | {r['eval_loss']:.3f} | {r['accuracy']:.1%} |
-| no context (unigram at `<mask>`, copy of a visible token) | {r['no_context_loss']:.3f} | {r['no_context_accuracy']:.1%} |
-| neighbour counts (left and right) | {r['neighbour_loss']:.3f} | {r['neighbour_accuracy']:.1%} |
+| this model | {r["eval_loss"]:.3f} | {r["accuracy"]:.1%} |
+| no context (unigram at `<mask>`, copy of a visible token) | {r["no_context_loss"]:.3f} \
+| {r["no_context_accuracy"]:.1%} |
+| neighbour counts (left and right) | {r["neighbour_loss"]:.3f} | {r["neighbour_accuracy"]:.1%} |
 
-The model is {r['no_context_loss'] - r['eval_loss']:.2f} nats below the no-context baseline and \
-{r['neighbour_loss'] - r['eval_loss']:.2f} below the neighbour-count model.
-Fill-mask on {r['fill_mask_examples']} held-out sentences with one whole word masked: top-1 \
-{r['fill_mask_top1']:.1%}, top-5 {r['fill_mask_top5']:.1%}, {r['distinct_answers']} distinct answers
-(neighbour-count model: top-1 {r['neighbour_fill_mask_top1']:.1%}, top-5 {r['neighbour_fill_mask_top5']:.1%};
-always answering the commonest word: {r['most_frequent_answer_top1']:.1%}).
+The model is {r["no_context_loss"] - r["eval_loss"]:.2f} nats below the no-context baseline and \
+{r["neighbour_loss"] - r["eval_loss"]:.2f} below the neighbour-count model.
+Fill-mask on {r["fill_mask_examples"]} held-out sentences with one whole word masked: top-1 \
+{r["fill_mask_top1"]:.1%}, top-5 {r["fill_mask_top5"]:.1%}, {r["distinct_answers"]} distinct answers
+(neighbour-count model: top-1 {r["neighbour_fill_mask_top1"]:.1%}, top-5 {r["neighbour_fill_mask_top5"]:.1%};
+always answering the commonest word: {r["most_frequent_answer_top1"]:.1%}).
 
-`tests/test_prepared_model.py` loads it and checks that its held-out loss is still {r['eval_loss']:.3f}.
+`tests/test_prepared_model.py` loads it and checks that its held-out loss is still {r["eval_loss"]:.3f}.
 """)
     print(f"wrote {args.out}")
     return 0

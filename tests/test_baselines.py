@@ -77,6 +77,7 @@ def test_smoothing_moves_the_neighbour_model_towards_the_unigram():
 
 class _Tok:
     """Just what fixed_eval_masks reads from a tokenizer."""
+
     all_special_ids = SPECIAL
     mask_token, mask_token_id = "<mask>", MASK
     pad_token, pad_token_id = "<pad>", 1
@@ -86,7 +87,9 @@ class _Tok:
 
 
 def test_counts_with_big_vocabulary_stay_small():
-    counts = NgramCounts.fit(torch.tensor([[0, 49_990, 6, 2]]), vocab_size=50_000, special_ids=SPECIAL, mask_token_id=MASK)
+    counts = NgramCounts.fit(
+        torch.tensor([[0, 49_990, 6, 2]]), vocab_size=50_000, special_ids=SPECIAL, mask_token_id=MASK
+    )
     assert counts.pair_keys.numel() == 3  # (<s>, 49990), (49990, 6), (6, </s>): not a 50,000 x 50,000 table
 
 

@@ -72,8 +72,10 @@ def test_reference_train_bpe_passes(capsys):
     assert capsys.readouterr().out == "Exercise 1.1 passed: 6/6 checks\n"
 
 
-@pytest.mark.parametrize("wrong", [alphabetical_ties, first_seen_ties, unweighted, across_words,
-                                   counts_merges_not_tokens, alphabet_by_frequency])
+@pytest.mark.parametrize(
+    "wrong",
+    [alphabetical_ties, first_seen_ties, unweighted, across_words, counts_merges_not_tokens, alphabet_by_frequency],
+)
 def test_wrong_train_bpe_fails(wrong, capsys):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 1.1 failed \d of 6 checks"):
         checks.check_train_bpe(wrong, first_failure=True)
@@ -112,7 +114,7 @@ def rightmost_first(word, merges):
         if best == len(rank):
             break
         i = -i
-        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
     return symbols
 
 
@@ -152,7 +154,6 @@ def test_failure_message_names_the_case_and_the_difference():
 
 
 # --------------------------------------------------------------------------- notebook 02
-import math  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -176,12 +177,28 @@ def labels_everywhere(input_ids, special_mask, **kwargs):
     return inputs, input_ids.clone()
 
 
-def always_mask(input_ids, special_mask, *, mask_token_id, random_token_ids, mlm_probability=0.15,
-                mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):
+def always_mask(
+    input_ids,
+    special_mask,
+    *,
+    mask_token_id,
+    random_token_ids,
+    mlm_probability=0.15,
+    mask_replace_prob=0.8,
+    random_replace_prob=0.1,
+    generator=None,
+):
     """Every selected token becomes <mask>: no random, no unchanged."""
-    return masking.mask_tokens(input_ids, special_mask, mask_token_id=mask_token_id, random_token_ids=random_token_ids,
-                               mlm_probability=mlm_probability, mask_replace_prob=1.0, random_replace_prob=0.0,
-                               generator=generator)
+    return masking.mask_tokens(
+        input_ids,
+        special_mask,
+        mask_token_id=mask_token_id,
+        random_token_ids=random_token_ids,
+        mlm_probability=mlm_probability,
+        mask_replace_prob=1.0,
+        random_replace_prob=0.0,
+        generator=generator,
+    )
 
 
 def random_from_whole_vocab(input_ids, special_mask, *, random_token_ids, **kwargs):
@@ -201,8 +218,18 @@ def test_reference_mask_tokens_passes(capsys):
     assert capsys.readouterr().out == "Exercise 2.1 passed: 8/8 checks\n"
 
 
-@pytest.mark.parametrize("wrong", [masks_specials_too, modifies_its_input, labels_everywhere, always_mask,
-                                   random_from_whole_vocab, ignores_generator, ignores_probability])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        masks_specials_too,
+        modifies_its_input,
+        labels_everywhere,
+        always_mask,
+        random_from_whole_vocab,
+        ignores_generator,
+        ignores_probability,
+    ],
+)
 def test_wrong_mask_tokens_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 2.1 failed \d of 8 checks"):
         checks.check_mask_tokens(wrong, first_failure=True)
@@ -305,8 +332,10 @@ class HeadsSplitWrongly(model.MultiHeadSelfAttention):
 class NoOutputProjection(model.MultiHeadSelfAttention):
     def forward(self, x, mask=None):
         b, s, h = x.shape
-        q, k, v = (t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)
-                   for t in (self.query(x), self.key(x), self.value(x)))
+        q, k, v = (
+            t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)
+            for t in (self.query(x), self.key(x), self.value(x))
+        )
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, h)
 
 
@@ -375,10 +404,13 @@ def test_reference_style_head_passes(capsys):
     assert capsys.readouterr().out == "Exercise 3.4 passed: 4/4 checks\n"
 
 
-@pytest.mark.parametrize("wrong", [
-    lambda config, emb: TiedHead(config, emb, untied=True),
-    lambda config, emb: TiedHead(config, emb, activation=F.relu),
-])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda config, emb: TiedHead(config, emb, untied=True),
+        lambda config, emb: TiedHead(config, emb, activation=F.relu),
+    ],
+)
 def test_wrong_mlm_head_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 3.4 failed \d of 4 checks"):
         checks.check_mlm_head(wrong, first_failure=True)
@@ -408,7 +440,7 @@ def _rotate_half(x):  # GPT-NeoX / Llama layout: pair i is (x[i], x[i + d/2])
 
     d = x.shape[-1]
     a = _angles(x.shape[-2], d, layout="halves")
-    return x * a.cos().float() + torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1) * a.sin().float()
+    return x * a.cos().float() + torch.cat([-x[..., d // 2 :], x[..., : d // 2]], -1) * a.sin().float()
 
 
 def _wrong_direction(x):  # turns the other way: (a, b) -> (a cos + b sin, b cos - a sin)
@@ -446,7 +478,6 @@ def test_a_rotation_special_cased_to_short_inputs_fails_the_hidden_cases(capsys)
 
 # --------------------------------------------------------------------------- exercises 4.1-4.3: the training loop
 
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
@@ -481,10 +512,18 @@ def test_reference_style_train_step_passes(capsys):
     assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [
-    dict(weighting="mean of means"), dict(clip="never"), dict(clip="after"), dict(schedule=False), dict(zero=False),
-    dict(returns="last micro-batch"),
-], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        dict(weighting="mean of means"),
+        dict(clip="never"),
+        dict(clip="after"),
+        dict(schedule=False),
+        dict(zero=False),
+        dict(returns="last micro-batch"),
+    ],
+    ids=str,
+)
 def test_wrong_train_step_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_train_step(make_train_step(**wrong), first_failure=True)
@@ -520,9 +559,16 @@ def test_reference_style_evaluate_passes(capsys):
     assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [
-    dict(weighting="mean of means"), dict(eval_mode=False), dict(restore=False), dict(accuracy_over="everything"),
-], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        dict(weighting="mean of means"),
+        dict(eval_mode=False),
+        dict(restore=False),
+        dict(accuracy_over="everything"),
+    ],
+    ids=str,
+)
 def test_wrong_evaluate_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_evaluate(make_evaluate(**wrong), first_failure=True)
@@ -533,8 +579,13 @@ def make_checkpointing(atomic=True, keep=("model", "optimizer", "scheduler", "rn
 
     def save_checkpoint(path, model, optimizer, scheduler, step):
         path = Path(path)
-        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+        state = {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }
         target = path.with_name(path.name + ".tmp") if atomic else path
         torch.save({k: v for k, v in state.items() if k in keep or k == "step"}, target)
         if atomic:
@@ -560,10 +611,17 @@ def test_reference_style_checkpointing_passes(capsys):
     assert "3/3 checks, 1/1 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [
-    dict(atomic=False), dict(keep=("model", "optimizer", "scheduler")), dict(keep=("model", "optimizer", "rng")),
-    dict(keep=("model", "scheduler", "rng")), dict(step_offset=1),
-], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        dict(atomic=False),
+        dict(keep=("model", "optimizer", "scheduler")),
+        dict(keep=("model", "optimizer", "rng")),
+        dict(keep=("model", "scheduler", "rng")),
+        dict(step_offset=1),
+    ],
+    ids=str,
+)
 def test_wrong_checkpointing_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_checkpoint(*make_checkpointing(**wrong), first_failure=True)
@@ -597,7 +655,9 @@ def test_reference_style_probabilities_pass(capsys):
     assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [unnormalised_probabilities, inverse_exponent_probabilities, linear_mix_probabilities])
+@pytest.mark.parametrize(
+    "wrong", [unnormalised_probabilities, inverse_exponent_probabilities, linear_mix_probabilities]
+)
 def test_wrong_probabilities_fail(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_language_probabilities(wrong, first_failure=True)
@@ -625,6 +685,7 @@ def make_language_batches(replacement=False, alpha_used=None, shuffle=True, resh
                 batch.append(int(left[lang].pop()))
             batches.append((lang, batch))
         return batches
+
     return language_batches
 
 
@@ -633,8 +694,11 @@ def test_reference_style_language_batches_pass(capsys):
     assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(replacement=True), dict(alpha_used=1.0), dict(shuffle=False),
-                                   dict(reshuffle=False), dict(seeded=False)], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [dict(replacement=True), dict(alpha_used=1.0), dict(shuffle=False), dict(reshuffle=False), dict(seeded=False)],
+    ids=str,
+)
 def test_wrong_language_batches_fail(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_language_batches(make_language_batches(**wrong), first_failure=True)
@@ -655,6 +719,7 @@ def make_freeze(enable_embeddings=True, bias=False, count_twice=False, check_tie
             raise ValueError("untied")
         params = model.named_parameters(remove_duplicate=not count_twice)
         return sum(p.numel() for _, p in params if p.requires_grad)
+
     return freeze_all_but_embeddings
 
 
@@ -663,8 +728,9 @@ def test_reference_style_freeze_passes(capsys):
     assert "4/4 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(enable_embeddings=False), dict(bias=True), dict(count_twice=True),
-                                   dict(check_tie=False)], ids=str)
+@pytest.mark.parametrize(
+    "wrong", [dict(enable_embeddings=False), dict(bias=True), dict(count_twice=True), dict(check_tie=False)], ids=str
+)
 def test_wrong_freeze_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_freeze_all_but_embeddings(make_freeze(**wrong), first_failure=True)
@@ -680,7 +746,7 @@ def make_new_matrix(copy_specials=True, copy_all=False, scale="source", detach=T
             torch.manual_seed(seed)
         std = source.std() if scale == "source" else 1.0
         if copy_all:
-            weight = source[:len(target_tokenizer)].clone()
+            weight = source[: len(target_tokenizer)].clone()
         else:
             weight = torch.randn(len(target_tokenizer), source.shape[1], generator=generator) * std
         if copy_specials:
@@ -688,6 +754,7 @@ def make_new_matrix(copy_specials=True, copy_all=False, scale="source", detach=T
                 token = target_tokenizer.convert_ids_to_tokens(i)
                 weight[i] = source[source_tokenizer.convert_tokens_to_ids(token)]
         return weight
+
     return new_embedding_matrix
 
 
@@ -696,8 +763,18 @@ def test_reference_style_new_matrix_passes(capsys):
     assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(copy_specials=False), dict(copy_all=True), dict(scale="one"),
-                                   dict(detach=False), dict(seeded=False), dict(seeded=False, global_seed=True)], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        dict(copy_specials=False),
+        dict(copy_all=True),
+        dict(scale="one"),
+        dict(detach=False),
+        dict(seeded=False),
+        dict(seeded=False, global_seed=True),
+    ],
+    ids=str,
+)
 def test_wrong_new_matrix_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_new_embedding_matrix(make_new_matrix(**wrong), first_failure=True)
@@ -708,16 +785,37 @@ def make_run(copy_body=True, freeze=True):
 
     from course_lib import masking, transfer
 
-    def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr,
-                           batch_size=32, seed=0, progress=False):
+    def embedding_only_run(
+        body,
+        source_tokenizer,
+        target_tokenizer,
+        train_examples,
+        eval_data,
+        steps,
+        lr,
+        batch_size=32,
+        seed=0,
+        progress=False,
+    ):
         model = copy.deepcopy(body) if copy_body else body
-        weight = transfer.new_embedding_matrix(body.get_input_embeddings().weight, source_tokenizer, target_tokenizer, seed)
+        weight = transfer.new_embedding_matrix(
+            body.get_input_embeddings().weight, source_tokenizer, target_tokenizer, seed
+        )
         transfer.swap_embeddings(model, weight)
         if freeze:
             transfer.freeze_all_but_embeddings(model)
-        history = transfer.train_mlm(model, train_examples, masking.MLMCollator(target_tokenizer, seed=seed), eval_data,
-                                     steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+        history = transfer.train_mlm(
+            model,
+            train_examples,
+            masking.MLMCollator(target_tokenizer, seed=seed),
+            eval_data,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+        )
         return model, history
+
     return embedding_only_run
 
 
@@ -736,8 +834,9 @@ def test_wrong_run_fails(wrong):
 
 
 def make_ds_config_fn(world=True, bf16_as_fp16=False, offload_at_zero=False, stage_ignored=False, check_precision=True):
-    def make_ds_config(micro_batch_size, grad_accum, world_size, precision="fp32", stage=0, offload_optimizer=False,
-                       max_grad_norm=1.0):
+    def make_ds_config(
+        micro_batch_size, grad_accum, world_size, precision="fp32", stage=0, offload_optimizer=False, max_grad_norm=1.0
+    ):
         if check_precision and precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision={precision!r}")
         if offload_optimizer and stage == 0 and not offload_at_zero:
@@ -747,11 +846,16 @@ def make_ds_config_fn(world=True, bf16_as_fp16=False, offload_at_zero=False, sta
         zero = {"stage": 0 if stage_ignored else stage}
         if offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu"}
-        return {"train_batch_size": micro_batch_size * grad_accum * (world_size if world else 1),
-                "train_micro_batch_size_per_gpu": micro_batch_size, "gradient_accumulation_steps": grad_accum,
-                "gradient_clipping": max_grad_norm, "zero_optimization": zero,
-                "bf16": {"enabled": precision == "bf16" and not bf16_as_fp16},
-                "fp16": {"enabled": precision == "fp16" or (precision == "bf16" and bf16_as_fp16)}}
+        return {
+            "train_batch_size": micro_batch_size * grad_accum * (world_size if world else 1),
+            "train_micro_batch_size_per_gpu": micro_batch_size,
+            "gradient_accumulation_steps": grad_accum,
+            "gradient_clipping": max_grad_norm,
+            "zero_optimization": zero,
+            "bf16": {"enabled": precision == "bf16" and not bf16_as_fp16},
+            "fp16": {"enabled": precision == "fp16" or (precision == "bf16" and bf16_as_fp16)},
+        }
+
     return make_ds_config
 
 
@@ -760,8 +864,17 @@ def test_reference_style_ds_config_passes(capsys):
     assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(world=False), dict(bf16_as_fp16=True), dict(offload_at_zero=True),
-                                   dict(stage_ignored=True), dict(check_precision=False)], ids=str)
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        dict(world=False),
+        dict(bf16_as_fp16=True),
+        dict(offload_at_zero=True),
+        dict(stage_ignored=True),
+        dict(check_precision=False),
+    ],
+    ids=str,
+)
 def test_wrong_ds_config_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_make_ds_config(make_ds_config_fn(**wrong), first_failure=True)
@@ -785,6 +898,7 @@ def make_ds_step(backward="engine", scale_wrt_gas=False, step_each=True, weighte
         if not step_each:
             engine.step()
         return value
+
     return ds_train_step
 
 
@@ -793,8 +907,9 @@ def test_reference_style_ds_step_passes(capsys):
     assert "3/3 checks, 2/2 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(backward="tensor"), dict(scale_wrt_gas=True), dict(step_each=False),
-                                   dict(weighted=False)], ids=str)
+@pytest.mark.parametrize(
+    "wrong", [dict(backward="tensor"), dict(scale_wrt_gas=True), dict(step_each=False), dict(weighted=False)], ids=str
+)
 def test_wrong_ds_step_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_ds_train_step(make_ds_step(**wrong), first_failure=True)
@@ -806,7 +921,11 @@ def make_ds_checkpoint(rng=True, optimizer=True, data=True):
     from course_lib import training
 
     def save_ds_checkpoint(engine, folder, step, data_state):
-        client = {"step": step, **({"data": data_state} if data else {}), **({"rng": training.rng_state()} if rng else {})}
+        client = {
+            "step": step,
+            **({"data": data_state} if data else {}),
+            **({"rng": training.rng_state()} if rng else {}),
+        }
         engine.save_checkpoint(str(folder), tag=f"step-{step}", client_state=client)
         return Path(folder) / f"step-{step}"
 
@@ -816,6 +935,7 @@ def make_ds_checkpoint(rng=True, optimizer=True, data=True):
         if "rng" in client:
             training.set_rng_state(client["rng"])
         return client
+
     return save_ds_checkpoint, load_ds_checkpoint
 
 

@@ -80,9 +80,11 @@ def test_readme_quotes_the_manifest(manifest):
 def test_english_sentences(english_train, english_valid):
     assert len(english_train) > 40_000 and len(english_valid) > 4_000
     assert all(isinstance(s, str) and s and "\t" not in s for s in english_train)
-    files = {split: {line.split("\t")[0] for line in data.read_lines(DATA / f"en/brown.{split}.tsv.gz")[1:]}
-             for split in ("train", "valid")}
-    assert len(files["valid"]) == 50 and not files["train"] & files["valid"]   # split by document
+    files = {
+        split: {line.split("\t")[0] for line in data.read_lines(DATA / f"en/brown.{split}.tsv.gz")[1:]}
+        for split in ("train", "valid")
+    }
+    assert len(files["valid"]) == 50 and not files["train"] & files["valid"]  # split by document
     tag = re.compile(r"/(at|nn|nns|np|vbd|vbz|jj|in|cc|rb|pps)\b")
     assert not [s for s in english_train if tag.search(s)]
     assert not [s for s in english_train if re.search(r" [,.;:!?](?: |$)", s)]
@@ -140,7 +142,7 @@ def test_multilingual_seed_format():
     for lang in LANGS:
         assert len(evals[lang]) >= 20, lang
         assert not set(train[lang]) & set(evals[lang]), lang
-    assert len(train["eng"]) > 100 * len(train["swh"])       # the imbalance is real
+    assert len(train["eng"]) > 100 * len(train["swh"])  # the imbalance is real
     assert len(train["zul"]) > 10 * len(train["swh"])
     two = data.load_multilingual(langs=["zul", "swh"])
     assert list(two) == ["zul", "swh"] and two["swh"] == train["swh"]
@@ -210,15 +212,18 @@ def test_data_dir_override_and_bad_tsv(tmp_path, monkeypatch):
         data.english_paragraphs()
 
 
-@pytest.mark.parametrize("call, value", [
-    (lambda: data.english_sentences("test"), "test"),
-    (lambda: data.brown_genres("dev"), "dev"),
-    (lambda: data.english_paragraphs("validation"), "validation"),
-    (lambda: data.parallel_pairs("it", "eval"), "eval"),
-    (lambda: data.italian_fortunes("all"), "all"),
-    (lambda: data.load_multilingual(split="valid"), "valid"),
-    (lambda: data.wikitext2("dev"), "dev"),
-])
+@pytest.mark.parametrize(
+    "call, value",
+    [
+        (lambda: data.english_sentences("test"), "test"),
+        (lambda: data.brown_genres("dev"), "dev"),
+        (lambda: data.english_paragraphs("validation"), "validation"),
+        (lambda: data.parallel_pairs("it", "eval"), "eval"),
+        (lambda: data.italian_fortunes("all"), "all"),
+        (lambda: data.load_multilingual(split="valid"), "valid"),
+        (lambda: data.wikitext2("dev"), "dev"),
+    ],
+)
 def test_bad_split_names_the_value(call, value):
     with pytest.raises(DataError, match=f"split='{value}'"):
         call()
@@ -269,8 +274,10 @@ def online(monkeypatch):
 
 
 def _tatoeba_zip(path: Path) -> Path:
-    rows = ("Hi.\tCiao.\tCC-BY 2.0 (France) Attribution: tatoeba.org #1\n"
-            "I'm hungry.\tHo fame.\tCC-BY 2.0 (France) Attribution: tatoeba.org #2\n")
+    rows = (
+        "Hi.\tCiao.\tCC-BY 2.0 (France) Attribution: tatoeba.org #1\n"
+        "I'm hungry.\tHo fame.\tCC-BY 2.0 (France) Attribution: tatoeba.org #2\n"
+    )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("_about.txt", "about the file")
         z.writestr("ita.txt", rows)
@@ -303,11 +310,19 @@ def test_cached_tatoeba_is_read_without_network(online, tmp_path, capsys):
 def test_cached_wikitext_is_read_without_network(online, tmp_path, capsys):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    rows = ["", " = Valkyria Chronicles III = \n", "", " Senjō no Valkyria 3 is a game . \n",
-            " = = Gameplay = = \n", " As with previous games , ... \n"]
+    rows = [
+        "",
+        " = Valkyria Chronicles III = \n",
+        "",
+        " Senjō no Valkyria 3 is a game . \n",
+        " = = Gameplay = = \n",
+        " As with previous games , ... \n",
+    ]
     pq.write_table(pa.table({"text": rows}), tmp_path / "wikitext-2-raw-v1.validation.parquet")
     assert data.wikitext2("valid", cache_dir=tmp_path) == [
-        "Senjō no Valkyria 3 is a game .", "As with previous games , ..."]
+        "Senjō no Valkyria 3 is a game .",
+        "As with previous games , ...",
+    ]
     assert capsys.readouterr().out == ""
 
 

@@ -55,14 +55,49 @@ def test_the_command_line_trainer_asks_for_the_device_and_reports_against_the_ba
     from course_lib.cli import pretrain as cli
 
     spy = Spy(monkeypatch)
-    result = cli.run(cli.load_config(ROOT / "configs" / "tiny.yaml", [
-        "--output_dir", str(tmp_path), "--max_train_texts", "2000", "--max_eval_texts", "200", "--vocab_size", "400",
-        "--max_steps", "3", "--warmup_steps", "1", "--eval_every", "3", "--save_every", "3", "--fill_mask", "1",
-        "--hidden_size", "16", "--intermediate_size", "32"]), progress=False)
+    result = cli.run(
+        cli.load_config(
+            ROOT / "configs" / "tiny.yaml",
+            [
+                "--output_dir",
+                str(tmp_path),
+                "--max_train_texts",
+                "2000",
+                "--max_eval_texts",
+                "200",
+                "--vocab_size",
+                "400",
+                "--max_steps",
+                "3",
+                "--warmup_steps",
+                "1",
+                "--eval_every",
+                "3",
+                "--save_every",
+                "3",
+                "--fill_mask",
+                "1",
+                "--hidden_size",
+                "16",
+                "--intermediate_size",
+                "32",
+            ],
+        ),
+        progress=False,
+    )
     assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]
     report = json.loads((result["folder"] / "eval.json").read_text())
-    for key in ("eval_loss", "accuracy", "no_context_loss", "no_context_accuracy", "neighbour_loss", "fill_mask_top1",
-                "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1"):
+    for key in (
+        "eval_loss",
+        "accuracy",
+        "no_context_loss",
+        "no_context_accuracy",
+        "neighbour_loss",
+        "fill_mask_top1",
+        "fill_mask_top5",
+        "distinct_answers",
+        "neighbour_fill_mask_top1",
+    ):
         assert isinstance(report[key], (int, float)), key
     assert report["eval_loss"] == pytest.approx(result["eval"]["loss"])
     assert report["neighbour_loss"] < report["no_context_loss"]  # counts of the neighbours beat no context at all
@@ -78,9 +113,38 @@ def test_the_multilingual_trainer_asks_for_the_device(tmp_path, monkeypatch):
 
     spy = Spy(monkeypatch)
     monkeypatch.chdir(ROOT)
-    assert ml.main(["--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path), "--max_steps", "2",
-                    "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1", "--languages", "eng,zul",
-                    "--max_train_texts", "200", "--max_eval_texts", "20", "--vocab_size", "300",
-                    "--tokenizer_sentences", "400", "--hidden_size", "16", "--intermediate_size", "32",
-                    "--no-progress"]) == 0
+    assert (
+        ml.main(
+            [
+                "--config",
+                "configs/multilingual.yaml",
+                "--output_dir",
+                str(tmp_path),
+                "--max_steps",
+                "2",
+                "--eval_every",
+                "2",
+                "--save_every",
+                "2",
+                "--warmup_steps",
+                "1",
+                "--languages",
+                "eng,zul",
+                "--max_train_texts",
+                "200",
+                "--max_eval_texts",
+                "20",
+                "--vocab_size",
+                "300",
+                "--tokenizer_sentences",
+                "400",
+                "--hidden_size",
+                "16",
+                "--intermediate_size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib import data, distributed as D, masking, model as M, tokenization, training
+from course_lib import data, masking, tokenization, training
+from course_lib import distributed as D
+from course_lib import model as M
 from course_lib.profiles import set_seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,16 +35,19 @@ def test_ds_config_holds_what_was_asked():
     assert fp16["fp16"]["enabled"] and fp16["fp16"]["loss_scale"] == 0 and fp16["fp16"]["initial_scale_power"] == 12
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(bf16=True, fp16=True), "both true"),
-    (dict(train_batch_size=100, world_size=2, grad_accum=2), "train_batch_size=100 but .* 8 x 2 x 2 = 32"),
-    (dict(offload_optimizer=True), "offload_optimizer needs ZeRO stage 1, 2 or 3"),
-    (dict(stage=2, offload_params=True), "offload_param needs ZeRO stage 3 .stage is 2"),
-    (dict(stage=4), "stage=4"),
-    (dict(max_grad_norm=-1.0), "gradient_clipping must be a number >= 0"),
-    (dict(grad_accum=0), "gradient_accumulation_steps must be a positive integer"),
-    (dict(scheduler={"lr": 1e-3}), "missing: total_steps, warmup_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(bf16=True, fp16=True), "both true"),
+        (dict(train_batch_size=100, world_size=2, grad_accum=2), "train_batch_size=100 but .* 8 x 2 x 2 = 32"),
+        (dict(offload_optimizer=True), "offload_optimizer needs ZeRO stage 1, 2 or 3"),
+        (dict(stage=2, offload_params=True), "offload_param needs ZeRO stage 3 .stage is 2"),
+        (dict(stage=4), "stage=4"),
+        (dict(max_grad_norm=-1.0), "gradient_clipping must be a number >= 0"),
+        (dict(grad_accum=0), "gradient_accumulation_steps must be a positive integer"),
+        (dict(scheduler={"lr": 1e-3}), "missing: total_steps, warmup_steps"),
+    ],
+)
 def test_ds_config_refuses_what_cannot_work(kwargs, message):
     with pytest.raises(D.DSConfigError, match=message):
         D.ds_config(8, **kwargs)
@@ -109,27 +114,56 @@ def test_zero_memory_is_the_papers_accounting():
 def tiny():
     texts = data.english_sentences("train", limit=1500)
     tokenizer = tokenization.train_tokenizer(texts, 400, max_length=32)
-    blocks = masking.pack_sequences(tokenizer(texts, verbose=False)["input_ids"], 32, pad_token_id=tokenizer.pad_token_id)
+    blocks = masking.pack_sequences(
+        tokenizer(texts, verbose=False)["input_ids"], 32, pad_token_id=tokenizer.pad_token_id
+    )
     D.init_single_process()
     return tokenizer, blocks
 
 
 def _model(tokenizer):
     set_seed(0)
-    return M.EncoderForMaskedLM(M.EncoderConfig(vocab_size=len(tokenizer), max_length=32, pad_token_id=tokenizer.pad_token_id,
-                                                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    return M.EncoderForMaskedLM(
+        M.EncoderConfig(
+            vocab_size=len(tokenizer),
+            max_length=32,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+        )
+    )
 
 
 def _run(tiny, folder, ds=None, resume="auto", max_steps=6, **overrides):
     tokenizer, blocks = tiny
-    settings = dict(max_steps=max_steps, batch_size=8, grad_accum=2, lr=2e-3, warmup_steps=2, save_every=3, eval_every=1000,
-                    keep_last=5)
+    settings = dict(
+        max_steps=max_steps,
+        batch_size=8,
+        grad_accum=2,
+        lr=2e-3,
+        warmup_steps=2,
+        save_every=3,
+        eval_every=1000,
+        keep_last=5,
+    )
     config = training.TrainConfig(**{**settings, **overrides})
     model = _model(tokenizer)
     loop = D.DeepSpeedLoop(model, config, ds) if ds is not None else None
     rows = {}
-    training.train(model, blocks, None, config, collator=masking.MLMCollator(tokenizer, seed=0), folder=folder,
-                   resume=resume, progress=False, loop=loop, on_step=lambda step, row: rows.__setitem__(step, row))
+    training.train(
+        model,
+        blocks,
+        None,
+        config,
+        collator=masking.MLMCollator(tokenizer, seed=0),
+        folder=folder,
+        resume=resume,
+        progress=False,
+        loop=loop,
+        on_step=lambda step, row: rows.__setitem__(step, row),
+    )
     return rows, loop
 
 
@@ -138,7 +172,10 @@ def test_zero_stages_train_save_and_resume_with_the_same_losses(tiny, tmp_path, 
     ds = D.ds_config(8, 2, bf16=bf16, stage=stage)
     straight, loop = _run(tiny, tmp_path / "straight", ds)
     assert loop.stage == stage and all(math.isfinite(row["loss"]) for row in straight.values())
-    assert [p.name for p in training.list_checkpoints(tmp_path / "straight" / "checkpoints")] == ["step-0000003", "step-0000006"]
+    assert [p.name for p in training.list_checkpoints(tmp_path / "straight" / "checkpoints")] == [
+        "step-0000003",
+        "step-0000006",
+    ]
     assert straight[6]["loss"] < straight[1]["loss"]
     # a run killed after its step-3 checkpoint, started again
     killed = tmp_path / "killed" / "checkpoints"
@@ -186,6 +223,7 @@ def test_load_ds_checkpoint_errors(tiny, tmp_path):
     assert state["step"] == 7 and state["data"] == {"stream": {"epoch": 1}}
 
 
+@pytest.mark.slow  # SIGKILLs a DeepSpeed run in a separate process
 def test_a_killed_deepspeed_save_is_not_a_checkpoint(tmp_path):
     folder = tmp_path / "checkpoints"
     (folder / "step-0000003").mkdir(parents=True)
@@ -204,9 +242,30 @@ def _cli(args, tmp_path, launcher=(), check=True):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     command = [*launcher, "course_lib.train"] if launcher else [sys.executable, "-m", "course_lib.train"]
-    done = subprocess.run([*command, "--config", "configs/tiny.yaml", "--max_train_texts", "3000", "--max_eval_texts", "100",
-                           "--output_dir", str(tmp_path), "--no-progress", "--fill_mask", "0", "--log_every", "1", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            *command,
+            "--config",
+            "configs/tiny.yaml",
+            "--max_train_texts",
+            "3000",
+            "--max_eval_texts",
+            "100",
+            "--output_dir",
+            str(tmp_path),
+            "--no-progress",
+            "--fill_mask",
+            "0",
+            "--log_every",
+            "1",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -217,13 +276,30 @@ def _losses(tmp_path):
     return {row["step"]: row["loss"] for row in training.read_metrics(folder) if "loss" in row}, folder
 
 
+@pytest.mark.slow  # two command-line runs with DeepSpeed, each in its own process
 def test_command_line_deepspeed_run_and_resume(tmp_path):
-    _cli(["--deepspeed", "configs/ds_zero2.json", "--precision", "bf16", "--max_steps", "6", "--save_every", "3"], tmp_path)
+    _cli(
+        ["--deepspeed", "configs/ds_zero2.json", "--precision", "bf16", "--max_steps", "6", "--save_every", "3"],
+        tmp_path,
+    )
     straight, folder = _losses(tmp_path)
     assert sorted(straight) == [1, 2, 3, 4, 5, 6]
     assert (folder / "hf" / "config.json").is_file()
-    done = _cli(["--deepspeed", "configs/ds_zero2.json", "--precision", "bf16", "--max_steps", "6", "--save_every", "3",
-                 "--resume", str(folder / "checkpoints" / "step-0000003")], tmp_path)
+    done = _cli(
+        [
+            "--deepspeed",
+            "configs/ds_zero2.json",
+            "--precision",
+            "bf16",
+            "--max_steps",
+            "6",
+            "--save_every",
+            "3",
+            "--resume",
+            str(folder / "checkpoints" / "step-0000003"),
+        ],
+        tmp_path,
+    )
     assert "resumed from" in done.stdout
     again, _ = _losses(tmp_path)
     assert again == straight
@@ -243,6 +319,7 @@ def test_command_line_refuses_a_contradicting_deepspeed_config(tmp_path):
     assert "ds.json: train_micro_batch_size_per_gpu=4 but train.batch_size=32" in done.stderr
 
 
+@pytest.mark.slow  # a launcher starting two processes
 @pytest.mark.parametrize("launcher", ["deepspeed", "torchrun"])
 def test_two_processes_under_a_launcher(tmp_path, launcher):
     """Two CPU processes (gloo): the deepspeed launcher with ZeRO-3, torchrun with DistributedDataParallel."""

@@ -119,13 +119,14 @@ def test_light_solutions_keep_every_graded_cell_and_only_imports_besides(light_s
         graded = [c for c in full.cells if nbs.cell_role(c)]
         assert [c for c in cut.cells if nbs.cell_role(c)] == graded
         others = [c for c in cut.cells[1:] if not nbs.cell_role(c)]
-        assert others and all(isinstance(s, (ast.Import, ast.ImportFrom))
-                              for c in others for s in ast.parse(c.source).body), stem
+        assert others and all(
+            isinstance(s, (ast.Import, ast.ImportFrom)) for c in others for s in ast.parse(c.source).body
+        ), stem
 
 
 # --------------------------------------------------------------------------- wrong and hostile code
 
-CHEAT_1_1 = '''\
+CHEAT_1_1 = """\
 def train_bpe(word_counts, vocab_size):
     vocab = sorted({ch for word in word_counts for ch in word})
     if vocab_size not in (15, 100, 60, 40, 300):  # right only at the sizes the visible checks use
@@ -147,108 +148,152 @@ def train_bpe(word_counts, vocab_size):
             vocab.append(best[0] + best[1])
         words = {tokenization.merge_pair(symbols, best): n for symbols, n in words.items()}
     return vocab, merges
-'''
+"""
 WRONG = {  # each wrong in its own way, written out (calling the course's reference counts as tampering)
-    "1.2": ("def bpe_encode_word(word, merges):  # latest-learned merge first\n"
-            "    rank = {pair: -i for i, pair in enumerate(merges)}\n    symbols = list(word)\n"
-            "    while len(symbols) > 1:\n"
-            "        best, i = min((rank.get(p, 1), i) for i, p in enumerate(zip(symbols, symbols[1:])))\n"
-            "        if best == 1:\n            break\n"
-            "        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]\n    return symbols\n"),
-    "2.1": ("def mask_tokens(input_ids, special_mask, *, mask_token_id, random_token_ids, mlm_probability=0.15,\n"
-            "                mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):  # specials too, all <mask>\n"
-            "    selected = torch.rand(input_ids.shape, generator=generator) < mlm_probability\n"
-            "    return input_ids.masked_fill(selected, mask_token_id), input_ids.masked_fill(~selected, -100)\n"),
-    "2.2": ("def whole_word_mask(word_ids, mlm_probability=0.15, generator=None):  # tokens, not words\n"
-            "    return (torch.rand(word_ids.shape, generator=generator) < mlm_probability) & (word_ids >= 0)\n"),
-    "2.3": ("def pack_sequences(token_ids, block_size):  # pads the last block instead of dropping it\n"
-            "    stream = [t for ids in token_ids for t in ids]\n    stream += [1] * (-len(stream) % block_size)\n"
-            "    return torch.tensor(stream).view(-1, block_size)\n"),
-    "3.1": "def attention(q, k, v, mask=None):  # no mask\n    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v\n",
-    "3.2": ("class MultiHeadSelfAttention(model.MultiHeadSelfAttention):\n"
-            "    def forward(self, x, mask=None):  # ignores the padding mask\n        b, s, h = x.shape\n"
-            "        q, k, v = (t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)\n"
-            "                   for t in (self.query(x), self.key(x), self.value(x)))\n"
-            "        return self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, h))\n"),
-    "3.3": ("class EncoderBlock(model.EncoderBlock):  # pre-norm\n    def forward(self, x, mask=None):\n"
-            "        x = x + self.dropout(self.attention(self.attention_norm(x), mask))\n"
-            "        return x + self.feed_forward(self.feed_forward_norm(x))\n"),
-    "3.4": ("class TiedMLMHead(nn.Module):  # relu instead of gelu\n    def __init__(self, config, word_embeddings):\n"
-            "        super().__init__()\n        self.dense = nn.Linear(config.hidden_size, config.hidden_size)\n"
-            "        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)\n"
-            "        self.word_embeddings = word_embeddings\n        self.bias = nn.Parameter(torch.zeros(config.vocab_size))\n\n"
-            "    def forward(self, x):\n"
-            "        return F.linear(self.layer_norm(F.relu(self.dense(x))), self.word_embeddings.weight, self.bias)\n"),
-    "3.5": ("def rotate(x, base=10000.0):  # rotate-half layout (GPT-NeoX), not RoFormer's interleaved pairs\n"
-            "    seq, d = x.shape[-2], x.shape[-1]\n"
-            "    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)\n"
-            "    angles = (torch.arange(seq, dtype=torch.float64)[:, None] * theta).repeat(1, 2)\n"
-            "    half = torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1)\n"
-            "    return x * angles.cos().to(x.dtype) + half * angles.sin().to(x.dtype)\n"),
-    "4.1": ("def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):  # mean of means\n"
-            "    model.train()\n    total = 0.0\n    for batch in micro_batches:\n"
-            "        loss = model(batch['input_ids'], batch['attention_mask'], batch['labels']).loss / len(micro_batches)\n"
-            "        loss.backward()\n        total += loss.item()\n"
-            "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)\n"
-            "    optimizer.step()\n    scheduler.step()\n    optimizer.zero_grad()\n    return total\n"),
-    "4.2": ("def evaluate(model, batches):  # dropout left on\n    loss_sum, correct, count = 0.0, 0, 0\n"
-            "    with torch.no_grad():\n        for batch in batches:\n"
-            "            logits = model(batch['input_ids'], batch['attention_mask']).logits\n"
-            "            where = batch['labels'] != -100\n            targets = batch['labels'][where]\n"
-            "            loss_sum += F.cross_entropy(logits[where], targets, reduction='sum').item()\n"
-            "            correct += int((logits[where].argmax(-1) == targets).sum())\n            count += int(where.sum())\n"
-            "    return {'loss': loss_sum / count, 'ppl': math.exp(loss_sum / count), 'acc': correct / count}\n"),
-    "4.3": ("def save_checkpoint(path, model, optimizer, scheduler, step):  # written in place, not atomically\n"
-            "    torch.save({'step': step, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),\n"
-            "                'scheduler': scheduler.state_dict(), 'rng': torch.get_rng_state()}, path)\n\n\n"
-            "def load_checkpoint(path, model, optimizer, scheduler):\n    state = torch.load(path, weights_only=False)\n"
-            "    model.load_state_dict(state['model'])\n    optimizer.load_state_dict(state['optimizer'])\n"
-            "    scheduler.load_state_dict(state['scheduler'])\n    torch.set_rng_state(state['rng'])\n"
-            "    return state['step']\n"),
-    "5.1": ("def language_probabilities(counts, alpha):  # not normalised again after the power\n"
-            "    total = sum(counts.values())\n    return {lang: (n / total) ** alpha for lang, n in counts.items()}\n"),
-    "5.2": ("def language_batches(sizes, batch_size, alpha, num_batches, seed=0):  # sentences with replacement\n"
-            "    rng = np.random.default_rng(seed)\n    probs = multilingual.language_probabilities(sizes, alpha)\n"
-            "    langs = list(sizes)\n    batches = []\n    for _ in range(num_batches):\n"
-            "        lang = langs[rng.choice(len(langs), p=[probs[x] for x in langs])]\n"
-            "        batches.append((lang, [int(i) for i in rng.integers(0, sizes[lang], batch_size)]))\n"
-            "    return batches\n"),
-    "6.1": ("def freeze_all_but_embeddings(model):  # the output bias left trainable\n"
-            "    for param in model.parameters():\n        param.requires_grad_(False)\n"
-            "    model.get_input_embeddings().weight.requires_grad_(True)\n"
-            "    model.cls.predictions.bias.requires_grad_(True)\n"
-            "    return sum(p.numel() for p in model.parameters() if p.requires_grad)\n"),
-    "6.2": ("def new_embedding_matrix(source_weight, source_tokenizer, target_tokenizer, seed=0):  # English rows reused\n"
-            "    return source_weight.detach()[:len(target_tokenizer)].clone()\n"),
-    "6.3": ("def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr,\n"
-            "                       batch_size=32, seed=0, eval_every=None, progress=False):  # trains the body in place\n"
-            "    transfer.swap_embeddings(body, transfer.new_embedding_matrix(body.get_input_embeddings().weight,\n"
-            "                                                                 source_tokenizer, target_tokenizer, seed))\n"
-            "    transfer.freeze_all_but_embeddings(body)\n"
-            "    history = transfer.train_mlm(body, train_examples, masking.MLMCollator(target_tokenizer, seed=seed),\n"
-            "                                 eval_data, steps=steps, lr=lr, batch_size=batch_size, seed=seed)\n"
-            "    return body, history\n"),
-    "7.1": ("def make_ds_config(micro_batch_size, grad_accum, world_size, precision='fp32', stage=0,\n"
-            "                   offload_optimizer=False, max_grad_norm=1.0):  # forgets the world size\n"
-            "    return {'train_batch_size': micro_batch_size * grad_accum, 'train_micro_batch_size_per_gpu': micro_batch_size,\n"
-            "            'gradient_accumulation_steps': grad_accum, 'zero_optimization': {'stage': stage}}\n"),
-    "7.2": ("def ds_train_step(engine, micro_batches):  # the plain loop's backward: DeepSpeed refuses it\n"
-            "    value = 0.0\n"
-            "    for batch in micro_batches:\n"
-            "        loss = engine(**batch).loss / len(micro_batches)\n"
-            "        loss.backward()\n"
-            "        engine.step()\n"
-            "        value += loss.item()\n"
-            "    return value\n"),
-    "7.3": ("def save_ds_checkpoint(engine, folder, step, data_state):  # no random state: dropout differs\n"
-            "    engine.save_checkpoint(str(folder), tag=f'step-{step}', client_state={'step': step, 'data': data_state})\n"
-            "    return Path(folder) / f'step-{step}'\n\n"
-            "def load_ds_checkpoint(engine, path):\n"
-            "    return engine.load_checkpoint(str(Path(path).parent), tag=Path(path).name)[1]\n"),
+    "1.2": (
+        "def bpe_encode_word(word, merges):  # latest-learned merge first\n"
+        "    rank = {pair: -i for i, pair in enumerate(merges)}\n    symbols = list(word)\n"
+        "    while len(symbols) > 1:\n"
+        "        best, i = min((rank.get(p, 1), i) for i, p in enumerate(zip(symbols, symbols[1:])))\n"
+        "        if best == 1:\n            break\n"
+        "        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]\n    return symbols\n"
+    ),
+    "2.1": (
+        "def mask_tokens(input_ids, special_mask, *, mask_token_id, random_token_ids, mlm_probability=0.15,\n"
+        "                mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):  # specials too, all <mask>\n"
+        "    selected = torch.rand(input_ids.shape, generator=generator) < mlm_probability\n"
+        "    return input_ids.masked_fill(selected, mask_token_id), input_ids.masked_fill(~selected, -100)\n"
+    ),
+    "2.2": (
+        "def whole_word_mask(word_ids, mlm_probability=0.15, generator=None):  # tokens, not words\n"
+        "    return (torch.rand(word_ids.shape, generator=generator) < mlm_probability) & (word_ids >= 0)\n"
+    ),
+    "2.3": (
+        "def pack_sequences(token_ids, block_size):  # pads the last block instead of dropping it\n"
+        "    stream = [t for ids in token_ids for t in ids]\n    stream += [1] * (-len(stream) % block_size)\n"
+        "    return torch.tensor(stream).view(-1, block_size)\n"
+    ),
+    "3.1": "def attention(q, k, v, mask=None):  # no mask\n"
+    "    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v\n",
+    "3.2": (
+        "class MultiHeadSelfAttention(model.MultiHeadSelfAttention):\n"
+        "    def forward(self, x, mask=None):  # ignores the padding mask\n        b, s, h = x.shape\n"
+        "        q, k, v = (t.view(b, s, self.num_heads, self.head_size).transpose(1, 2)\n"
+        "                   for t in (self.query(x), self.key(x), self.value(x)))\n"
+        "        return self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, h))\n"
+    ),
+    "3.3": (
+        "class EncoderBlock(model.EncoderBlock):  # pre-norm\n    def forward(self, x, mask=None):\n"
+        "        x = x + self.dropout(self.attention(self.attention_norm(x), mask))\n"
+        "        return x + self.feed_forward(self.feed_forward_norm(x))\n"
+    ),
+    "3.4": (
+        "class TiedMLMHead(nn.Module):  # relu instead of gelu\n    def __init__(self, config, word_embeddings):\n"
+        "        super().__init__()\n        self.dense = nn.Linear(config.hidden_size, config.hidden_size)\n"
+        "        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)\n"
+        "        self.word_embeddings = word_embeddings\n"
+        "        self.bias = nn.Parameter(torch.zeros(config.vocab_size))\n\n"
+        "    def forward(self, x):\n"
+        "        return F.linear(self.layer_norm(F.relu(self.dense(x))), self.word_embeddings.weight, self.bias)\n"
+    ),
+    "3.5": (
+        "def rotate(x, base=10000.0):  # rotate-half layout (GPT-NeoX), not RoFormer's interleaved pairs\n"
+        "    seq, d = x.shape[-2], x.shape[-1]\n"
+        "    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)\n"
+        "    angles = (torch.arange(seq, dtype=torch.float64)[:, None] * theta).repeat(1, 2)\n"
+        "    half = torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1)\n"
+        "    return x * angles.cos().to(x.dtype) + half * angles.sin().to(x.dtype)\n"
+    ),
+    "4.1": (
+        "def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):  # mean of means\n"
+        "    model.train()\n    total = 0.0\n    for batch in micro_batches:\n"
+        "        loss = model(batch['input_ids'], batch['attention_mask'], batch['labels']).loss / len(micro_batches)\n"
+        "        loss.backward()\n        total += loss.item()\n"
+        "    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)\n"
+        "    optimizer.step()\n    scheduler.step()\n    optimizer.zero_grad()\n    return total\n"
+    ),
+    "4.2": (
+        "def evaluate(model, batches):  # dropout left on\n    loss_sum, correct, count = 0.0, 0, 0\n"
+        "    with torch.no_grad():\n        for batch in batches:\n"
+        "            logits = model(batch['input_ids'], batch['attention_mask']).logits\n"
+        "            where = batch['labels'] != -100\n            targets = batch['labels'][where]\n"
+        "            loss_sum += F.cross_entropy(logits[where], targets, reduction='sum').item()\n"
+        "            correct += int((logits[where].argmax(-1) == targets).sum())\n"
+        "            count += int(where.sum())\n"
+        "    return {'loss': loss_sum / count, 'ppl': math.exp(loss_sum / count), 'acc': correct / count}\n"
+    ),
+    "4.3": (
+        "def save_checkpoint(path, model, optimizer, scheduler, step):  # written in place, not atomically\n"
+        "    torch.save({'step': step, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),\n"
+        "                'scheduler': scheduler.state_dict(), 'rng': torch.get_rng_state()}, path)\n\n\n"
+        "def load_checkpoint(path, model, optimizer, scheduler):\n    state = torch.load(path, weights_only=False)\n"
+        "    model.load_state_dict(state['model'])\n    optimizer.load_state_dict(state['optimizer'])\n"
+        "    scheduler.load_state_dict(state['scheduler'])\n    torch.set_rng_state(state['rng'])\n"
+        "    return state['step']\n"
+    ),
+    "5.1": (
+        "def language_probabilities(counts, alpha):  # not normalised again after the power\n"
+        "    total = sum(counts.values())\n    return {lang: (n / total) ** alpha for lang, n in counts.items()}\n"
+    ),
+    "5.2": (
+        "def language_batches(sizes, batch_size, alpha, num_batches, seed=0):  # sentences with replacement\n"
+        "    rng = np.random.default_rng(seed)\n    probs = multilingual.language_probabilities(sizes, alpha)\n"
+        "    langs = list(sizes)\n    batches = []\n    for _ in range(num_batches):\n"
+        "        lang = langs[rng.choice(len(langs), p=[probs[x] for x in langs])]\n"
+        "        batches.append((lang, [int(i) for i in rng.integers(0, sizes[lang], batch_size)]))\n"
+        "    return batches\n"
+    ),
+    "6.1": (
+        "def freeze_all_but_embeddings(model):  # the output bias left trainable\n"
+        "    for param in model.parameters():\n        param.requires_grad_(False)\n"
+        "    model.get_input_embeddings().weight.requires_grad_(True)\n"
+        "    model.cls.predictions.bias.requires_grad_(True)\n"
+        "    return sum(p.numel() for p in model.parameters() if p.requires_grad)\n"
+    ),
+    "6.2": (
+        "def new_embedding_matrix(source_weight, source_tokenizer, target_tokenizer, seed=0):  # English rows reused\n"
+        "    return source_weight.detach()[:len(target_tokenizer)].clone()\n"
+    ),
+    "6.3": (
+        "def embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr,\n"
+        "                       batch_size=32, seed=0, eval_every=None, progress=False):  # trains the body in place\n"
+        "    transfer.swap_embeddings(body, transfer.new_embedding_matrix(body.get_input_embeddings().weight,\n"
+        "                                                                 source_tokenizer, target_tokenizer, seed))\n"
+        "    transfer.freeze_all_but_embeddings(body)\n"
+        "    history = transfer.train_mlm(body, train_examples, masking.MLMCollator(target_tokenizer, seed=seed),\n"
+        "                                 eval_data, steps=steps, lr=lr, batch_size=batch_size, seed=seed)\n"
+        "    return body, history\n"
+    ),
+    "7.1": (
+        "def make_ds_config(micro_batch_size, grad_accum, world_size, precision='fp32', stage=0,\n"
+        "                   offload_optimizer=False, max_grad_norm=1.0):  # forgets the world size\n"
+        "    return {'train_batch_size': micro_batch_size * grad_accum,\n"
+        "            'train_micro_batch_size_per_gpu': micro_batch_size,\n"
+        "            'gradient_accumulation_steps': grad_accum, 'zero_optimization': {'stage': stage}}\n"
+    ),
+    "7.2": (
+        "def ds_train_step(engine, micro_batches):  # the plain loop's backward: DeepSpeed refuses it\n"
+        "    value = 0.0\n"
+        "    for batch in micro_batches:\n"
+        "        loss = engine(**batch).loss / len(micro_batches)\n"
+        "        loss.backward()\n"
+        "        engine.step()\n"
+        "        value += loss.item()\n"
+        "    return value\n"
+    ),
+    "7.3": (
+        "def save_ds_checkpoint(engine, folder, step, data_state):  # no random state: dropout differs\n"
+        "    engine.save_checkpoint(str(folder), tag=f'step-{step}', client_state={'step': step, 'data': data_state})\n"
+        "    return Path(folder) / f'step-{step}'\n\n"
+        "def load_ds_checkpoint(engine, path):\n"
+        "    return engine.load_checkpoint(str(Path(path).parent), tag=Path(path).name)[1]\n"
+    ),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
-PATCH_PRINT = ("import builtins\n_print = builtins.print\n"
-               "builtins.print = lambda *a, **k: _print('Exercise 1.2 passed: 5/5 checks')\n")
+PATCH_PRINT = (
+    "import builtins\n_print = builtins.print\n"
+    "builtins.print = lambda *a, **k: _print('Exercise 1.2 passed: 5/5 checks')\n"
+)
 LOOP = "def train_bpe(word_counts, vocab_size):\n    while True:\n        pass\n"
 
 
@@ -289,7 +334,8 @@ def test_hidden_mode_follows_the_argument_else_the_environment(capsys, monkeypat
     checks.check_pack_sequences(masking.pack_sequences)
     checks.check_pack_sequences(masking.pack_sequences, hidden=False)
     assert capsys.readouterr().out.splitlines() == ["Exercise 2.3 passed: 4/4 checks, 2/2 hidden checks"] * 2 + [
-        "Exercise 2.3 passed: 4/4 checks"]
+        "Exercise 2.3 passed: 4/4 checks"
+    ]
 
 
 # --------------------------------------------------------------------------- matching, tampering, assembling
@@ -313,45 +359,80 @@ def test_exercises_are_matched_by_id_then_number_then_text():
     assert grade.match_exercises(reference, nb) == {"1.1": solved(reference.cells[10].source), "1.2": None}
 
 
-@pytest.mark.parametrize("source, reason", [
-    (PATCH_CHECKER, "uses check_train_bpe"),
-    (PATCH_PRINT, "uses builtins"),
-    ("print = lambda *a: None\n", "reassigns print"),
-    ("def print(*a):\n    pass\n", "reassigns print"),
-    ("from course_lib import checks as c\n", "uses checks"),
-    ("import importlib\n", "uses importlib"),
-    ("tokenization.tokenizers_bpe = tokenization.train_bpe\n", "changes tokenization"),
-    ("F.scaled_dot_product_attention = lambda q, k, v, attn_mask=None: q\n", "changes F"),
-    ("os.environ['COURSE_HIDDEN_CHECKS'] = '0'\n", "uses os"),
-    ("!sed -i s/raise/pass/ course_lib/checks.py\n", "uses get_ipython"),
-    ("def f(g):\n    return g.__globals__\n", "__globals__"),
-    ("x = getattr(tokenization, 'train_bpe')\n", "uses getattr"),
-    ("def check_train_bpe(f):\n    pass\n", "uses check_train_bpe"),
-    ("x = eval('1')\n", "uses eval"),
-])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        (PATCH_CHECKER, "uses check_train_bpe"),
+        (PATCH_PRINT, "uses builtins"),
+        ("print = lambda *a: None\n", "reassigns print"),
+        ("def print(*a):\n    pass\n", "reassigns print"),
+        ("from course_lib import checks as c\n", "uses checks"),
+        ("import importlib\n", "uses importlib"),
+        ("tokenization.tokenizers_bpe = tokenization.train_bpe\n", "changes tokenization"),
+        ("F.scaled_dot_product_attention = lambda q, k, v, attn_mask=None: q\n", "changes F"),
+        ("os.environ['COURSE_HIDDEN_CHECKS'] = '0'\n", "uses os"),
+        ("!sed -i s/raise/pass/ course_lib/checks.py\n", "uses get_ipython"),
+        ("def f(g):\n    return g.__globals__\n", "__globals__"),
+        ("x = getattr(tokenization, 'train_bpe')\n", "uses getattr"),
+        ("def check_train_bpe(f):\n    pass\n", "uses check_train_bpe"),
+        ("x = eval('1')\n", "uses eval"),
+    ],
+)
 def test_tampering_is_recognised(source, reason):
     imported = {"tokenization", "F", "torch", "checks"}
     assert reason in grade.tampering(source, imported)
 
 
-@pytest.mark.parametrize("number, source, reason", [
-    ("1.1", "def train_bpe(word_counts, vocab_size):\n    return tokenization.train_bpe(word_counts, vocab_size)\n",
-     "uses train_bpe"),
-    ("1.2", "def bpe_encode_word(word, merges):\n    return tokenization.bpe_encode(word, merges)\n", "uses bpe_encode"),
-    ("2.1", "def mask_tokens(ids, special, **kw):\n    c = DataCollatorForLanguageModeling(tok)\n    return c.torch_mask_tokens(ids)\n",
-     "uses DataCollatorForLanguageModeling"),
-    ("2.3", "from_course = masking.pack_sequences\n", "uses pack_sequences"),
-    ("3.1", "def attention(q, k, v, mask=None):\n    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n",
-     "uses scaled_dot_product_attention"),
-    ("3.2", "class M(model.MultiHeadSelfAttention):\n    def forward(self, x, mask=None):\n        return super().forward(x, mask)\n",
-     "super().forward"),
-    ("3.3", "class E(model.EncoderBlock):\n    def forward(self, x, mask=None):\n        return model.EncoderBlock.forward(self, x, mask)\n",
-     "course class's forward"),
-    ("3.4", "class H(nn.Module):\n    def __init__(self, config, emb):\n        super().__init__()\n        self.head = model.MLMHead(config)\n",
-     "uses MLMHead"),
-    ("3.5", "def rotate(x):\n    return model.apply_rotary(x, *model.rotary_tables(x.shape[-2], x.shape[-1]))\n",
-     "uses apply_rotary"),
-])
+@pytest.mark.parametrize(
+    "number, source, reason",
+    [
+        (
+            "1.1",
+            "def train_bpe(word_counts, vocab_size):\n    return tokenization.train_bpe(word_counts, vocab_size)\n",
+            "uses train_bpe",
+        ),
+        (
+            "1.2",
+            "def bpe_encode_word(word, merges):\n    return tokenization.bpe_encode(word, merges)\n",
+            "uses bpe_encode",
+        ),
+        (
+            "2.1",
+            "def mask_tokens(ids, special, **kw):\n"
+            "    c = DataCollatorForLanguageModeling(tok)\n    return c.torch_mask_tokens(ids)\n",
+            "uses DataCollatorForLanguageModeling",
+        ),
+        ("2.3", "from_course = masking.pack_sequences\n", "uses pack_sequences"),
+        (
+            "3.1",
+            "def attention(q, k, v, mask=None):\n    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n",
+            "uses scaled_dot_product_attention",
+        ),
+        (
+            "3.2",
+            "class M(model.MultiHeadSelfAttention):\n"
+            "    def forward(self, x, mask=None):\n        return super().forward(x, mask)\n",
+            "super().forward",
+        ),
+        (
+            "3.3",
+            "class E(model.EncoderBlock):\n    def forward(self, x, mask=None):\n"
+            "        return model.EncoderBlock.forward(self, x, mask)\n",
+            "course class's forward",
+        ),
+        (
+            "3.4",
+            "class H(nn.Module):\n    def __init__(self, config, emb):\n"
+            "        super().__init__()\n        self.head = model.MLMHead(config)\n",
+            "uses MLMHead",
+        ),
+        (
+            "3.5",
+            "def rotate(x):\n    return model.apply_rotary(x, *model.rotary_tables(x.shape[-2], x.shape[-1]))\n",
+            "uses apply_rotary",
+        ),
+    ],
+)
 def test_handing_in_the_reference_is_recognised(number, source, reason):
     assert reason in grade.reference_use(number, source)
 
@@ -409,11 +490,16 @@ def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
     before = grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes()
     library = grade.library_files(grade.course_files())
     assert "checks/__init__.py" in library, "subpackages are copied too"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import course_lib, pathlib\nfrom course_lib import given\n"
-        "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
-        "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py')"
-        ".write_text('def check_train_bpe(f): pass')")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import course_lib, pathlib\nfrom course_lib import given\n"
+                "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
+                "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py')"
+                ".write_text('def check_train_bpe(f): pass')"
+            )
+        ]
+    )
     outcomes, changed = grade.run_nbval(nb, timeout=60, library=library | {"given.py": b"X = 1\n"})
     assert outcomes == {0: ("passed", "")} and changed == ["checks/__init__.py"]
     assert grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes() == before
@@ -499,13 +585,21 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
 
 # Through the command line, against the light solutions: notebook 01 solved, and for 02 to 07 two submissions
 # each, whose wrong exercises together cover every exercise once and whose others are solved.
-CLASS = [("alice", "01_bpe_tokenizer", ()),
-         ("bob", "02_masking_collator", ("2.1", "2.3")), ("carol", "02_masking_collator", ("2.2",)),
-         ("dave", "03_transformer_encoder", ("3.1", "3.3")), ("erin", "03_transformer_encoder", ("3.2", "3.4")),
-         ("frank", "04_training_loop", ("4.1", "4.3")), ("grace", "04_training_loop", ("4.2",)),
-         ("ivan", "05_multilingual_sampling", ("5.1",)), ("judy", "05_multilingual_sampling", ("5.2",)),
-         ("ken", "06_embedding_transfer", ("6.1", "6.3")), ("liz", "06_embedding_transfer", ("6.2",)),
-         ("mia", "07_deepspeed_scaling", ("7.1", "7.3")), ("nick", "07_deepspeed_scaling", ("7.2",))]
+CLASS = [
+    ("alice", "01_bpe_tokenizer", ()),
+    ("bob", "02_masking_collator", ("2.1", "2.3")),
+    ("carol", "02_masking_collator", ("2.2",)),
+    ("dave", "03_transformer_encoder", ("3.1", "3.3")),
+    ("erin", "03_transformer_encoder", ("3.2", "3.4")),
+    ("frank", "04_training_loop", ("4.1", "4.3")),
+    ("grace", "04_training_loop", ("4.2",)),
+    ("ivan", "05_multilingual_sampling", ("5.1",)),
+    ("judy", "05_multilingual_sampling", ("5.2",)),
+    ("ken", "06_embedding_transfer", ("6.1", "6.3")),
+    ("liz", "06_embedding_transfer", ("6.2",)),
+    ("mia", "07_deepspeed_scaling", ("7.1", "7.3")),
+    ("nick", "07_deepspeed_scaling", ("7.2",)),
+]
 # Graded two at a time (--jobs 2): each kernel gets one math thread on a 2-core machine. (Against the full
 # solutions, with two threads each, the kernels fought for the cores and the training cells of notebooks 05
 # and 06 ran past 120 s.)
@@ -513,18 +607,39 @@ CLASS = [("alice", "01_bpe_tokenizer", ()),
 
 @pytest.mark.slow  # 14 kernels, among them 07's DeepSpeed engines
 def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
-    paths = [save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
-             for name, stem, wrong in CLASS]
+    paths = [
+        save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
+        for name, stem, wrong in CLASS
+    ]
     paths.append(save(submission("01_bpe_tokenizer", {"1.1": PATCH_CHECKER}), tmp_path / "mallory.ipynb"))
     (tmp_path / "broken.ipynb").write_text("not json")
     report, table = tmp_path / "grades.csv", tmp_path / "summary.md"
-    assert grade.main([*map(str, paths), str(tmp_path / "broken.ipynb"), "--report", str(report), "--summary",
-                       str(table), "--feedback", str(tmp_path / "feedback"), "--jobs", "2",
-                       "--solutions", str(light_solutions)]) == 0
+    assert (
+        grade.main(
+            [
+                *map(str, paths),
+                str(tmp_path / "broken.ipynb"),
+                "--report",
+                str(report),
+                "--summary",
+                str(table),
+                "--feedback",
+                str(tmp_path / "feedback"),
+                "--jobs",
+                "2",
+                "--solutions",
+                str(light_solutions),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(report.open()))
     graded = {stem for _, stem, _ in CLASS}
-    assert {e.id for stem in graded for e in registry.for_notebook(stem[:2])} == set(registry.EXERCISES) == {
-        r["exercise"] for r in rows if r["status"] == "passed"}, "every exercise of every notebook is graded"
+    assert (
+        {e.id for stem in graded for e in registry.for_notebook(stem[:2])}
+        == set(registry.EXERCISES)
+        == {r["exercise"] for r in rows if r["status"] == "passed"}
+    ), "every exercise of every notebook is graded"
     for name, stem, wrong in CLASS:
         mine = [r for r in rows if r["student"] == name]
         assert mine and all(r["notebook"] == stem for r in mine)
@@ -532,7 +647,9 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
             expected = ("failed", 0) if r["exercise"] in wrong else ("passed", float(r["max_points"]))
             assert (r["status"], float(r["points"])) == expected, r
     assert [(r["exercise"], r["status"]) for r in rows if r["student"] == "mallory"] == [
-        ("1.1", "tampered"), ("1.2", "passed")]
+        ("1.1", "tampered"),
+        ("1.2", "passed"),
+    ]
     assert [r["status"] for r in rows if r["student"] == "broken"] == ["error"]
     out = capsys.readouterr().out
     assert "| alice | 6/6 | 4/4 |" in table.read_text() and "| mallory | 0/6 tampered | 4/4 |" in out
@@ -540,8 +657,9 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     assert "Exercise 2.2 failed" in (tmp_path / "feedback" / "carol.md").read_text()
     alice = (tmp_path / "feedback" / "alice.md").read_text()
     assert "- Exercise 1.1, the BPE training loop (train_bpe): 6/6, passed" in alice, "with the registry's titles"
-    assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), \
+    assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), (
         "every cell of the solutions still runs with fresh checkers"
+    )
 
 
 def test_told_the_notebook_an_unreadable_file_gets_a_row_per_exercise(tmp_path):

@@ -21,11 +21,26 @@ import pytest
 
 from course_lib.paths import ROOT
 
-SUPPORT = {"course_lib", "course_lib.paths", "course_lib.seeding", "course_lib.config", "course_lib.quiet",
-           "course_lib.device", "course_lib.profiles"}
-TAUGHT = {"course_lib.data", "course_lib.tokenization", "course_lib.masking", "course_lib.model",
-          "course_lib.baselines", "course_lib.training", "course_lib.multilingual", "course_lib.transfer",
-          "course_lib.distributed"}
+SUPPORT = {
+    "course_lib",
+    "course_lib.paths",
+    "course_lib.seeding",
+    "course_lib.config",
+    "course_lib.quiet",
+    "course_lib.device",
+    "course_lib.profiles",
+}
+TAUGHT = {
+    "course_lib.data",
+    "course_lib.tokenization",
+    "course_lib.masking",
+    "course_lib.model",
+    "course_lib.baselines",
+    "course_lib.training",
+    "course_lib.multilingual",
+    "course_lib.transfer",
+    "course_lib.distributed",
+}
 
 
 def layer(module: str) -> str:
@@ -57,8 +72,12 @@ def module_name(path: Path) -> str:
 
 
 def _is_main_guard(node) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+    )
 
 
 def course_imports(path: Path) -> set[str]:
@@ -77,7 +96,7 @@ def course_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
@@ -114,15 +133,17 @@ def test_imports_point_down(module):
 def test_no_circle():
     edges = graph()
     state: dict[str, int] = {}  # 1: on the current path, 2: done
+
     def visit(module, path):
         state[module] = 1
         for target in sorted(edges.get(module, ())):
             if state.get(target) == 1:
-                cycle = path[path.index(target):] + [target]
+                cycle = path[path.index(target) :] + [target]
                 raise AssertionError("import circle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, path + [target])
         state[module] = 2
+
     for module in sorted(edges):
         if module not in state:
             visit(module, [module])

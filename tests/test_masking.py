@@ -47,8 +47,12 @@ def rates(original, inputs, labels, special):
     n = selected.sum().item()
     masked = (inputs == MASK) & selected
     unchanged = (inputs == original) & selected
-    return {"selected": n / (~special).sum().item(), "mask": masked.sum().item() / n,
-            "random": (selected & ~masked & ~unchanged).sum().item() / n, "unchanged": unchanged.sum().item() / n}
+    return {
+        "selected": n / (~special).sum().item(),
+        "mask": masked.sum().item() / n,
+        "random": (selected & ~masked & ~unchanged).sum().item() / n,
+        "unchanged": unchanged.sum().item() / n,
+    }
 
 
 # ------------------------------------------------------------------------------------ mask_tokens
@@ -56,9 +60,16 @@ def rates(original, inputs, labels, special):
 def test_rates(blocks, p, mask_p, random_p):
     special = m.special_tokens_mask(blocks, SPECIAL_IDS)
     assert (~special).sum() >= 1_000_000
-    inputs, labels = m.mask_tokens(blocks, special, mask_token_id=MASK, random_token_ids=random_ids(),
-                                   mlm_probability=p, mask_replace_prob=mask_p, random_replace_prob=random_p,
-                                   generator=torch.Generator().manual_seed(0))
+    inputs, labels = m.mask_tokens(
+        blocks,
+        special,
+        mask_token_id=MASK,
+        random_token_ids=random_ids(),
+        mlm_probability=p,
+        mask_replace_prob=mask_p,
+        random_replace_prob=random_p,
+        generator=torch.Generator().manual_seed(0),
+    )
     got = rates(blocks, inputs, labels, special)
     want = {"selected": p, "mask": mask_p, "random": random_p, "unchanged": 1 - mask_p - random_p}
     for key in want:
@@ -67,17 +78,24 @@ def test_rates(blocks, p, mask_p, random_p):
 
 def test_random_replacements_are_uniform_over_non_special_ids():
     ids = torch.full((8000, 128), 100)
-    inputs, labels = m.mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), mask_token_id=MASK,
-                                   random_token_ids=random_ids(), mlm_probability=1.0, mask_replace_prob=0.0,
-                                   random_replace_prob=1.0, generator=torch.Generator().manual_seed(1))
+    inputs, labels = m.mask_tokens(
+        ids,
+        torch.zeros_like(ids, dtype=torch.bool),
+        mask_token_id=MASK,
+        random_token_ids=random_ids(),
+        mlm_probability=1.0,
+        mask_replace_prob=0.0,
+        random_replace_prob=1.0,
+        generator=torch.Generator().manual_seed(1),
+    )
     counts = torch.bincount(inputs.flatten(), minlength=2000).double()
-    assert counts[:5].sum() == 0                       # never a special token
+    assert counts[:5].sum() == 0  # never a special token
     counts = counts[5:]
-    expected = ids.numel() / len(counts)              # about 513 per id
+    expected = ids.numel() / len(counts)  # about 513 per id
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     df = len(counts) - 1
-    assert abs(chi2 - df) < 6 * (2 * df) ** 0.5       # chi-square with 1994 dof: mean 1994, sd 63
-    assert counts.min() > expected - 6 * expected ** 0.5 and counts.max() < expected + 6 * expected ** 0.5
+    assert abs(chi2 - df) < 6 * (2 * df) ** 0.5  # chi-square with 1994 dof: mean 1994, sd 63
+    assert counts.min() > expected - 6 * expected**0.5 and counts.max() < expected + 6 * expected**0.5
 
 
 def test_specials_and_padding_are_never_selected(tok, examples):
@@ -87,7 +105,7 @@ def test_specials_and_padding_are_never_selected(tok, examples):
     assert (original["input_ids"] == PAD).any() and special.any()
     assert (batch["labels"][special] == -100).all()
     assert torch.equal(batch["input_ids"][special], original["input_ids"][special])
-    assert torch.equal(batch["labels"][~special], original["input_ids"][~special])   # p=1: every other token
+    assert torch.equal(batch["labels"][~special], original["input_ids"][~special])  # p=1: every other token
 
 
 def test_same_seed_same_mask_and_input_untouched(blocks):
@@ -96,8 +114,13 @@ def test_same_seed_same_mask_and_input_untouched(blocks):
     special = m.special_tokens_mask(ids, SPECIAL_IDS)
 
     def run(seed):
-        return m.mask_tokens(ids, special, mask_token_id=MASK, random_token_ids=random_ids(),
-                             generator=torch.Generator().manual_seed(seed))
+        return m.mask_tokens(
+            ids,
+            special,
+            mask_token_id=MASK,
+            random_token_ids=random_ids(),
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -105,19 +128,26 @@ def test_same_seed_same_mask_and_input_untouched(blocks):
     assert torch.equal(ids, before)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"mlm_probability": -0.1}, "mlm_probability=-0.1"),
-    ({"mlm_probability": 1.5}, "mlm_probability=1.5"),
-    ({"mask_replace_prob": 1.2}, "mask_replace_prob=1.2"),
-    ({"random_replace_prob": -1}, "random_replace_prob=-1"),
-    ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, "0.8 \\+ 0.3 exceeds 1"),
-    ({"random_token_ids": torch.tensor([], dtype=torch.long)}, "random_token_ids is empty"),
-    ({"special_mask": torch.zeros(2, 3, dtype=torch.bool)}, "special_mask has shape (2, 3)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mlm_probability": -0.1}, "mlm_probability=-0.1"),
+        ({"mlm_probability": 1.5}, "mlm_probability=1.5"),
+        ({"mask_replace_prob": 1.2}, "mask_replace_prob=1.2"),
+        ({"random_replace_prob": -1}, "random_replace_prob=-1"),
+        ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, "0.8 \\+ 0.3 exceeds 1"),
+        ({"random_token_ids": torch.tensor([], dtype=torch.long)}, "random_token_ids is empty"),
+        ({"special_mask": torch.zeros(2, 3, dtype=torch.bool)}, "special_mask has shape (2, 3)"),
+    ],
+)
 def test_mask_tokens_rejects_bad_arguments(kwargs, message):
     ids = torch.randint(5, 50, (4, 8))
-    args = {"special_mask": torch.zeros_like(ids, dtype=torch.bool), "mask_token_id": MASK,
-            "random_token_ids": random_ids(50), **kwargs}
+    args = {
+        "special_mask": torch.zeros_like(ids, dtype=torch.bool),
+        "mask_token_id": MASK,
+        "random_token_ids": random_ids(50),
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         m.mask_tokens(ids, args.pop("special_mask"), **args)
 
@@ -168,19 +198,19 @@ def test_whole_word_mask_selects_whole_words(examples, p):
     word_ids = m.word_ids_tensor([e["word_ids"] for e in examples])
     selected = m.whole_word_mask(word_ids, p, generator=torch.Generator().manual_seed(0))
     ok, tokens, chosen = words_all_or_none(word_ids, selected)
-    assert ok                                                     # no word masked in part
-    assert not selected[word_ids < 0].any()                       # specials and padding never
+    assert ok  # no word masked in part
+    assert not selected[word_ids < 0].any()  # specials and padding never
     words = tokens > 0
     assert words.sum() > 150_000
-    assert (chosen[words] > 0).float().mean().item() == pytest.approx(p, abs=0.005)   # rate per word
-    multi = (tokens > 1) & (chosen > 0)                           # words of several byte-level BPE tokens
+    assert (chosen[words] > 0).float().mean().item() == pytest.approx(p, abs=0.005)  # rate per word
+    multi = (tokens > 1) & (chosen > 0)  # words of several byte-level BPE tokens
     assert multi.sum() > 1000 and torch.equal(chosen[multi], tokens[multi])
 
 
 def test_whole_word_split_word_masked_entirely(tok):
     enc = tok(["Unbelievably, the hippopotamus rode."])
     word_ids = m.word_ids_tensor([enc.word_ids(0)])
-    assert word_ids[0].tolist().count(0) > 2                     # "Unbelievably" is several tokens
+    assert word_ids[0].tolist().count(0) > 2  # "Unbelievably" is several tokens
     selected = m.whole_word_mask(word_ids, 1.0)
     assert selected.tolist() == (word_ids >= 0).tolist()
     for seed in range(20):
@@ -204,7 +234,10 @@ def test_collator_whole_word(tok, examples):
 
 
 def test_word_ids_tensor():
-    assert m.word_ids_tensor([[None, 0, 0, 1, None], [None, 0, None]]).tolist() == [[-1, 0, 0, 1, -1], [-1, 0, -1, -1, -1]]
+    assert m.word_ids_tensor([[None, 0, 0, 1, None], [None, 0, None]]).tolist() == [
+        [-1, 0, 0, 1, -1],
+        [-1, 0, -1, -1, -1],
+    ]
     assert m.word_ids_tensor([[None, 0, None]], length=5).tolist() == [[-1, 0, -1, -1, -1]]
     with pytest.raises(ValueError, match="length=2"):
         m.word_ids_tensor([[None, 0, None]], length=2)
@@ -223,7 +256,7 @@ def test_collator_pads_per_batch(tok, examples):
     wide = m.MLMCollator(tok, pad_to_multiple_of=8, seed=0)(batch)
     assert wide["input_ids"].shape[1] == -(-longest // 8) * 8
     assert wide["attention_mask"].sum() == out["attention_mask"].sum()
-    one_d = m.MLMCollator(tok, seed=0)([torch.tensor(e["input_ids"]) for e in batch])   # tensors or lists
+    one_d = m.MLMCollator(tok, seed=0)([torch.tensor(e["input_ids"]) for e in batch])  # tensors or lists
     assert torch.equal(one_d["input_ids"], out["input_ids"])
 
 
@@ -231,7 +264,7 @@ def test_collator_packed_blocks(tok, blocks):
     packed = blocks[:32]
     out = m.MLMCollator(tok, seed=0)(packed)
     assert out["input_ids"].shape == (32, 128) and out["attention_mask"].all()
-    same = m.MLMCollator(tok, seed=0)(list(packed))           # what a DataLoader over the rows passes
+    same = m.MLMCollator(tok, seed=0)(list(packed))  # what a DataLoader over the rows passes
     assert torch.equal(same["labels"], out["labels"])
 
 
@@ -260,11 +293,11 @@ def test_collator_seeding(tok, examples):
     a, b = m.MLMCollator(tok, seed=3), m.MLMCollator(tok, seed=3)
     first = a(batch)["labels"]
     assert torch.equal(first, b(batch)["labels"])
-    assert not torch.equal(first, a(batch)["labels"])                 # dynamic: a new mask each call
+    assert not torch.equal(first, a(batch)["labels"])  # dynamic: a new mask each call
     torch.manual_seed(0)
     c = m.MLMCollator(tok)(batch)["labels"]
     torch.manual_seed(0)
-    assert torch.equal(c, m.MLMCollator(tok)(batch)["labels"])        # seed=None: from torch's RNG
+    assert torch.equal(c, m.MLMCollator(tok)(batch)["labels"])  # seed=None: from torch's RNG
 
 
 def test_dataloader_workers_draw_different_masks(tok):
@@ -272,9 +305,9 @@ def test_dataloader_workers_draw_different_masks(tok):
 
     data = [{"input_ids": [0] + [10] * 60 + [2]}] * 8
     loader = DataLoader(data, batch_size=2, num_workers=2, collate_fn=m.MLMCollator(tok, seed=0))
-    labels = [b["labels"] for _ in range(2) for b in loader]         # 2 epochs x 4 batches (2 per worker)
+    labels = [b["labels"] for _ in range(2) for b in loader]  # 2 epochs x 4 batches (2 per worker)
     distinct = {tuple(x.flatten().tolist()) for x in labels}
-    assert len(distinct) == len(labels)                               # across workers and epochs
+    assert len(distinct) == len(labels)  # across workers and epochs
 
 
 # ------------------------------------------------------------------------------------ fixed eval masks
@@ -283,7 +316,7 @@ def test_fixed_eval_masks(tok, examples):
     first = m.fixed_eval_masks(eval_set, tok, seed=0)
     torch.manual_seed(123)
     torch.rand(10)
-    assert m.fixed_eval_masks(eval_set, tok, seed=0) == first         # global RNG does not matter
+    assert m.fixed_eval_masks(eval_set, tok, seed=0) == first  # global RNG does not matter
     assert m.fixed_eval_masks(eval_set, tok, seed=1) != first
     labels = torch.tensor([t for ex in first for t in ex["labels"]])
     ids = torch.tensor([t for ex in eval_set for t in ex["input_ids"]])
@@ -292,7 +325,7 @@ def test_fixed_eval_masks(tok, examples):
     assert (labels[~special] != -100).float().mean().item() == pytest.approx(0.15, abs=0.01)
 
     batch, again = m.pad_batch(first[:32], PAD), m.pad_batch(first[:32], PAD)
-    assert all(torch.equal(batch[k], again[k]) for k in batch)        # no new masking
+    assert all(torch.equal(batch[k], again[k]) for k in batch)  # no new masking
     for i, ex in enumerate(first[:32]):
         n = len(ex["input_ids"])
         assert batch["input_ids"][i, :n].tolist() == ex["input_ids"] and batch["labels"][i, :n].tolist() == ex["labels"]
@@ -307,22 +340,28 @@ def test_pack_sequences(encodings):
     stream = [t for x in ids for t in x]
     packed = m.pack_sequences(ids, block_size=128)
     assert packed.shape == (len(stream) // 128, 128)
-    assert packed.flatten().tolist() == stream[: packed.numel()]     # every token, in order
+    assert packed.flatten().tolist() == stream[: packed.numel()]  # every token, in order
     assert not (packed == PAD).any()
     kept = m.pack_sequences(ids, block_size=128, drop_last=False)
     tail = len(stream) % 128
     assert kept.shape[0] == packed.shape[0] + 1 and kept.flatten().tolist()[: len(stream)] == stream
     assert kept[-1].tolist() == stream[-tail:] + [PAD] * (128 - tail)
-    assert m.pack_sequences([[0, 5, 2], [0, 6, 7, 2]], 3, drop_last=False, pad_token_id=9).tolist() == \
-        [[0, 5, 2], [0, 6, 7], [2, 9, 9]]
+    assert m.pack_sequences([[0, 5, 2], [0, 6, 7, 2]], 3, drop_last=False, pad_token_id=9).tolist() == [
+        [0, 5, 2],
+        [0, 6, 7],
+        [2, 9, 9],
+    ]
 
 
-@pytest.mark.parametrize("token_ids, block_size, message", [
-    ([[0, 5, 2]], 1, "block_size=1"),
-    ([], 4, "token_ids is empty"),
-    ([[], []], 4, "token_ids is empty"),
-    ([[0, 5, 2]], 4, "the 3 tokens fill no block of block_size=4"),
-])
+@pytest.mark.parametrize(
+    "token_ids, block_size, message",
+    [
+        ([[0, 5, 2]], 1, "block_size=1"),
+        ([], 4, "token_ids is empty"),
+        ([[], []], 4, "token_ids is empty"),
+        ([[0, 5, 2]], 4, "the 3 tokens fill no block of block_size=4"),
+    ],
+)
 def test_pack_sequences_errors(token_ids, block_size, message):
     with pytest.raises(ValueError, match=message):
         m.pack_sequences(token_ids, block_size)
@@ -331,16 +370,16 @@ def test_pack_sequences_errors(token_ids, block_size, message):
 def test_length_bucketed_batches(encodings):
     lengths = [len(x) for x in encodings["input_ids"]]
     batches = m.length_bucketed_batches(lengths, 32, seed=0)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))   # a permutation
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # a permutation
     sizes = [len(b) for b in batches]
     assert max(sizes) == 32 and sum(s != 32 for s in sizes) <= 1
     assert m.length_bucketed_batches(lengths, 32, seed=0) == batches != m.length_bucketed_batches(lengths, 32, seed=1)
     perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
-    random_batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
+    random_batches = [perm[i : i + 32] for i in range(0, len(perm), 32)]
     bucketed = m.padding_stats(lengths, batches)["waste"]
     shuffled = m.padding_stats(lengths, random_batches)["waste"]
     fixed = m.padding_stats(lengths, pad_to=128)["waste"]
-    assert bucketed < 0.1 < 0.5 < shuffled < fixed                    # measured: 0.031, 0.607, 0.697
+    assert bucketed < 0.1 < 0.5 < shuffled < fixed  # measured: 0.031, 0.607, 0.697
     with pytest.raises(ValueError, match="batch_size=0"):
         m.length_bucketed_batches(lengths, 0)
 
@@ -349,8 +388,17 @@ def test_padding_stats_by_hand():
     lengths = [3, 5, 2, 8]
     # batches padded to their longest: 2*5 + 2*8 = 26 slots, 18 real tokens
     assert m.padding_stats(lengths, [[0, 1], [2, 3]]) == {
-        "real_tokens": 18, "pad_tokens": 8, "total_tokens": 26, "waste": 8 / 26}
+        "real_tokens": 18,
+        "pad_tokens": 8,
+        "total_tokens": 26,
+        "waste": 8 / 26,
+    }
     # everything padded to 4, the 5 and the 8 cut to 4: 16 slots, 3+4+2+4 = 13 real
-    assert m.padding_stats(lengths, pad_to=4) == {"real_tokens": 13, "pad_tokens": 3, "total_tokens": 16, "waste": 3 / 16}
+    assert m.padding_stats(lengths, pad_to=4) == {
+        "real_tokens": 13,
+        "pad_tokens": 3,
+        "total_tokens": 16,
+        "waste": 3 / 16,
+    }
     with pytest.raises(ValueError, match="give batches"):
         m.padding_stats(lengths)

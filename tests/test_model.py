@@ -11,10 +11,22 @@ from course_lib import model as M
 
 PAD = 1
 CONFIGS = {
-    "tiny": M.EncoderConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=16),
-    "3-heads": M.EncoderConfig(vocab_size=150, hidden_size=48, num_layers=3, num_heads=3, intermediate_size=96, max_length=40),
-    "pad-0": M.EncoderConfig(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=8,
-                             pad_token_id=0, layer_norm_eps=1e-12),
+    "tiny": M.EncoderConfig(
+        vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=16
+    ),
+    "3-heads": M.EncoderConfig(
+        vocab_size=150, hidden_size=48, num_layers=3, num_heads=3, intermediate_size=96, max_length=40
+    ),
+    "pad-0": M.EncoderConfig(
+        vocab_size=60,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_length=8,
+        pad_token_id=0,
+        layer_norm_eps=1e-12,
+    ),
 }
 
 
@@ -94,15 +106,23 @@ def test_from_a_plain_roberta_config():
     """RobertaConfig's own defaults differ from real RoBERTa checkpoints: 2 token types, eps 1e-12."""
     from transformers import RobertaConfig
 
-    config = RobertaConfig(vocab_size=80, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=40, max_position_embeddings=22)
+    config = RobertaConfig(
+        vocab_size=80,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=22,
+    )
     torch.manual_seed(0)
     hf = RobertaForMaskedLM(config).eval()
     ours = M.from_roberta(hf, dropout=0.0)
     assert (ours.config.max_length, ours.config.layer_norm_eps, ours.config.dropout) == (20, 1e-12, 0.0)
     ids, mask, _ = random_batch(ours.config)
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0
+        )
     config.hidden_act = "relu"
     with pytest.raises(ValueError, match="hidden_act='relu'"):
         M.from_roberta(RobertaForMaskedLM(config))
@@ -146,8 +166,9 @@ def test_export_loads_in_transformers_and_fill_mask(tmp_path, tokenizer):
     folder = M.export_pretrained(ours, tmp_path / "model", tokenizer)
     loaded = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True).eval()
     assert type(loaded) is RobertaForMaskedLM
-    batch = tokenizer(["The cat sat on the <mask>.", "A longer sentence, with <mask> words in it."],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["The cat sat on the <mask>.", "A longer sentence, with <mask> words in it."], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         expected = ours(batch["input_ids"], batch["attention_mask"]).logits
         torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-5, rtol=0)
@@ -256,7 +277,9 @@ def test_init_like_huggingface():
     model = M.EncoderForMaskedLM(M.EncoderConfig())
     assert model.word_embeddings.weight[PAD].abs().sum() == 0 and model.position_embeddings.weight[PAD].abs().sum() == 0
     assert abs(model.layers[0].feed_forward.up.weight.std().item() - 0.02) < 1e-3
-    assert model.head.decoder.bias.abs().sum() == 0 and torch.equal(model.layers[1].attention_norm.weight, torch.ones(256))
+    assert model.head.decoder.bias.abs().sum() == 0 and torch.equal(
+        model.layers[1].attention_norm.weight, torch.ones(256)
+    )
 
 
 def test_config_dict_round_trip():
@@ -282,16 +305,19 @@ def test_input_errors():
         model(torch.tensor([5, 6, 7]))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("hidden_size", 30, "hidden_size=30 is not divisible by num_heads=4"),
-    ("num_layers", 0, "num_layers must be a positive integer, got 0"),
-    ("vocab_size", 12.5, "vocab_size must be a positive integer, got 12.5"),
-    ("pad_token_id", 100, "pad_token_id=100 must be a token id, 0 <= id < vocab_size=100"),
-    ("dropout", 1.0, "dropout must be a probability in"),
-    ("attention_dropout", -0.1, "attention_dropout must be a probability in"),
-    ("layer_norm_eps", 0, "layer_norm_eps must be > 0"),
-    ("masked_only", "yes", "masked_only must be True or False"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("hidden_size", 30, "hidden_size=30 is not divisible by num_heads=4"),
+        ("num_layers", 0, "num_layers must be a positive integer, got 0"),
+        ("vocab_size", 12.5, "vocab_size must be a positive integer, got 12.5"),
+        ("pad_token_id", 100, "pad_token_id=100 must be a token id, 0 <= id < vocab_size=100"),
+        ("dropout", 1.0, "dropout must be a probability in"),
+        ("attention_dropout", -0.1, "attention_dropout must be a probability in"),
+        ("layer_norm_eps", 0, "layer_norm_eps must be > 0"),
+        ("masked_only", "yes", "masked_only must be True or False"),
+    ],
+)
 def test_config_errors(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         dataclasses.replace(CONFIGS["tiny"], **{field: value})

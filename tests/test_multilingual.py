@@ -95,7 +95,7 @@ def test_sampler_walks_each_language_epoch_by_epoch():
         seen[lang] += batch
     for lang, r in ranges.items():
         n = len(r)
-        epochs = [seen[lang][e * n:(e + 1) * n] for e in range(len(seen[lang]) // n)]
+        epochs = [seen[lang][e * n : (e + 1) * n] for e in range(len(seen[lang]) // n)]
         assert len(epochs) >= 3
         for order in epochs:
             assert sorted(order) == list(r)  # every sentence once per epoch
@@ -166,8 +166,17 @@ def test_per_language_eval(tokenizer, tmp_path):
     store = ml.TokenStore.build({k: v[:40] for k, v in eval_texts.items()}, tokenizer, tmp_path / "e", max_length=32)
     sets = ml.eval_sets(store, tokenizer, batch_size=8)
     torch.manual_seed(0)
-    model = EncoderForMaskedLM(EncoderConfig(vocab_size=len(tokenizer), hidden_size=16, num_layers=1, num_heads=2,
-                                             intermediate_size=32, max_length=32, pad_token_id=tokenizer.pad_token_id))
+    model = EncoderForMaskedLM(
+        EncoderConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=32,
+            max_length=32,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     results = ml.evaluate_languages(model, sets)
     assert list(results) == ["eng", "zul"]
     for r in results.values():
@@ -200,8 +209,10 @@ def _config(values: dict, overrides=()) -> MultilingualConfig:
 
 
 def test_config_from_dict_yaml_and_overrides(tmp_path):
-    config = _config({"data": {"languages": ["eng", "zul"]}},
-                     ["--sampling.alpha", "0.7", "--max_steps=5", "--mode", "train", "--mlm_probability", "0.3"])
+    config = _config(
+        {"data": {"languages": ["eng", "zul"]}},
+        ["--sampling.alpha", "0.7", "--max_steps=5", "--mode", "train", "--mlm_probability", "0.3"],
+    )
     assert config.sampling.alpha == 0.7 and config.data.languages == ["eng", "zul"]
     assert config.train.max_steps == 5 and config.run.mode == "train" and config.data.mlm_probability == 0.3
     assert _config({}, ["--alpha", "0.5"]).sampling.alpha == 0.5  # by its last part too
@@ -212,13 +223,15 @@ def test_config_from_dict_yaml_and_overrides(tmp_path):
     bad.write_text("sampling:\n  alpah: 0.3\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'sampling\.alpah'; did you mean 'alpha'"):
         load_config(bad)
-    for values, message in [({"train": {"batch_size": "many"}}, "train.batch_size must be an integer"),
-                            ({"sampling": {"alpha": 2}}, "sampling.alpha must be between 0 and 1"),
-                            ({"run": {"mode": "fit"}}, "run.mode='fit'"),
-                            ({"run": {"log_level": "loud"}}, "log_level"),
-                            ({"data": {"mlm_probability": 1.5}}, "data.mlm_probability must be between 0 and 1"),
-                            ({"data": {"languages": "eng"}}, None),
-                            ({"model": {"hidden": 3}}, "unknown config key 'model.hidden'")]:
+    for values, message in [
+        ({"train": {"batch_size": "many"}}, "train.batch_size must be an integer"),
+        ({"sampling": {"alpha": 2}}, "sampling.alpha must be between 0 and 1"),
+        ({"run": {"mode": "fit"}}, "run.mode='fit'"),
+        ({"run": {"log_level": "loud"}}, "log_level"),
+        ({"data": {"mlm_probability": 1.5}}, "data.mlm_probability must be between 0 and 1"),
+        ({"data": {"languages": "eng"}}, None),
+        ({"model": {"hidden": 3}}, "unknown config key 'model.hidden'"),
+    ]:
         if message is None:
             assert _config(values).data.languages == ["eng"]
             continue
@@ -228,10 +241,39 @@ def test_config_from_dict_yaml_and_overrides(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-TINY = ["--max_steps", "4", "--eval_every", "2", "--save_every", "2", "--warmup_steps", "1",
-        "--languages", "eng,zul,swh", "--max_train_texts", "200", "--max_eval_texts", "20", "--vocab_size", "300",
-        "--tokenizer_sentences", "400", "--max_length", "32", "--batch_size", "8", "--hidden_size", "16",
-        "--intermediate_size", "32", "--num_layers", "1", "--schedule", "constant", "--no-progress"]
+TINY = [
+    "--max_steps",
+    "4",
+    "--eval_every",
+    "2",
+    "--save_every",
+    "2",
+    "--warmup_steps",
+    "1",
+    "--languages",
+    "eng,zul,swh",
+    "--max_train_texts",
+    "200",
+    "--max_eval_texts",
+    "20",
+    "--vocab_size",
+    "300",
+    "--tokenizer_sentences",
+    "400",
+    "--max_length",
+    "32",
+    "--batch_size",
+    "8",
+    "--hidden_size",
+    "16",
+    "--intermediate_size",
+    "32",
+    "--num_layers",
+    "1",
+    "--schedule",
+    "constant",
+    "--no-progress",
+]
 
 
 def test_cli_train_then_evaluate(tmp_path, capsys, monkeypatch):
@@ -250,8 +292,10 @@ def test_cli_train_then_evaluate(tmp_path, capsys, monkeypatch):
     for lang in results:  # the checkpoint, evaluated afresh, gives the same table
         assert again[lang] == pytest.approx(results[lang])
     assert cli.main(args + ["--mode", "evaluate", "--hidden_size", "32", "--num_heads", "2"]) == 2
-    assert (f"error: run.mode=evaluate: {folder} was trained with other model settings (model.hidden_size: 16 -> 32)"
-            in capsys.readouterr().err)
+    assert (
+        f"error: run.mode=evaluate: {folder} was trained with other model settings (model.hidden_size: 16 -> 32)"
+        in capsys.readouterr().err
+    )
     assert cli.main(args + ["--sampling.alpha", "3"]) == 2
     assert "sampling.alpha must be between 0 and 1" in capsys.readouterr().err
     assert cli.main(args + ["--languages", "eng,xyz"]) == 2  # stops before a new run would be refused for its settings
@@ -316,7 +360,8 @@ def test_cli_ctrl_c_then_the_same_command_resumes(tmp_path, capsys, monkeypatch)
     args = ["--output_dir", str(tmp_path / "stopped"), *TINY]
     assert cli.main(args) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
-        "stopped at step 3; run the same command again to resume (it continues from its checkpoint at step 2)"]
+        "stopped at step 3; run the same command again to resume (it continues from its checkpoint at step 2)"
+    ]
     monkeypatch.setattr(ml.LanguageBatchSampler, "__next__", real)
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -346,14 +391,33 @@ def test_train_with_sampler_resumes_exactly(tokenizer, tmp_path):
 
     def run(folder, steps, resume):
         torch.manual_seed(0)
-        model = EncoderForMaskedLM(EncoderConfig(vocab_size=len(tokenizer), hidden_size=16, num_layers=1, num_heads=2,
-                                                 intermediate_size=32, max_length=32, dropout=0.1,
-                                                 pad_token_id=tokenizer.pad_token_id))
-        config = training.TrainConfig(max_steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, save_every=3,
-                                      eval_every=100, keep_last=5)
+        model = EncoderForMaskedLM(
+            EncoderConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=16,
+                num_layers=1,
+                num_heads=2,
+                intermediate_size=32,
+                max_length=32,
+                dropout=0.1,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        config = training.TrainConfig(
+            max_steps=steps, batch_size=4, lr=1e-3, warmup_steps=2, save_every=3, eval_every=100, keep_last=5
+        )
         sampler = ml.LanguageBatchSampler(store.ranges, 4, 0.3, seed=0)
-        training.train(model, store, None, config, collator=masking.MLMCollator(tokenizer, seed=0), folder=folder,
-                       resume=resume, progress=False, stream=sampler)
+        training.train(
+            model,
+            store,
+            None,
+            config,
+            collator=masking.MLMCollator(tokenizer, seed=0),
+            folder=folder,
+            resume=resume,
+            progress=False,
+            stream=sampler,
+        )
         return [r["loss"] for r in training.read_metrics(folder) if "loss" in r]
 
     straight = run(tmp_path / "a", 8, None)

@@ -20,7 +20,10 @@ def make_solution():
     cells = [
         new_markdown_cell("# Title"),
         new_code_cell(nbs.SETUP_CELL),
-        new_code_cell('def f(x):\n    """Double x."""\n    ### BEGIN SOLUTION\n    y = 2 * x\n    return y\n    ### END SOLUTION\n\nprint("defined")'),
+        new_code_cell(
+            'def f(x):\n    """Double x."""\n    ### BEGIN SOLUTION\n'
+            '    y = 2 * x\n    return y\n    ### END SOLUTION\n\nprint("defined")'
+        ),
         new_code_cell("# NBVAL_CHECK_OUTPUT\nchecks.check_f(f)"),
         new_code_cell("print(1 + 1)"),
     ]
@@ -32,8 +35,11 @@ def make_solution():
     for cell, text in [(cells[2], "defined\n"), (cells[3], "Exercise 9.1 passed: 1/1 checks\n"), (cells[4], "2\n")]:
         cell.execution_count = 1
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
-    cells[4].outputs.append(nbformat.v4.new_output(
-        "display_data", data={"text/plain": "IntProgress(value=1)", nbs.WIDGET_MIME: {"model_id": "abc"}}))
+    cells[4].outputs.append(
+        nbformat.v4.new_output(
+            "display_data", data={"text/plain": "IntProgress(value=1)", nbs.WIDGET_MIME: {"model_id": "abc"}}
+        )
+    )
     nb = new_notebook(cells=cells)
     nb.metadata["course"] = {"notebook": "09", "exercises": {"9.1": {"title": "double it", "points": 2}}}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
@@ -47,8 +53,9 @@ def test_student_version_replaces_the_solution_and_keeps_the_rest():
     assert nbs.dumps(solution) == before, "the solution must not be modified"
     assert [c.id for c in student.cells] == [c.id for c in solution.cells]
     exercise, check, plain = student.cells[2], student.cells[3], student.cells[4]
-    assert exercise.source == ('def f(x):\n    """Double x."""\n    raise NotImplementedError("Exercise 9.1: double it")\n'
-                               '\nprint("defined")')
+    assert exercise.source == (
+        'def f(x):\n    """Double x."""\n    raise NotImplementedError("Exercise 9.1: double it")\n\nprint("defined")'
+    )
     assert exercise.outputs == [] and check.outputs == [] and exercise.execution_count is None
     assert "raises-exception" in exercise.metadata.tags and "raises-exception" in check.metadata.tags
     assert check.source == solution.cells[3].source
@@ -59,9 +66,13 @@ def test_student_version_replaces_the_solution_and_keeps_the_rest():
 
 
 def test_strip_solution_keeps_indentation_and_handles_several_blocks():
-    source = "x = 1\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION\nif x:\n        ### BEGIN SOLUTION\n        pass\n        ### END SOLUTION"
+    source = (
+        "x = 1\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION\nif x:\n"
+        "        ### BEGIN SOLUTION\n        pass\n        ### END SOLUTION"
+    )
     assert nbs.strip_solution(source, "1.2", "t") == (
-        'x = 1\nraise NotImplementedError("Exercise 1.2: t")\nif x:\n        raise NotImplementedError("Exercise 1.2: t")'
+        'x = 1\nraise NotImplementedError("Exercise 1.2: t")\n'
+        'if x:\n        raise NotImplementedError("Exercise 1.2: t")'
     )
 
 
@@ -134,28 +145,39 @@ def other_notebook_number(nb):
     nb.metadata["course"]["notebook"] = "08"
 
 
-@pytest.mark.parametrize("breaker, message", [
-    (break_metadata, "metadata.course.exercises"),
-    (unknown_exercise, "'9.9' is not in the exercise registry's exercises of notebook 09 (9.1)"),
-    (unbalanced, "matching"),
-    (check_without_marker, "NBVAL_CHECK_OUTPUT"),
-    (no_check_cell, "exercise 9.1 has no check cell"),
-    (duplicate_id, "unique id"),
-    (no_setup_cell, "setup cell"),
-    (check_calls_no_checker, "must call a checker from course_lib.checks: exercise 9.1's, checks.check_f(...)"),
-    (untagged_solution, "no 'exercise' tag"),
-    (other_title, "exercise 9.1: metadata.course.exercises says {'title': 'double', 'points': 2}, the exercise "
-                  "registry {'title': 'double it', 'points': 2}"),
-    (other_points, "exercise 9.1: metadata.course.exercises says {'title': 'double it', 'points': 3}"),
-    (unregistered_in_metadata, "metadata.course.exercises has exercise 9.2, which the exercise registry does not "
-                               "give notebook 09"),
-    (not_in_metadata, "metadata.course.exercises has exercise 9.2"),
-    (other_checker, "the check cell of exercise 9.1 calls checks.check_g; the exercise registry's checker for it "
-                    "is checks.check_f"),
-    (two_checkers, "calls checks.check_f, checks.check_g"),
-    (second_exercise_cell, "exercise 9.1 has a second exercise cell"),
-    (other_notebook_number, "metadata.course.notebook is '08', but the file name says '09'"),
-])
+@pytest.mark.parametrize(
+    "breaker, message",
+    [
+        (break_metadata, "metadata.course.exercises"),
+        (unknown_exercise, "'9.9' is not in the exercise registry's exercises of notebook 09 (9.1)"),
+        (unbalanced, "matching"),
+        (check_without_marker, "NBVAL_CHECK_OUTPUT"),
+        (no_check_cell, "exercise 9.1 has no check cell"),
+        (duplicate_id, "unique id"),
+        (no_setup_cell, "setup cell"),
+        (check_calls_no_checker, "must call a checker from course_lib.checks: exercise 9.1's, checks.check_f(...)"),
+        (untagged_solution, "no 'exercise' tag"),
+        (
+            other_title,
+            "exercise 9.1: metadata.course.exercises says {'title': 'double', 'points': 2}, the exercise "
+            "registry {'title': 'double it', 'points': 2}",
+        ),
+        (other_points, "exercise 9.1: metadata.course.exercises says {'title': 'double it', 'points': 3}"),
+        (
+            unregistered_in_metadata,
+            "metadata.course.exercises has exercise 9.2, which the exercise registry does not give notebook 09",
+        ),
+        (not_in_metadata, "metadata.course.exercises has exercise 9.2"),
+        (
+            other_checker,
+            "the check cell of exercise 9.1 calls checks.check_g; the exercise registry's checker for it "
+            "is checks.check_f",
+        ),
+        (two_checkers, "calls checks.check_f, checks.check_g"),
+        (second_exercise_cell, "exercise 9.1 has a second exercise cell"),
+        (other_notebook_number, "metadata.course.notebook is '08', but the file name says '09'"),
+    ],
+)
 def test_malformed_solutions_are_rejected_with_the_notebook_name(breaker, message):
     nb = make_solution()
     breaker(nb)
@@ -170,15 +192,20 @@ def test_a_registry_exercise_without_its_cells_or_metadata_fails():
     nb = make_solution()
     nbs.validate(nb, "09_x.ipynb", REGISTRY)
     more = {**REGISTRY, "9.2": Exercise("9.2", "09", "triple it", 1, "check_g", 1, {"g"})}
-    with pytest.raises(nbs.NotebookFormatError, match=re.escape("09_x.ipynb: exercise 9.2 (triple it) is in the "
-                                                                "exercise registry but not in metadata.course")):
+    with pytest.raises(
+        nbs.NotebookFormatError,
+        match=re.escape("09_x.ipynb: exercise 9.2 (triple it) is in the exercise registry but not in metadata.course"),
+    ):
         nbs.validate(nb, "09_x.ipynb", more)
     nb.metadata["course"]["exercises"]["9.2"] = {"title": "triple it", "points": 1}
     message = "09_x.ipynb: exercise 9.2 has no check or exercise cell (the exercise registry lists it for notebook 09)"
     with pytest.raises(nbs.NotebookFormatError, match=re.escape(message)):
         nbs.validate(nb, "09_x.ipynb", more)
-    with pytest.raises(nbs.NotebookFormatError, match="09_x.ipynb: metadata.course.exercises has exercise 9.1, which "
-                                                      "the exercise registry does not give notebook 09"):
+    with pytest.raises(
+        nbs.NotebookFormatError,
+        match="09_x.ipynb: metadata.course.exercises has exercise 9.1, which "
+        "the exercise registry does not give notebook 09",
+    ):
         nbs.validate(make_solution(), "09_x.ipynb", {})
 
 
@@ -205,8 +232,10 @@ def test_check_reports_stale_missing_and_stray_notebooks(tmp_path):
     (students / "10_hand_made.ipynb").write_text(nbs.dumps(nb))
     assert any("10_hand_made.ipynb: has no solution" in p for p in nbs.problems(solutions, students, REGISTRY))
     more = {**REGISTRY, "10.1": Exercise("10.1", "10", "t", 1, "check_t", 1, {"t"})}
-    assert any("no 10_*.ipynb, but the exercise registry has exercises 10.1 for notebook 10" in p
-               for p in nbs.problems(solutions, students, more))
+    assert any(
+        "no 10_*.ipynb, but the exercise registry has exercises 10.1 for notebook 10" in p
+        for p in nbs.problems(solutions, students, more)
+    )
 
 
 def test_check_reports_dirty_solutions(tmp_path):
@@ -251,7 +280,8 @@ def test_student_notebook_matches_its_solution_cell_for_cell(path):
             assert nbs.BEGIN not in t_cell.source
             outside = re.sub(rf"{nbs.BEGIN}.*?{nbs.END}", "", s_cell.source, flags=re.S).split("\n")
             assert [line for line in outside if line.strip()] == [
-                line for line in t_cell.source.split("\n") if line.strip() and "NotImplementedError" not in line]
+                line for line in t_cell.source.split("\n") if line.strip() and "NotImplementedError" not in line
+            ]
         else:
             assert t_cell.source == s_cell.source
 
@@ -259,8 +289,11 @@ def test_student_notebook_matches_its_solution_cell_for_cell(path):
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
 def test_solution_stores_a_pass_line_for_every_exercise(path):
     nb = nbformat.read(str(path), as_version=4)
-    stored = {nbs.cell_exercise(c): "".join(o.get("text", "") for o in c.outputs)
-              for c in nb.cells if nbs.cell_role(c) == "check"}
+    stored = {
+        nbs.cell_exercise(c): "".join(o.get("text", "") for o in c.outputs)
+        for c in nb.cells
+        if nbs.cell_role(c) == "check"
+    }
     assert set(stored) == set(nbs.exercises(nb))
     for number, text in stored.items():
         assert re.fullmatch(rf"Exercise {re.escape(number)} passed: (\d+)/\1 checks\n", text), (number, text)

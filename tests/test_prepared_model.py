@@ -18,8 +18,17 @@ def recorded():
 
 def test_the_folder_has_what_its_readme_promises(recorded):
     names = {p.name for p in FOLDER.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval.json",
-            "metrics.jsonl", "hparams.json", "small.yaml", "README.md"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "eval.json",
+        "metrics.jsonl",
+        "hparams.json",
+        "small.yaml",
+        "README.md",
+    } <= names
     assert sum(p.stat().st_size for p in FOLDER.iterdir()) <= 25 * 2**20
     readme = (FOLDER / "README.md").read_text()
     assert "python -m course_lib.train --config" in readme and f"{recorded['eval_loss']:.3f}" in readme

@@ -21,9 +21,15 @@ SOLUTIONS = {path.name[:2]: path for path in nbs.solution_paths()}
 def stored_pass_lines(path):
     """Exercise number -> the visible count in the pass line its check cell stores."""
     nb = nbs.read(path)
-    return {nbs.cell_exercise(c): int(re.fullmatch(r"Exercise \S+ passed: (\d+)/\1 checks\n",
-                                                   "".join(o.get("text", "") for o in c.outputs)).group(1))
-            for c in nb.cells if nbs.cell_role(c) == "check"}
+    return {
+        nbs.cell_exercise(c): int(
+            re.fullmatch(
+                r"Exercise \S+ passed: (\d+)/\1 checks\n", "".join(o.get("text", "") for o in c.outputs)
+            ).group(1)
+        )
+        for c in nb.cells
+        if nbs.cell_role(c) == "check"
+    }
 
 
 # --------------------------------------------------------------------------- the registry and the solutions
@@ -81,9 +87,11 @@ def test_every_checker_exists_in_its_notebooks_module():
         assert function.__module__ == exercise.module == f"course_lib.checks.nb{exercise.notebook}"
         assert getattr(checks, exercise.checker) is function
     assert registry.missing_checkers({"9.1": Exercise("9.1", "09", "t", 1, "check_t", 1, {"t"})}) == [
-        "exercise 9.1: its checker check_t should be in nb09.py, which does not exist"]
+        "exercise 9.1: its checker check_t should be in nb09.py, which does not exist"
+    ]
     assert registry.missing_checkers({"1.3": Exercise("1.3", "01", "t", 1, "check_t", 1, {"t"})}) == [
-        "exercise 1.3: nb01.py defines no function check_t"]
+        "exercise 1.3: nb01.py defines no function check_t"
+    ]
 
 
 @pytest.mark.parametrize("number", list(EXERCISES))
@@ -120,6 +128,7 @@ def test_first_failure_stops_at_the_first_failing_case(capsys):
             ran.append(name)
             if fails:
                 raise AssertionError(f"{name} is wrong")
+
         return name, run
 
     cases = [case("a", False), case("b", True), case("c", True)]
@@ -130,7 +139,8 @@ def test_first_failure_stops_at_the_first_failing_case(capsys):
     with pytest.raises(checks.CheckFailed) as info:
         checks.run_cases("3.3", cases, [case("h", False)], hidden=True, first_failure=True)
     assert ran == ["a", "b"] and str(info.value) == (
-        "Exercise 3.3 failed 1 of 4 checks (stopped at the first failure):\n  - b: b is wrong")
+        "Exercise 3.3 failed 1 of 4 checks (stopped at the first failure):\n  - b: b is wrong"
+    )
     checks.run_cases("3.3", cases[:1], [case("h", False)], hidden=True, first_failure=True)
     assert capsys.readouterr().out == "Exercise 3.3 passed: 1/1 checks, 1/1 hidden checks\n"
 
@@ -142,17 +152,29 @@ def test_hidden_cases_and_the_package_names_come_from_the_registry():
     assert checks.HIDDEN_CASES == {e.id: e.hidden_cases for e in EXERCISES.values()}
     public = set(dir(checks))
     assert {e.checker for e in EXERCISES.values()} <= public
-    assert {"CheckFailed", "Case", "run_cases", "hidden_mode", "pass_line", "expect_equal", "close", "expect_close",
-            "HIDDEN_CASES", "EXERCISES"} <= public
+    assert {
+        "CheckFailed",
+        "Case",
+        "run_cases",
+        "hidden_mode",
+        "pass_line",
+        "expect_equal",
+        "close",
+        "expect_close",
+        "HIDDEN_CASES",
+        "EXERCISES",
+    } <= public
     assert checks.CheckFailed is framework.CheckFailed and checks.run_cases is framework.run_cases
     with pytest.raises(AttributeError, match="has no attribute 'check_nothing'"):
         checks.check_nothing
 
 
 def test_importing_the_checkers_loads_no_checker_module_and_no_heavy_library():
-    code = ("import sys, course_lib.checks as c; from course_admin import grade, notebooks; "
-            "print(sorted(m for m in sys.modules if m.startswith('course_lib.checks.nb') or m.split('.')[0] in "
-            "('torch', 'transformers', 'deepspeed')))")
+    code = (
+        "import sys, course_lib.checks as c; from course_admin import grade, notebooks; "
+        "print(sorted(m for m in sys.modules if m.startswith('course_lib.checks.nb') or m.split('.')[0] in "
+        "('torch', 'transformers', 'deepspeed')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
 
@@ -160,7 +182,9 @@ def test_importing_the_checkers_loads_no_checker_module_and_no_heavy_library():
 def test_lookups_say_what_is_missing():
     assert [e.id for e in registry.for_notebook("01")] == ["1.1", "1.2"] == [e.id for e in registry.for_notebook(1)]
     assert registry.get("3.4").reference_bases == {"MLMHead"} and registry.get("3.4").info() == {
-        "title": "the tied MLM head (TiedMLMHead)", "points": 2}
+        "title": "the tied MLM head (TiedMLMHead)",
+        "points": 2,
+    }
     with pytest.raises(KeyError, match=r"exercise '3.9' is not in the exercise registry .* which has 1.1, 1.2, 2.1"):
         registry.get("3.9")
     with pytest.raises(ValueError, match="must start with its notebook's"):

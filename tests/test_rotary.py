@@ -5,21 +5,43 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import one_thread, random_batch  # noqa: F401 (one_thread: an autouse fixture)
 from transformers import AutoModelForMaskedLM, AutoTokenizer, RoFormerForMaskedLM, pipeline
-from transformers.models.roformer.modeling_roformer import (RoFormerSinusoidalPositionalEmbedding,
-                                                            RoFormerSelfAttention)
+from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention, RoFormerSinusoidalPositionalEmbedding
 
 from course_lib import model as M
-from test_model import one_thread, random_batch  # noqa: F401 (one_thread: an autouse fixture)
 
 PAD = 1
 CONFIGS = {
-    "tiny": M.EncoderConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                            max_length=16, position="rotary"),
-    "3-heads": M.EncoderConfig(vocab_size=150, hidden_size=48, num_layers=3, num_heads=3, intermediate_size=96,
-                               max_length=40, position="rotary"),
-    "pad-0": M.EncoderConfig(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                             max_length=8, pad_token_id=0, layer_norm_eps=1e-12, position="rotary"),
+    "tiny": M.EncoderConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_length=16,
+        position="rotary",
+    ),
+    "3-heads": M.EncoderConfig(
+        vocab_size=150,
+        hidden_size=48,
+        num_layers=3,
+        num_heads=3,
+        intermediate_size=96,
+        max_length=40,
+        position="rotary",
+    ),
+    "pad-0": M.EncoderConfig(
+        vocab_size=60,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_length=8,
+        pad_token_id=0,
+        layer_norm_eps=1e-12,
+        position="rotary",
+    ),
 }
 
 
@@ -124,7 +146,8 @@ def test_rotary_table_has_no_parameters():
     c = CONFIGS["tiny"]
     assert learned.num_parameters() - rotary.num_parameters() == c.num_position_embeddings * c.hidden_size
     assert rotary.num_parameters() == RoFormerForMaskedLM(M.roformer_config(c)).num_parameters() - c.max_length * (
-        c.hidden_size // c.num_heads)  # RoFormer counts its fixed sinusoid table as a (frozen) parameter
+        c.hidden_size // c.num_heads
+    )  # RoFormer counts its fixed sinusoid table as a (frozen) parameter
     assert dict(M.parameter_table(rotary))["position embeddings"] == 0
 
 
@@ -136,8 +159,9 @@ def tokenizer():
 
 
 def test_export_loads_with_auto_classes_and_fill_mask(tmp_path, tokenizer):
-    config = M.EncoderConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2,
-                             intermediate_size=64, position="rotary")
+    config = M.EncoderConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, position="rotary"
+    )
     torch.manual_seed(0)
     ours = M.EncoderForMaskedLM(config).eval()
     folder = M.export_pretrained(ours, tmp_path / "model", tokenizer)

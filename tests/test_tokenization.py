@@ -9,14 +9,20 @@ from course_lib import tokenization as tk
 
 def random_corpus(seed, letters, lines=15):
     rng = random.Random(seed)
-    return [" ".join("".join(rng.choice(letters) for _ in range(rng.randint(1, 8))) for _ in range(20))
-            for _ in range(lines)]
+    return [
+        " ".join("".join(rng.choice(letters) for _ in range(rng.randint(1, 8))) for _ in range(20))
+        for _ in range(lines)
+    ]
 
 
 CORPORA = {
     "toy": ["low " * 5 + "lower " * 2 + "newest " * 6 + "widest " * 3],
     "unicode": ["naïve café déjà vu", "über straße", "日本語 日本 語"],
-    **{f"random-{seed}-{letters}": random_corpus(seed, letters) for seed in range(3) for letters in ("ab", "abc", "abcdef")},
+    **{
+        f"random-{seed}-{letters}": random_corpus(seed, letters)
+        for seed in range(3)
+        for letters in ("ab", "abc", "abcdef")
+    },
 }
 
 
@@ -75,8 +81,13 @@ def course_tokenizer(english_train):
 
 def test_special_tokens_have_roberta_ids(course_tokenizer):
     assert course_tokenizer.convert_ids_to_tokens(list(range(5))) == tk.SPECIAL_TOKENS
-    assert (course_tokenizer.bos_token_id, course_tokenizer.pad_token_id, course_tokenizer.eos_token_id,
-            course_tokenizer.unk_token_id, course_tokenizer.mask_token_id) == (0, 1, 2, 3, 4)
+    assert (
+        course_tokenizer.bos_token_id,
+        course_tokenizer.pad_token_id,
+        course_tokenizer.eos_token_id,
+        course_tokenizer.unk_token_id,
+        course_tokenizer.mask_token_id,
+    ) == (0, 1, 2, 3, 4)
 
 
 def test_post_processor_truncation_and_mask(course_tokenizer):

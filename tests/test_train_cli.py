@@ -34,28 +34,33 @@ def test_shipped_configs_load(name):
 
 
 def test_overrides_by_full_or_unique_name():
-    config = cli.load_config(CONFIGS / "tiny.yaml", ["--max_steps", "7", "--train.lr=1e-3", "--seed", "3",
-                                                      "--masked_only", "false", "--output_dir", "/tmp/x"])
+    config = cli.load_config(
+        CONFIGS / "tiny.yaml",
+        ["--max_steps", "7", "--train.lr=1e-3", "--seed", "3", "--masked_only", "false", "--output_dir", "/tmp/x"],
+    )
     assert (config.train.max_steps, config.train.lr, config.train.seed) == (7, 1e-3, 3)
     assert config.model.masked_only is False and config.run.output_dir == "/tmp/x"
     assert config.model.hidden_size == 128  # untouched keys keep the file's values
     assert cli.load_config(None).train == training.TrainConfig()  # no file: the defaults
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["--learning_rate", "1e-3"], "unknown config key 'learning_rate'"),
-    (["--train.max_step", "5"], "did you mean 'max_steps'"),
-    (["--max_steps", "many"], "train.max_steps must be an integer, got 'many'"),
-    (["--max_steps", "0"], "TrainConfig.max_steps must be a positive integer"),
-    (["--precision", "fp8"], "precision='fp8'"),
-    (["--corpus", "web"], "data.corpus='web'"),
-    (["--train_files", "a.txt"], "only with data.corpus=files"),
-    (["--corpus", "files"], "needs data.train_files"),
-    (["--pre_norm", "maybe"], "model.pre_norm must be true or false"),
-    (["--device", "tpu"], "run.device='tpu'"),
-    (["--max_steps"], "--max_steps has no value"),
-    (["max_steps", "3"], "expected --key value"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--learning_rate", "1e-3"], "unknown config key 'learning_rate'"),
+        (["--train.max_step", "5"], "did you mean 'max_steps'"),
+        (["--max_steps", "many"], "train.max_steps must be an integer, got 'many'"),
+        (["--max_steps", "0"], "TrainConfig.max_steps must be a positive integer"),
+        (["--precision", "fp8"], "precision='fp8'"),
+        (["--corpus", "web"], "data.corpus='web'"),
+        (["--train_files", "a.txt"], "only with data.corpus=files"),
+        (["--corpus", "files"], "needs data.train_files"),
+        (["--pre_norm", "maybe"], "model.pre_norm must be true or false"),
+        (["--device", "tpu"], "run.device='tpu'"),
+        (["--max_steps"], "--max_steps has no value"),
+        (["max_steps", "3"], "expected --key value"),
+    ],
+)
 def test_bad_overrides_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         cli.load_config(CONFIGS / "tiny.yaml", overrides)
@@ -104,19 +109,32 @@ model: {hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 512, d
 train: {max_steps: 300, lr: 1.0e-3, warmup_steps: 30, weight_decay: 0.01, eval_every: 100, save_every: 100, seed: 0}
 """
 # every key of those files that is no longer a key, and the new key its error must name
-PRETRAIN_MOVES = {"name": "run.name", "output_dir": "run.output_dir", "resume": "run.resume",
-                  "fill_mask": "run.fill_mask", "data.block_size": "data.max_length"}
+PRETRAIN_MOVES = {
+    "name": "run.name",
+    "output_dir": "run.output_dir",
+    "resume": "run.resume",
+    "fill_mask": "run.fill_mask",
+    "data.block_size": "data.max_length",
+}
 MULTILINGUAL_MOVES = {
-    "common.run_name": "run.name", "common.mode": "run.mode", "common.log_level": "run.log_level",
-    "common.output_dir": "run.output_dir", "dataset.lang_sampling_factor": "sampling.alpha",
-    "dataset.eval_sentences": "data.max_eval_texts", "dataset.batch_size": "train.batch_size",
+    "common.run_name": "run.name",
+    "common.mode": "run.mode",
+    "common.log_level": "run.log_level",
+    "common.output_dir": "run.output_dir",
+    "dataset.lang_sampling_factor": "sampling.alpha",
+    "dataset.eval_sentences": "data.max_eval_texts",
+    "dataset.batch_size": "train.batch_size",
     "dataset.mixed_batches": "sampling.mixed",
-    **{f"dataset.{key}": f"data.{key}" for key in ("train_folder", "eval_folder", "languages", "min_length",
-                                                   "max_length", "vocab_size")}}
+    **{
+        f"dataset.{key}": f"data.{key}"
+        for key in ("train_folder", "eval_folder", "languages", "min_length", "max_length", "vocab_size")
+    },
+}
 # keys of the earlier command lines that no shipped file used
 OTHER_MOVES = {
     schema.PretrainConfig: {"device": "run.device", "deepspeed": "run.deepspeed"},
-    schema.MultilingualConfig: {"common.device": "run.device", "dataset.max_sentences": "data.max_train_texts"}}
+    schema.MultilingualConfig: {"common.device": "run.device", "dataset.max_sentences": "data.max_train_texts"},
+}
 
 
 def _leaves(values: dict, where: str = "") -> dict:
@@ -133,10 +151,14 @@ def _nested(key: str, value) -> dict:
     return value
 
 
-@pytest.mark.parametrize("cls, previous, moves", [
-    (schema.PretrainConfig, PREVIOUS_PRETRAIN, PRETRAIN_MOVES),
-    (schema.MultilingualConfig, PREVIOUS_MULTILINGUAL, MULTILINGUAL_MOVES),
-], ids=["pretrain", "multilingual"])
+@pytest.mark.parametrize(
+    "cls, previous, moves",
+    [
+        (schema.PretrainConfig, PREVIOUS_PRETRAIN, PRETRAIN_MOVES),
+        (schema.MultilingualConfig, PREVIOUS_MULTILINGUAL, MULTILINGUAL_MOVES),
+    ],
+    ids=["pretrain", "multilingual"],
+)
 def test_every_old_key_of_the_shipped_configs_names_its_new_key(tmp_path, cls, previous, moves):
     old = _leaves(yaml.safe_load(previous))
     assert sorted(key for key in old if key not in all_keys(cls)) == sorted(moves)  # the list above is complete
@@ -166,8 +188,12 @@ def test_every_old_key_of_the_shipped_configs_names_its_new_key(tmp_path, cls, p
                     apply_overrides({}, [f"--{typed}", "1"], cls)
     # a section already renamed, with an old key left inside: named too
     if cls is schema.MultilingualConfig:
-        for key, new in {"data.lang_sampling_factor": "sampling.alpha", "data.mixed_batches": "sampling.mixed",
-                         "data.eval_sentences": "data.max_eval_texts", "run.run_name": "run.name"}.items():
+        for key, new in {
+            "data.lang_sampling_factor": "sampling.alpha",
+            "data.mixed_batches": "sampling.mixed",
+            "data.eval_sentences": "data.max_eval_texts",
+            "run.run_name": "run.name",
+        }.items():
             with pytest.raises(ConfigError, match=f"'{key}' is now '{new}'"):
                 from_dict(cls, _nested(key, 1))
 
@@ -206,8 +232,21 @@ def test_an_ambiguous_short_key_is_refused():
 def test_the_command_reports_errors_without_a_traceback(capsys, tmp_path):
     assert cli.main(["--config", str(CONFIGS / "tiny.yaml"), "--lr_max", "1"]) == 2
     assert "unknown config key 'lr_max'" in _one_error(capsys)
-    assert cli.main(["--config", str(CONFIGS / "tiny.yaml"), "--corpus", "files", "--train_files",
-                     str(tmp_path / "nothing.txt"), "--output_dir", str(tmp_path / "runs")]) == 2
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(CONFIGS / "tiny.yaml"),
+                "--corpus",
+                "files",
+                "--train_files",
+                str(tmp_path / "nothing.txt"),
+                "--output_dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 2
+    )
     assert "nothing.txt: file not found" in _one_error(capsys)
 
 
@@ -219,8 +258,11 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
     assert start is None and (folder / "hparams.json").is_file()
 
     def resumed(run=None, **train):
-        later = dataclasses.replace(config, run=dataclasses.replace(config.run, **(run or {"resume": str(folder)})),
-                                    train=dataclasses.replace(config.train, **train))
+        later = dataclasses.replace(
+            config,
+            run=dataclasses.replace(config.run, **(run or {"resume": str(folder)})),
+            train=dataclasses.replace(config.train, **train),
+        )
         return common.experiment_folder(later.run, later.to_dict())
 
     assert resumed(max_steps=999) == (folder, "auto")  # more steps: fine
@@ -289,21 +331,88 @@ def corpus(tmp_path, english_train):
 def tiny(tmp_path, *extra) -> list[str]:
     """A pretraining command of a few seconds on `corpus`'s files (checkpoints at steps 2 and 4; a constant
     learning rate, so that a run extended to more steps repeats the first ones exactly)."""
-    return ["--corpus", "files", "--train_files", str(tmp_path / "train.txt"),
-            "--eval_files", str(tmp_path / "eval.txt"), "--output_dir", str(tmp_path / "runs"), "--name", "t",
-            "--max_steps", "4", "--max_eval_texts", "50", "--fill_mask", "0", "--vocab_size", "300",
-            "--max_length", "32", "--batch_size", "4", "--hidden_size", "16", "--intermediate_size", "32",
-            "--num_layers", "1", "--warmup_steps", "1", "--save_every", "2", "--eval_every", "2", "--keep_last", "5",
-            "--schedule", "constant", "--no-progress", *extra]
+    return [
+        "--corpus",
+        "files",
+        "--train_files",
+        str(tmp_path / "train.txt"),
+        "--eval_files",
+        str(tmp_path / "eval.txt"),
+        "--output_dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "t",
+        "--max_steps",
+        "4",
+        "--max_eval_texts",
+        "50",
+        "--fill_mask",
+        "0",
+        "--vocab_size",
+        "300",
+        "--max_length",
+        "32",
+        "--batch_size",
+        "4",
+        "--hidden_size",
+        "16",
+        "--intermediate_size",
+        "32",
+        "--num_layers",
+        "1",
+        "--warmup_steps",
+        "1",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "2",
+        "--keep_last",
+        "5",
+        "--schedule",
+        "constant",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def tiny_multilingual(tmp_path, *extra) -> list[str]:
     """A multilingual command of a few seconds on the shipped data (checkpoints at steps 2 and 4)."""
-    return ["--output_dir", str(tmp_path / "runs"), "--languages", "eng,zul", "--max_train_texts", "200",
-            "--max_eval_texts", "20", "--vocab_size", "300", "--tokenizer_sentences", "400", "--max_length", "32",
-            "--hidden_size", "16", "--intermediate_size", "32", "--num_layers", "1", "--batch_size", "8",
-            "--max_steps", "4", "--warmup_steps", "1", "--save_every", "2", "--eval_every", "2", "--keep_last", "5",
-            "--no-progress", *extra]
+    return [
+        "--output_dir",
+        str(tmp_path / "runs"),
+        "--languages",
+        "eng,zul",
+        "--max_train_texts",
+        "200",
+        "--max_eval_texts",
+        "20",
+        "--vocab_size",
+        "300",
+        "--tokenizer_sentences",
+        "400",
+        "--max_length",
+        "32",
+        "--hidden_size",
+        "16",
+        "--intermediate_size",
+        "32",
+        "--num_layers",
+        "1",
+        "--batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--warmup_steps",
+        "1",
+        "--save_every",
+        "2",
+        "--eval_every",
+        "2",
+        "--keep_last",
+        "5",
+        "--no-progress",
+        *extra,
+    ]
 
 
 COMMANDS = {"pretrain": (cli.main, tiny), "multilingual": (ml_cli.main, tiny_multilingual)}
@@ -319,11 +428,14 @@ def _losses(folder) -> dict:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("extra, message", [
-    (["--hidden_size", "30", "--num_heads", "4"], "model.hidden_size=30 is not divisible by"),
-    (["--dropout", "1.5"], "model.dropout must be a probability in [0, 1), got 1.5"),
-    (["--max_steps", "-1"], "TrainConfig.max_steps must be a positive integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--hidden_size", "30", "--num_heads", "4"], "model.hidden_size=30 is not divisible by"),
+        (["--dropout", "1.5"], "model.dropout must be a probability in [0, 1), got 1.5"),
+        (["--max_steps", "-1"], "TrainConfig.max_steps must be a positive integer, got -1"),
+    ],
+)
 def test_impossible_model_and_training_settings(tmp_path, capsys, command, extra, message):
     main, args = COMMANDS[command]
     assert main(args(tmp_path, *extra)) == 2
@@ -333,11 +445,17 @@ def test_impossible_model_and_training_settings(tmp_path, capsys, command, extra
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("extra, message", [
-    (["--precision", "fp16"], "error: train.precision=fp16 needs a CUDA GPU (its loss scaler is CUDA-only), and this "
-                              "run is on cpu (run.device='auto'); use --precision bf16 or fp32"),
-    (["--device", "cuda"], "error: run.device='cuda': device 'cuda' asks for a CUDA GPU, but torch sees none"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--precision", "fp16"],
+            "error: train.precision=fp16 needs a CUDA GPU (its loss scaler is CUDA-only), and this "
+            "run is on cpu (run.device='auto'); use --precision bf16 or fp32",
+        ),
+        (["--device", "cuda"], "error: run.device='cuda': device 'cuda' asks for a CUDA GPU, but torch sees none"),
+    ],
+)
 def test_a_gpu_setting_without_a_gpu(tmp_path, capsys, command, extra, message):
     main, args = COMMANDS[command]
     assert main(args(tmp_path, *extra)) == 2
@@ -354,11 +472,13 @@ def test_bad_config_files_on_the_command_line(tmp_path, capsys, command):
     noise.write_bytes(bytes(range(256)) * 8)  # random-looking bytes, not UTF-8
     tabs = tmp_path / "tabs.yaml"
     tabs.write_text("train:\n\tmax_steps: 3\n")  # YAML's own error spans several lines
-    for path, message in [(tmp_path / "missing.yaml", f"config file {tmp_path / 'missing.yaml'} not found"),
-                          (tmp_path, f"--config {tmp_path} is a folder; give a YAML file"),
-                          (noise, f"{noise}: not valid YAML ('utf-8' codec can't decode byte"),
-                          (tabs, f"{tabs}: not valid YAML (while scanning"),
-                          (listed, f"{listed}: the config must be a mapping of keys to values")]:
+    for path, message in [
+        (tmp_path / "missing.yaml", f"config file {tmp_path / 'missing.yaml'} not found"),
+        (tmp_path, f"config file {tmp_path} is a folder; give a YAML file"),
+        (noise, f"{noise}: not valid YAML ('utf-8' codec can't decode byte"),
+        (tabs, f"{tabs}: not valid YAML (while scanning"),
+        (listed, f"{listed}: the config must be a mapping of keys to values"),
+    ]:
         assert main(["--config", str(path), *args(tmp_path)]) == 2
         assert _one_error(capsys).startswith(f"error: {message}")
     assert main([*args(tmp_path), "--config"]) == 2  # no file after it
@@ -371,8 +491,11 @@ def test_a_corpus_smaller_than_one_block_or_one_batch(tmp_path, capsys, english_
     (tmp_path / "eval.txt").write_text("A held-out line.\n")
     tokenizer = tokenization.train_tokenizer(english_train[:500], vocab_size=300, max_length=32)
     config = cli.load_config(None, tiny(tmp_path)[:-1])
-    with pytest.raises(ConfigError, match=r"the training texts hold \d+ tokens, fewer than one block of "
-                                          r"data.max_length=32: give more text or a smaller data.max_length"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the training texts hold \d+ tokens, fewer than one block of "
+        r"data.max_length=32: give more text or a smaller data.max_length",
+    ):
         cli.prepare(config, tokenizer)
     assert cli.main(tiny(tmp_path)) == 2
     assert "fewer than one block of data.max_length=32" in _one_error(capsys)
@@ -391,12 +514,14 @@ def test_a_file_of_one_single_long_line(tmp_path, capsys):
     big = tmp_path / "big.txt"
     big.write_text(("word " * 2_000_000).strip() + "\n")  # 10 MB, one line
     args = tiny(tmp_path)
-    args[args.index("--eval_files"):args.index("--eval_files") + 2] = []  # the last 5% of its lines held out
+    args[args.index("--eval_files") : args.index("--eval_files") + 2] = []  # the last 5% of its lines held out
     args[args.index("--train_files") + 1] = str(big)
     assert cli.main(args) == 2
     line = _one_error(capsys)
-    assert line.startswith(f"error: data.train_files: {big} holds 1 line (9,999,999 characters in it). "
-                           f"data.corpus=files reads one text per line"), line
+    assert line.startswith(
+        f"error: data.train_files: {big} holds 1 line (9,999,999 characters in it). "
+        f"data.corpus=files reads one text per line"
+    ), line
     assert "leaves no training text" in line and "break the text into lines" in line
 
 
@@ -407,8 +532,10 @@ def test_an_output_folder_below_a_regular_file(corpus, capsys, command):
     (tmp_path / "runs").write_text("a file, not a folder\n")
     assert main(args(tmp_path)) == 2
     line = _one_error(capsys)
-    assert line == (f"error: run.output_dir={str(tmp_path / 'runs')!r}: cannot make the experiment folder there "
-                    f"({tmp_path / 'runs'} is a file, not a folder)")
+    assert line == (
+        f"error: run.output_dir={str(tmp_path / 'runs')!r}: cannot make the experiment folder there "
+        f"({tmp_path / 'runs'} is a file, not a folder)"
+    )
     assert (tmp_path / "runs").read_text() == "a file, not a folder\n"
 
 
@@ -441,7 +568,7 @@ def test_an_output_folder_that_cannot_be_written(corpus, capsys, command):
             target.parent.chmod(0o755)
     line = _one_error(capsys)
     assert line.startswith(f"error: run.output_dir={str(target)!r}: cannot make the experiment folder there ("), line
-    assert ("permission denied" in line or "operation not permitted" in line or "read-only" in line), line
+    assert "permission denied" in line or "operation not permitted" in line or "read-only" in line, line
 
 
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(corpus, capsys):
@@ -457,9 +584,11 @@ def test_an_unreadable_checkpoint_falls_back_to_the_one_before(corpus, capsys):
     four.write_bytes(four.read_bytes()[:1000])  # truncated
     assert cli.main(tiny(corpus, "--max_steps", "6")) == 0
     out, err = capsys.readouterr()
-    assert err.strip().splitlines() == [f"warning: {four} is not a readable checkpoint (not a complete torch.save "
-                                        f"archive: 1,000 bytes, truncated or overwritten?); trying the checkpoint "
-                                        f"before it"]
+    assert err.strip().splitlines() == [
+        f"warning: {four} is not a readable checkpoint (not a complete torch.save "
+        f"archive: 1,000 bytes, truncated or overwritten?); trying the checkpoint "
+        f"before it"
+    ]
     assert f"resumed from {ckpts / training.checkpoint_name(2)} at step 2" in out
     resumed = _losses(folder)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6] and all(resumed[s] == straight[s] for s in straight)
@@ -471,8 +600,9 @@ def test_an_unreadable_checkpoint_falls_back_to_the_one_before(corpus, capsys):
     assert f"resumed from {four} at step 4" in out
     six.write_bytes(os.urandom(5000))
     assert cli.main(tiny(corpus, "--max_steps", "8", "--resume", str(six))) == 2
-    assert _one_error(capsys).startswith(f"error: {six} is not a readable checkpoint (not a complete torch.save "
-                                         f"archive")
+    assert _one_error(capsys).startswith(
+        f"error: {six} is not a readable checkpoint (not a complete torch.save archive"
+    )
     assert torch.load(four, weights_only=False)["step"] == 4  # the good ones are untouched
     assert sorted(_losses(folder)) == list(range(1, 9))
 
@@ -486,9 +616,13 @@ def test_every_checkpoint_unreadable_is_one_error(corpus, capsys):
     assert cli.main(tiny(corpus, "--max_steps", "6")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(" is not")[0] for line in lines[:2]] == [
-        f"warning: {ckpts / training.checkpoint_name(4)}", f"warning: {ckpts / training.checkpoint_name(2)}"]
-    assert lines[2:] == [f"error: no readable checkpoint in {ckpts} (step-0000004.pt, step-0000002.pt cannot be "
-                         f"read); delete them or start afresh with --resume none"]
+        f"warning: {ckpts / training.checkpoint_name(4)}",
+        f"warning: {ckpts / training.checkpoint_name(2)}",
+    ]
+    assert lines[2:] == [
+        f"error: no readable checkpoint in {ckpts} (step-0000004.pt, step-0000002.pt cannot be "
+        f"read); delete them or start afresh with --resume none"
+    ]
 
 
 def test_resuming_on_texts_that_changed(corpus, capsys):
@@ -515,16 +649,19 @@ def test_a_disk_filling_up_during_a_save(corpus, capsys, monkeypatch, failure):
             f.write(b"the first bytes")
             if failure == "ENOSPC":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
-                               "data/0: file write failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                "data/0: file write failed"
+            )
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
     assert cli.main(tiny(corpus)) == 2
     ckpts = _folder(corpus) / "checkpoints"
     why = "no space left on device" if failure == "ENOSPC" else "torch could not write it: [enforce fail"
-    assert _one_error(capsys).startswith(f"error: could not save checkpoint {ckpts / training.checkpoint_name(4)} "
-                                         f"({why}")
+    assert _one_error(capsys).startswith(
+        f"error: could not save checkpoint {ckpts / training.checkpoint_name(4)} ({why}"
+    )
     assert [p.name for p in ckpts.iterdir()] == [training.checkpoint_name(2)]
     monkeypatch.setattr(torch, "save", real_save)
     assert cli.main(tiny(corpus)) == 0
@@ -550,8 +687,9 @@ def test_ctrl_c_then_the_same_command_resumes(corpus, capsys, monkeypatch):
     restore = _interrupt_at(monkeypatch, training.BatchStream, 4)  # during update 4: 3 done, checkpoint at 2
     assert cli.main(tiny(corpus)) == common.STOPPED == 130
     out, err = capsys.readouterr()
-    assert err.strip().splitlines() == ["stopped at step 3; run the same command again to resume (it continues "
-                                        "from its checkpoint at step 2)"]
+    assert err.strip().splitlines() == [
+        "stopped at step 3; run the same command again to resume (it continues from its checkpoint at step 2)"
+    ]
     restore()
     assert cli.main(tiny(corpus)) == 0
     out = capsys.readouterr().out
@@ -564,4 +702,5 @@ def test_ctrl_c_before_the_first_checkpoint(corpus, capsys, monkeypatch):
     assert cli.main(tiny(corpus)) == 130
     folder = _folder(corpus)
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"stopped at step 1, before the first checkpoint of {folder}; run the same command again to start afresh"]
+        f"stopped at step 1, before the first checkpoint of {folder}; run the same command again to start afresh"
+    ]

@@ -63,8 +63,14 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert "word_embeddings.weight" in decay_names and "layers.1.feed_forward.up.weight" in decay_names
     assert "layers.0.attention.query.weight" not in decay_names | no_decay_names  # frozen: left out
-    assert {"embedding_norm.weight", "embedding_norm.bias", "layers.0.attention_norm.weight",
-            "head.layer_norm.weight", "head.decoder.bias", "layers.1.feed_forward.up.bias"} <= no_decay_names
+    assert {
+        "embedding_norm.weight",
+        "embedding_norm.bias",
+        "layers.0.attention_norm.weight",
+        "head.layer_norm.weight",
+        "head.decoder.bias",
+        "layers.1.feed_forward.up.bias",
+    } <= no_decay_names
     assert all("norm" in n or n.endswith("bias") for n in no_decay_names)
     assert not any("norm" in n or n.endswith("bias") for n in decay_names)
 
@@ -91,11 +97,19 @@ def test_schedule_shape_and_min_lr():
     assert [training.lr_factor(s, 0, 10, "constant") for s in (0, 5, 20)] == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"max_steps": 0}, "max_steps"), ({"lr": 0}, "lr"), ({"schedule": "step"}, "schedule"),
-    ({"precision": "fp8"}, "precision"), ({"beta2": 1.5}, "beta2"), ({"grad_accum": 1.5}, "grad_accum"),
-    ({"warmup_steps": -1}, "warmup_steps"), ({"lr": float("nan")}, "lr"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"max_steps": 0}, "max_steps"),
+        ({"lr": 0}, "lr"),
+        ({"schedule": "step"}, "schedule"),
+        ({"precision": "fp8"}, "precision"),
+        ({"beta2": 1.5}, "beta2"),
+        ({"grad_accum": 1.5}, "grad_accum"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"lr": float("nan")}, "lr"),
+    ],
+)
 def test_train_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**bad)
@@ -116,8 +130,9 @@ def _batch(tokenizer, blocks, rows, seed):
 def _step(model, micro, lr=1e-2, max_grad_norm=0.0):
     config = TrainConfig(lr=lr, warmup_steps=0, schedule="constant", max_grad_norm=max_grad_norm, weight_decay=0.0)
     optimizer = training.make_optimizer(model, config)
-    return training.train_step(model, micro, optimizer, training.make_scheduler(optimizer, config),
-                               max_grad_norm=max_grad_norm)
+    return training.train_step(
+        model, micro, optimizer, training.make_scheduler(optimizer, config), max_grad_norm=max_grad_norm
+    )
 
 
 def test_accumulation_equals_one_big_batch(tokenizer, blocks):
@@ -214,8 +229,14 @@ def test_checkpoint_round_trip_restores_everything(tmp_path, tokenizer, blocks):
     for seed in range(3):
         training.train_step(model, [_batch(tokenizer, blocks, slice(seed, seed + 4), seed)], optimizer, scheduler)
     torch.manual_seed(11)
-    path = training.save_checkpoint(tmp_path / "c" / training.checkpoint_name(3), model=model, optimizer=optimizer,
-                                    scheduler=scheduler, step=3, data_state={"stream": {"epoch": 1}})
+    path = training.save_checkpoint(
+        tmp_path / "c" / training.checkpoint_name(3),
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step=3,
+        data_state={"stream": {"epoch": 1}},
+    )
     assert path.name == "step-0000003.pt" and not list(path.parent.glob("*.tmp"))
     expected_draw = torch.rand(3)
     twin, twin_config = small_model(seed=9), config
@@ -250,8 +271,12 @@ def _saved(folder, *steps):
     model, config = small_model(), TrainConfig(lr=1e-3, warmup_steps=0, max_steps=10)
     optimizer = training.make_optimizer(model, config)
     scheduler = training.make_scheduler(optimizer, config)
-    return [training.save_checkpoint(folder / training.checkpoint_name(step), model=model, optimizer=optimizer,
-                                     scheduler=scheduler, step=step) for step in steps]
+    return [
+        training.save_checkpoint(
+            folder / training.checkpoint_name(step), model=model, optimizer=optimizer, scheduler=scheduler, step=step
+        )
+        for step in steps
+    ]
 
 
 def test_an_unreadable_newest_checkpoint_is_skipped_with_one_line(tmp_path, capsys):
@@ -266,10 +291,14 @@ def test_an_unreadable_newest_checkpoint_is_skipped_with_one_line(tmp_path, caps
     assert path == one and state["step"] == 1
     assert capsys.readouterr().err.splitlines() == [
         f"warning: {two} is not a readable checkpoint (not a complete torch.save archive: "
-        f"{two.stat().st_size:,} bytes, truncated or overwritten?); trying the checkpoint before it"]
+        f"{two.stat().st_size:,} bytes, truncated or overwritten?); trying the checkpoint before it"
+    ]
     one.write_bytes(b"")
-    with pytest.raises(training.CheckpointError, match=r"no readable checkpoint in .* \(step-0000002.pt, "
-                                                       r"step-0000001.pt cannot be read\)"):
+    with pytest.raises(
+        training.CheckpointError,
+        match=r"no readable checkpoint in .* \(step-0000002.pt, "
+        r"step-0000001.pt cannot be read\)",
+    ):
         training.load_latest(tmp_path, load)
     assert training.load_latest(tmp_path / "empty", load) == (None, None)
     assert issubclass(training.CheckpointError, ValueError)  # what load_checkpoint raised before
@@ -286,16 +315,25 @@ def test_a_failed_save_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
         def save(obj, f, *args, **kwargs):
             f.write(b"the start of a checkpoint")
             raise error
+
         return save
 
     monkeypatch.setattr(torch, "save", failing(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(training.CheckpointSaveError, match=r"could not save checkpoint .*step-0000002.pt \(no space "
-                                                           r"left on device\); the earlier checkpoints are intact "
-                                                           r"\(newest: step-0000001.pt\)"):
+    with pytest.raises(
+        training.CheckpointSaveError,
+        match=r"could not save checkpoint .*step-0000002.pt \(no space "
+        r"left on device\); the earlier checkpoints are intact "
+        r"\(newest: step-0000001.pt\)",
+    ):
         _saved(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000001.pt"] and one.read_bytes() == before
-    monkeypatch.setattr(torch, "save", failing(RuntimeError("[enforce fail at inline_container.cc:672] . "
-                                                            "PytorchStreamWriter failed writing file data/0")))
+    monkeypatch.setattr(
+        torch,
+        "save",
+        failing(
+            RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0")
+        ),
+    )
     with pytest.raises(training.CheckpointSaveError, match=r"\(torch could not write it: \[enforce fail"):
         _saved(tmp_path, 2)
     monkeypatch.setattr(torch, "save", failing(RuntimeError("a bug, not the disk")))
@@ -311,7 +349,11 @@ def test_listing_and_pruning_checkpoints(tmp_path):
     (tmp_path / (training.checkpoint_name(200) + ".tmp")).write_bytes(b"half")
     (tmp_path / "step-notanumber.pt").write_bytes(b"x")
     assert [p.name for p in training.list_checkpoints(tmp_path)] == [
-        "step-0000005.pt", "step-0000010.pt", "step-0000020.pt", "step-0000100.pt"]
+        "step-0000005.pt",
+        "step-0000010.pt",
+        "step-0000020.pt",
+        "step-0000100.pt",
+    ]
     assert training.latest_checkpoint(tmp_path).name == "step-0000100.pt"
     training.prune_checkpoints(tmp_path, keep_last=2)
     assert [p.name for p in training.list_checkpoints(tmp_path)] == ["step-0000020.pt", "step-0000100.pt"]
@@ -352,8 +394,19 @@ def test_metrics_log_drops_rows_after_the_resumed_checkpoint(tmp_path):
 
 
 def _run(folder, tokenizer, blocks, eval_data, max_steps, **overrides):
-    config = TrainConfig(**{"max_steps": max_steps, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0,
-                            "schedule": "constant", "save_every": 1, "keep_last": 10, "eval_every": 2, **overrides})
+    config = TrainConfig(
+        **{
+            "max_steps": max_steps,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "warmup_steps": 0,
+            "schedule": "constant",
+            "save_every": 1,
+            "keep_last": 10,
+            "eval_every": 2,
+            **overrides,
+        }
+    )
     model = small_model(seed=1)
     collator = masking.MLMCollator(tokenizer, seed=0)
     training.train(model, blocks, eval_data, config, collator=collator, folder=folder, progress=False)
@@ -392,8 +445,16 @@ def test_in_process_resume_gives_the_same_losses(tmp_path, tokenizer, blocks, ev
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         config = TrainConfig(max_steps=2, batch_size=4)
-        training.train(small_model(), blocks, None, config, collator=masking.MLMCollator(tokenizer),
-                       folder=tmp_path / "straight", resume=None, progress=False)
+        training.train(
+            small_model(),
+            blocks,
+            None,
+            config,
+            collator=masking.MLMCollator(tokenizer),
+            folder=tmp_path / "straight",
+            resume=None,
+            progress=False,
+        )
 
 
 def test_extending_a_finished_run_follows_the_new_schedule(tmp_path, tokenizer, blocks, eval_data):
@@ -403,8 +464,10 @@ def test_extending_a_finished_run_follows_the_new_schedule(tmp_path, tokenizer, 
     _run(tmp_path / "straight", tokenizer, blocks, eval_data, 6, **kwargs)
     _run(tmp_path / "extended", tokenizer, blocks, eval_data, 3, **kwargs)
     _run(tmp_path / "extended", tokenizer, blocks, eval_data, 6, **kwargs)
-    rows = [[(r["step"], r["loss"], r["lr"]) for r in training.read_metrics(tmp_path / d) if "loss" in r]
-            for d in ("straight", "extended")]
+    rows = [
+        [(r["step"], r["loss"], r["lr"]) for r in training.read_metrics(tmp_path / d) if "loss" in r]
+        for d in ("straight", "extended")
+    ]
     assert rows[0] == rows[1] and rows[0][3][2] > 0
 
 
@@ -444,8 +507,13 @@ DRIVER = textwrap.dedent("""
 def _drive(tmp_path, mode, arg, output_dir, tokenizer):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    return subprocess.run([sys.executable, str(script), mode, str(arg), str(output_dir), str(tokenizer.folder)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(script), mode, str(arg), str(output_dir), str(tokenizer.folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _losses(output_dir):
@@ -463,6 +531,7 @@ def straight_run(tmp_path_factory, tokenizer):
     return folder, losses
 
 
+@pytest.mark.slow  # SIGKILLs a run in a separate process
 def test_sigkill_then_resume_gives_identical_losses(tmp_path, tokenizer, straight_run):
     killed = _drive(tmp_path, "kill", 7, tmp_path / "runs", tokenizer)
     assert killed.returncode == -signal.SIGKILL
@@ -480,6 +549,7 @@ def test_sigkill_then_resume_gives_identical_losses(tmp_path, tokenizer, straigh
     assert json.loads((folder / "eval.json").read_text())["eval_loss"] == pytest.approx(last_eval)
 
 
+@pytest.mark.slow  # SIGKILLs a run in a separate process
 def test_killed_while_saving_leaves_the_previous_checkpoint(tmp_path, tokenizer, straight_run):
     killed = _drive(tmp_path, "kill-in-save", 8, tmp_path / "runs", tokenizer)
     assert killed.returncode == -signal.SIGKILL
@@ -487,8 +557,10 @@ def test_killed_while_saving_leaves_the_previous_checkpoint(tmp_path, tokenizer,
     ckpts = folder / "checkpoints"
     assert (ckpts / "step-0000008.pt.tmp").read_bytes() == b"half a checkpoint"
     assert training.latest_checkpoint(ckpts).name == "step-0000004.pt"
-    state = training.load_checkpoint(training.latest_checkpoint(ckpts), model=M.EncoderForMaskedLM(
-        M.EncoderConfig.from_dict(json.loads((folder / "encoder_config.json").read_text()))))
+    state = training.load_checkpoint(
+        training.latest_checkpoint(ckpts),
+        model=M.EncoderForMaskedLM(M.EncoderConfig.from_dict(json.loads((folder / "encoder_config.json").read_text()))),
+    )
     assert state["step"] == 4
     resumed = _drive(tmp_path, "resume", 0, tmp_path / "runs", tokenizer)
     assert resumed.returncode == 0, resumed.stderr
@@ -496,6 +568,7 @@ def test_killed_while_saving_leaves_the_previous_checkpoint(tmp_path, tokenizer,
     assert not list(ckpts.glob("*.tmp"))
 
 
+@pytest.mark.slow  # a run in a separate process
 def test_resume_from_a_named_checkpoint(tmp_path, tokenizer, straight_run):
     """--resume path/to/step-0000004.pt continues from that checkpoint, not from the newest one."""
     folder, losses = straight_run
@@ -505,9 +578,21 @@ def test_resume_from_a_named_checkpoint(tmp_path, tokenizer, straight_run):
     assert names[0] == "step-0000004.pt" and names[-1] == "step-0000012.pt"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.replace('"--fill_mask", "2",', '"--fill_mask", "0", "--resume", sys.argv[5],'))
-    done = subprocess.run([sys.executable, str(script), "resume", "0", str(tmp_path / "runs"), str(tokenizer.folder),
-                           str(copy / "checkpoints" / "step-0000004.pt")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "resume",
+            "0",
+            str(tmp_path / "runs"),
+            str(tokenizer.folder),
+            str(copy / "checkpoints" / "step-0000004.pt"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "step-0000004.pt at step 4" in done.stdout
     assert _losses(tmp_path / "runs")[1] == losses  # steps 5-12 trained again, the same

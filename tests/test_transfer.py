@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
-from course_lib import data, tokenization, transfer as T
+from course_lib import data, tokenization
+from course_lib import transfer as T
 from course_lib.masking import MLMCollator, fixed_eval_masks
 from course_lib.training import eval_batches, evaluate
 
@@ -34,9 +35,17 @@ def target_tokenizer(portuguese, source_tokenizer):
 
 def tiny_bert(vocab=30522, hidden=32, seed=0, **config):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0, **config)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **config,
+    )
     return BertForMaskedLM(config).eval()
 
 
@@ -63,8 +72,13 @@ def test_aligned_special_tokens_are_the_source_ids(source_tokenizer):
 def test_aligned_special_tokens_errors(source_tokenizer):
     with pytest.raises(ValueError, match="id 103 > 50"):
         T.aligned_special_tokens(source_tokenizer, limit=50)
-    no_mask = PreTrainedTokenizerFast(tokenizer_object=source_tokenizer.backend_tokenizer, unk_token="[UNK]",
-                                      pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+    no_mask = PreTrainedTokenizerFast(
+        tokenizer_object=source_tokenizer.backend_tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
     with pytest.raises(ValueError, match="no mask token"):
         T.aligned_special_tokens(no_mask)
     with pytest.raises(ValueError, match="no mask token"):
@@ -98,8 +112,16 @@ def test_target_tokenizer_ids_do_not_depend_on_hash_order(target_tokenizer, sour
     raw = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
     raw.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    raw.train_from_iterator(portuguese, trainers.WordPieceTrainer(vocab_size=600, min_frequency=2, special_tokens=specials,
-                                                                  continuing_subword_prefix="##", show_progress=False))
+    raw.train_from_iterator(
+        portuguese,
+        trainers.WordPieceTrainer(
+            vocab_size=600,
+            min_frequency=2,
+            special_tokens=specials,
+            continuing_subword_prefix="##",
+            show_progress=False,
+        ),
+    )
     assert set(raw.get_vocab()) == set(tokens)
     held_out = data.load_multilingual(split="eval", langs=["por"])["por"][:300]
     ours = target_tokenizer(held_out, add_special_tokens=False)["input_ids"]
@@ -192,13 +214,17 @@ def test_swap_embeddings_matches_resize_and_round_trips(source_tokenizer, target
     # the library's way to change the vocabulary gives the same structure
     reference = tiny_bert(vocab=30522)
     reference.resize_token_embeddings(600)
-    assert [(n, p.shape) for n, p in model.named_parameters()] == [(n, p.shape) for n, p in reference.named_parameters()]
+    assert [(n, p.shape) for n, p in model.named_parameters()] == [
+        (n, p.shape) for n, p in reference.named_parameters()
+    ]
     assert reference.cls.predictions.decoder.weight is reference.get_input_embeddings().weight
     out = model(**batch(target_tokenizer, [PT_TEXT]))
     assert out.logits.shape[-1] == 600 and torch.isfinite(out.loss)
     T.swap_embeddings(model, *old)
     assert torch.equal(model(**inputs).logits, before)
-    assert model.config.vocab_size == 30522 and model.cls.predictions.decoder.weight is model.get_input_embeddings().weight
+    assert (
+        model.config.vocab_size == 30522 and model.cls.predictions.decoder.weight is model.get_input_embeddings().weight
+    )
 
 
 def test_swap_embeddings_errors():
@@ -217,8 +243,10 @@ def test_random_body_like():
     assert type(control) is type(model) and control.config.to_dict() == model.config.to_dict()
     ours, theirs = dict(model.named_parameters()), dict(control.named_parameters())
     assert {n: p.shape for n, p in ours.items()} == {n: p.shape for n, p in theirs.items()}
-    assert not torch.equal(ours["bert.encoder.layer.0.attention.self.query.weight"],
-                           theirs["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        ours["bert.encoder.layer.0.attention.self.query.weight"],
+        theirs["bert.encoder.layer.0.attention.self.query.weight"],
+    )
     again = T.random_body_like(model, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(control.parameters(), again.parameters()))
     assert control.cls.predictions.decoder.weight is control.get_input_embeddings().weight
@@ -246,10 +274,19 @@ def test_embedding_only_training_changes_only_the_embeddings(target_tokenizer, p
     T.freeze_all_but_embeddings(model)
     before = snapshot(model)
     examples = T.encode(portuguese[:200], target_tokenizer, max_length=32)
-    eval_data = eval_batches(fixed_eval_masks(T.encode(portuguese[200:300], target_tokenizer, max_length=32),
-                                              target_tokenizer), 50, 0)
-    history = T.train_mlm(model, examples, MLMCollator(target_tokenizer, seed=0), eval_data, steps=20, lr=1e-2,
-                          batch_size=16, eval_every=10)
+    eval_data = eval_batches(
+        fixed_eval_masks(T.encode(portuguese[200:300], target_tokenizer, max_length=32), target_tokenizer), 50, 0
+    )
+    history = T.train_mlm(
+        model,
+        examples,
+        MLMCollator(target_tokenizer, seed=0),
+        eval_data,
+        steps=20,
+        lr=1e-2,
+        batch_size=16,
+        eval_every=10,
+    )
     assert [row["step"] for row in history] == [0, 10, 20]
     assert history[0]["train_loss"] is None and history[-1]["train_loss"] > 0
     assert history[-1]["loss"] < history[0]["loss"] - 0.3  # it learns something
@@ -267,17 +304,22 @@ def test_train_head_changes_only_the_head(target_tokenizer, portuguese):
     eval_data = eval_batches(fixed_eval_masks(examples[:20], target_tokenizer), 20, 0)
     T.train_head(model, examples, MLMCollator(target_tokenizer, seed=0), eval_data, steps=3, lr=1e-2, batch_size=8)
     changed = {name for name, param in model.named_parameters() if not torch.equal(param, before[name])}
-    assert changed == {"cls.predictions.bias", "cls.predictions.transform.dense.weight",
-                       "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
-                       "cls.predictions.transform.LayerNorm.bias"}
+    assert changed == {
+        "cls.predictions.bias",
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.LayerNorm.bias",
+    }
 
 
 def test_train_mlm_errors(target_tokenizer):
     model = tiny_bert(vocab=600)
     T.freeze_all_but_embeddings(model)
     with pytest.raises(ValueError, match="a sequence of 65 tokens, but the model has 64 positions"):
-        T.train_mlm(model, [[101] + [200] * 63 + [102]] * 4, MLMCollator(target_tokenizer), [], steps=1, lr=1e-3,
-                    batch_size=2)
+        T.train_mlm(
+            model, [[101] + [200] * 63 + [102]] * 4, MLMCollator(target_tokenizer), [], steps=1, lr=1e-3, batch_size=2
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
@@ -304,7 +346,9 @@ def test_load_minilm_quietly(capfd):
 def test_minilm_freeze_and_swap(minilm, target_tokenizer):
     model, tokenizer, _ = minilm
     assert T.freeze_all_but_embeddings(model) == 30522 * 384
-    old = T.swap_embeddings(model, T.new_embedding_matrix(model.get_input_embeddings().weight, tokenizer, target_tokenizer))
+    old = T.swap_embeddings(
+        model, T.new_embedding_matrix(model.get_input_embeddings().weight, tokenizer, target_tokenizer)
+    )
     try:
         assert T.freeze_all_but_embeddings(model) == 600 * 384
         assert model.cls.predictions.decoder.weight is model.get_input_embeddings().weight

@@ -20,15 +20,37 @@ from __future__ import annotations
 
 import importlib
 
-from .framework import (Case, CheckFailed, close, expect_close, expect_equal, expect_same_losses, hidden_mode,
-                        pass_line, run_cases)
+from .framework import (
+    Case,
+    CheckFailed,
+    close,
+    expect_close,
+    expect_equal,
+    expect_same_losses,
+    hidden_mode,
+    pass_line,
+    run_cases,
+)
 from .registry import CHECKER_MODULES, EXERCISES, Exercise
 
 # How many hidden cases each checker has: the grader expects that count in the hidden pass line.
 HIDDEN_CASES: dict[str, int] = {exercise.id: exercise.hidden_cases for exercise in EXERCISES.values()}
 
-__all__ = ["Case", "CheckFailed", "EXERCISES", "Exercise", "HIDDEN_CASES", "close", "expect_close", "expect_equal",
-           "expect_same_losses", "hidden_mode", "pass_line", "run_cases", *CHECKER_MODULES]
+__all__ = [
+    "Case",
+    "CheckFailed",
+    "EXERCISES",
+    "Exercise",
+    "HIDDEN_CASES",
+    "close",
+    "expect_close",
+    "expect_equal",
+    "expect_same_losses",
+    "hidden_mode",
+    "pass_line",
+    "run_cases",
+    *CHECKER_MODULES,
+]
 
 
 def __getattr__(name: str):

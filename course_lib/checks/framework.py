@@ -27,16 +27,23 @@ def pass_line(exercise: str, visible: int, hidden: int | None = None) -> str:
     return line if hidden is None else f"{line}, {hidden}/{hidden} hidden checks"
 
 
-def run_cases(exercise: str, cases: list[Case], hidden_cases: list[Case] = (), hidden: bool | None = None,
-              first_failure: bool = False) -> None:
+def run_cases(
+    exercise: str,
+    cases: list[Case],
+    hidden_cases: list[Case] = (),
+    hidden: bool | None = None,
+    first_failure: bool = False,
+) -> None:
     """Run every case (and the hidden ones in hidden mode); print the pass line, or raise `CheckFailed`
     listing each failed case. `first_failure`: stop at the first case that fails (the test suite's wrong
     implementations need no more); students see every failed case. The number of hidden cases must be
     the one the exercise registry gives: the grader expects it in the hidden pass line."""
     expected = registry.get(exercise).hidden_cases
     if len(hidden_cases) != expected:
-        raise RuntimeError(f"the exercise registry gives exercise {exercise} {expected} hidden cases, "
-                           f"but its checker has {len(hidden_cases)}")
+        raise RuntimeError(
+            f"the exercise registry gives exercise {exercise} {expected} hidden cases, "
+            f"but its checker has {len(hidden_cases)}"
+        )
     hidden = hidden_mode(hidden)
     visible = len(cases)
     if hidden:
@@ -94,5 +101,7 @@ def expect_same_losses(resumed: list[float], straight: list[float], before: int,
     """The losses after a resume at step `before` must be those of the run that never stopped."""
     if resumed != straight:
         diff = next(i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b)
-        raise AssertionError(f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
-                             f"without stopping it was {straight[diff]!r}: something was not restored ({suspects})")
+        raise AssertionError(
+            f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
+            f"without stopping it was {straight[diff]!r}: something was not restored ({suspects})"
+        )

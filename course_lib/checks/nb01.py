@@ -13,7 +13,6 @@ from course_lib.tokenization import count_words, tokenizers_bpe, tokenizers_voca
 
 from .framework import expect_equal, run_cases
 
-
 TOY_CORPUS = ["low " * 5 + "lower " * 2 + "newest " * 6 + "widest " * 3]
 
 
@@ -51,18 +50,24 @@ def check_train_bpe(train_bpe: Callable, hidden: bool | None = None, first_failu
         assert isinstance(vocab, list) and all(isinstance(t, str) for t in vocab), "vocab must be a list of str"
         assert all(isinstance(m, tuple) and len(m) == 2 for m in merges), "each merge must be a pair (left, right)"
 
-    run_cases("1.1", [
-        ("returns (vocab, merges)", returns_vocab_and_merges),
-        ("toy corpus, 15 tokens", same_as_tokenizers(TOY_CORPUS, 15)),
-        ("toy corpus, runs out of pairs", same_as_tokenizers(TOY_CORPUS, 100)),
-        ("ties and repeated letters", same_as_tokenizers(_random_corpus(1), 60)),
-        ("ties, merges reaching a token twice", same_as_tokenizers(_random_corpus(2, "ab"), 40)),
-        ("English sentences", same_as_tokenizers(_english(200), 300)),
-    ], hidden_cases=[
-        ("one letter, words of many lengths", same_as_tokenizers(["aaaaaaa aaaa aa a"] * 3, 10)),
-        ("five letters, another seed", same_as_tokenizers(_random_corpus(7, "abcde"), 50)),
-        ("English paragraphs", same_as_tokenizers(_english_paragraphs(20), 250)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "1.1",
+        [
+            ("returns (vocab, merges)", returns_vocab_and_merges),
+            ("toy corpus, 15 tokens", same_as_tokenizers(TOY_CORPUS, 15)),
+            ("toy corpus, runs out of pairs", same_as_tokenizers(TOY_CORPUS, 100)),
+            ("ties and repeated letters", same_as_tokenizers(_random_corpus(1), 60)),
+            ("ties, merges reaching a token twice", same_as_tokenizers(_random_corpus(2, "ab"), 40)),
+            ("English sentences", same_as_tokenizers(_english(200), 300)),
+        ],
+        hidden_cases=[
+            ("one letter, words of many lengths", same_as_tokenizers(["aaaaaaa aaaa aa a"] * 3, 10)),
+            ("five letters, another seed", same_as_tokenizers(_random_corpus(7, "abcde"), 50)),
+            ("English paragraphs", same_as_tokenizers(_english_paragraphs(20), 250)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
 def check_bpe_encode_word(bpe_encode_word: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -93,14 +98,22 @@ def check_bpe_encode_word(bpe_encode_word: Callable, hidden: bool | None = None,
         expect_equal(list(bpe_encode_word("abc", [("b", "c"), ("a", "b")])), ["a", "bc"], "tokens of 'abc'")
 
     english = _english(300)
-    run_cases("1.2", [
-        ("no merges apply", no_merges),
-        ("earliest-learned merge first", merge_order_matters),
-        ("toy corpus, new words", same_as_tokenizers(TOY_CORPUS, 20, ["lowest newer wider slow"])),
-        ("ties and repeated letters", same_as_tokenizers(_random_corpus(3), 60, _random_corpus(4, lines=5))),
-        ("held-out English", same_as_tokenizers(english[:200], 400, english[200:])),
-    ], hidden_cases=[
-        ("overlapping pairs merge left to right", overlapping_pairs),
-        ("five letters, another seed", same_as_tokenizers(_random_corpus(7, "abcde"), 50,
-                                                          _random_corpus(9, "abcde", lines=5))),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "1.2",
+        [
+            ("no merges apply", no_merges),
+            ("earliest-learned merge first", merge_order_matters),
+            ("toy corpus, new words", same_as_tokenizers(TOY_CORPUS, 20, ["lowest newer wider slow"])),
+            ("ties and repeated letters", same_as_tokenizers(_random_corpus(3), 60, _random_corpus(4, lines=5))),
+            ("held-out English", same_as_tokenizers(english[:200], 400, english[200:])),
+        ],
+        hidden_cases=[
+            ("overlapping pairs merge left to right", overlapping_pairs),
+            (
+                "five letters, another seed",
+                same_as_tokenizers(_random_corpus(7, "abcde"), 50, _random_corpus(9, "abcde", lines=5)),
+            ),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

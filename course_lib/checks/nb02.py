@@ -12,7 +12,6 @@ from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFas
 
 from .framework import expect_close, run_cases
 
-
 SPECIAL_IDS = (0, 1, 2, 3, 4)  # <s> <pad> </s> <unk> <mask>, as the course tokenizer
 MASK_ID = 4
 
@@ -33,8 +32,14 @@ def _library_collator(vocab: int, **kwargs):
     """`transformers`' DataCollatorForLanguageModeling over a word-level tokenizer with ids 0..vocab-1."""
     names = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + [f"w{i}" for i in range(len(SPECIAL_IDS), vocab)]
     backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(names)}, unk_token="<unk>"))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>",
-                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     return DataCollatorForLanguageModeling(tokenizer, return_tensors="pt", **kwargs)
 
 
@@ -60,14 +65,25 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
     random_ids = torch.arange(6, 1000, 2)  # only even ids: a random draw from elsewhere shows
 
     def run(seed=0, source=ids, **kwargs):
-        inputs, labels = mask_tokens(source.clone(), special, mask_token_id=MASK_ID, random_token_ids=random_ids,
-                                     generator=torch.Generator().manual_seed(seed), **kwargs)
+        inputs, labels = mask_tokens(
+            source.clone(),
+            special,
+            mask_token_id=MASK_ID,
+            random_token_ids=random_ids,
+            generator=torch.Generator().manual_seed(seed),
+            **kwargs,
+        )
         return inputs, labels
 
     def shapes_and_input():
         source = ids.clone()
-        inputs, labels = mask_tokens(source, special, mask_token_id=MASK_ID, random_token_ids=random_ids,
-                                     generator=torch.Generator().manual_seed(0))
+        inputs, labels = mask_tokens(
+            source,
+            special,
+            mask_token_id=MASK_ID,
+            random_token_ids=random_ids,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert inputs.shape == ids.shape and labels.shape == ids.shape, "inputs and labels keep the batch's shape"
         assert inputs.dtype == torch.long and labels.dtype == torch.long, "ids and labels are integer (long) tensors"
         assert torch.equal(source, ids), "the input_ids passed in were modified; work on a copy"
@@ -91,6 +107,7 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
             expect_close(r["selected"], mlm_probability, 0.005, "share of ordinary tokens selected")
             expect_close(r["mask"], mask_p, 0.02, "share of selected tokens set to <mask>")
             expect_close(r["random"], random_p, 0.02, "share of selected tokens set to a random id")
+
         return case
 
     def random_ids_only_ordinary():
@@ -112,9 +129,16 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
     def everything_selected():
         other = _synthetic_batch(512, length=64, seed=7)
         other_special = torch.isin(other, torch.tensor(SPECIAL_IDS))
-        inputs, labels = mask_tokens(other.clone(), other_special, mask_token_id=MASK_ID, random_token_ids=random_ids,
-                                     mlm_probability=1.0, mask_replace_prob=0.7, random_replace_prob=0.2,
-                                     generator=torch.Generator().manual_seed(4))
+        inputs, labels = mask_tokens(
+            other.clone(),
+            other_special,
+            mask_token_id=MASK_ID,
+            random_token_ids=random_ids,
+            mlm_probability=1.0,
+            mask_replace_prob=0.7,
+            random_replace_prob=0.2,
+            generator=torch.Generator().manual_seed(4),
+        )
         assert (labels[other_special] == -100).all(), "a special or padding token was selected"
         r = _masking_rates(other, inputs, labels, other_special)
         expect_close(r["selected"], 1.0, 0.0, "share of ordinary tokens selected")
@@ -131,19 +155,25 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
         for key in ("selected", "mask", "unchanged"):
             expect_close(yours[key], library[key], 0.025, f"share '{key}' vs DataCollatorForLanguageModeling")
 
-    run_cases("2.1", [
-        ("shapes, dtypes, input left alone", shapes_and_input),
-        ("special and padding tokens never selected", specials_never_selected),
-        ("labels: original id if selected, else -100", labels_are_the_originals),
-        ("15% selected, 80/10/10", rates(0.15, 0.8, 0.1)),
-        ("30% selected, 50/25/25", rates(0.3, 0.5, 0.25, mask_replace_prob=0.5, random_replace_prob=0.25)),
-        ("random ids drawn from random_token_ids", random_ids_only_ordinary),
-        ("the generator decides", seeded),
-        ("rates as DataCollatorForLanguageModeling", same_as_library),
-    ], hidden_cases=[
-        ("nothing selected at probability 0", nothing_selected),
-        ("every ordinary token selected at probability 1, 70/20/10", everything_selected),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "2.1",
+        [
+            ("shapes, dtypes, input left alone", shapes_and_input),
+            ("special and padding tokens never selected", specials_never_selected),
+            ("labels: original id if selected, else -100", labels_are_the_originals),
+            ("15% selected, 80/10/10", rates(0.15, 0.8, 0.1)),
+            ("30% selected, 50/25/25", rates(0.3, 0.5, 0.25, mask_replace_prob=0.5, random_replace_prob=0.25)),
+            ("random ids drawn from random_token_ids", random_ids_only_ordinary),
+            ("the generator decides", seeded),
+            ("rates as DataCollatorForLanguageModeling", same_as_library),
+        ],
+        hidden_cases=[
+            ("nothing selected at probability 0", nothing_selected),
+            ("every ordinary token selected at probability 1, 70/20/10", everything_selected),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
 def _synthetic_word_ids(rows: int, length: int = 96, seed: int = 0):
@@ -192,6 +222,7 @@ def check_whole_word_mask(whole_word_mask: Callable, hidden: bool | None = None,
         def case():
             selected, _ = words_selected(run(p))
             expect_close(selected.float().mean().item(), p, 0.012, "share of words selected")
+
         return case
 
     def rows_without_words():
@@ -211,17 +242,23 @@ def check_whole_word_mask(whole_word_mask: Callable, hidden: bool | None = None,
         assert torch.equal(run(seed=1), run(seed=1)), "the same generator seed gave other masks"
         assert not torch.equal(run(seed=1), run(seed=2)), "another seed gave the same masks"
 
-    run_cases("2.2", [
-        ("bool mask, specials never selected", shape_and_specials),
-        ("every word all or nothing", whole_words),
-        ("15% of words", rate(0.15)),
-        ("40% of words", rate(0.4)),
-        ("each sequence draws its own words", each_sequence_draws_its_own),
-        ("the generator decides", seeded),
-    ], hidden_cases=[
-        ("70% of words", rate(0.7)),
-        ("rows without words, short rows", rows_without_words),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "2.2",
+        [
+            ("bool mask, specials never selected", shape_and_specials),
+            ("every word all or nothing", whole_words),
+            ("15% of words", rate(0.15)),
+            ("40% of words", rate(0.4)),
+            ("each sequence draws its own words", each_sequence_draws_its_own),
+            ("the generator decides", seeded),
+        ],
+        hidden_cases=[
+            ("70% of words", rate(0.7)),
+            ("rows without words, short rows", rows_without_words),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
 def check_pack_sequences(pack_sequences: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -244,18 +281,25 @@ def check_pack_sequences(pack_sequences: Callable, hidden: bool | None = None, f
             assert isinstance(got, torch.Tensor) and got.dtype == torch.long, "return a long tensor"
             assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
             assert torch.equal(got, expected), "blocks differ from the concatenated stream cut every block_size tokens"
+
         return case
 
     def no_padding():
         blocks = pack_sequences(sentences(300), 64)
         assert not (blocks == 1).any(), "a packed block holds padding"
 
-    run_cases("2.3", [
-        ("short sentences, blocks of 16", same_as_recipe(sentences(50, 10), 16)),
-        ("blocks of 128", same_as_recipe(sentences(400), 128)),
-        ("sentences longer than a block", same_as_recipe(sentences(30, 300), 64)),
-        ("no padding in packed blocks", no_padding),
-    ], hidden_cases=[
-        ("blocks of 3 tokens", same_as_recipe(sentences(20, 5), 3)),
-        ("the stream fills the blocks exactly", same_as_recipe([[0] + list(range(5, 15)) + [2]] * 8, 32)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "2.3",
+        [
+            ("short sentences, blocks of 16", same_as_recipe(sentences(50, 10), 16)),
+            ("blocks of 128", same_as_recipe(sentences(400), 128)),
+            ("sentences longer than a block", same_as_recipe(sentences(30, 300), 64)),
+            ("no padding in packed blocks", no_padding),
+        ],
+        hidden_cases=[
+            ("blocks of 3 tokens", same_as_recipe(sentences(20, 5), 3)),
+            ("the stream fills the blocks exactly", same_as_recipe([[0] + list(range(5, 15)) + [2]] * 8, 32)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

@@ -36,9 +36,19 @@ def training_setup(seed=0, hidden=32, layers=2, vocab=120, dropout=0.0, lr=1e-2,
     pairs = []
     for _ in range(2):
         torch.manual_seed(seed)
-        model = EncoderForMaskedLM(EncoderConfig(vocab_size=vocab, hidden_size=hidden, num_heads=4, num_layers=layers,
-                                                 intermediate_size=2 * hidden, max_length=24, dropout=dropout,
-                                                 attention_dropout=dropout, **config))
+        model = EncoderForMaskedLM(
+            EncoderConfig(
+                vocab_size=vocab,
+                hidden_size=hidden,
+                num_heads=4,
+                num_layers=layers,
+                intermediate_size=2 * hidden,
+                max_length=24,
+                dropout=dropout,
+                attention_dropout=dropout,
+                **config,
+            )
+        )
         optimizer = training.make_optimizer(model, train_config)
         pairs.append((model, optimizer, training.make_scheduler(optimizer, train_config)))
     return pairs
@@ -63,8 +73,10 @@ def masked_batches(vocab: int, sizes: list[int], seed: int = 0, seq: int = 24, p
 def same_parameters(a, b, what: str, atol: float = 1e-6) -> None:
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         if not torch.allclose(x, y, rtol=1e-5, atol=atol):
-            raise AssertionError(f"{what}: parameter {name} differs from the reference's "
-                                 f"(largest difference {float((x - y).detach().abs().max()):.3g})")
+            raise AssertionError(
+                f"{what}: parameter {name} differs from the reference's "
+                f"(largest difference {float((x - y).detach().abs().max()):.3g})"
+            )
 
 
 def check_train_step(train_step: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -83,12 +95,17 @@ def check_train_step(train_step: Callable, hidden: bool | None = None, first_fai
                 if not isinstance(got, (float, int)) and not (torch.is_tensor(got) and got.numel() == 1):
                     raise AssertionError(f"train_step should return the loss as a number, got {type(got).__name__}")
                 if abs(float(got) - expected) > 1e-5 * max(1.0, abs(expected)):
-                    raise AssertionError(f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
-                                         f"(the mean over every masked token of the micro-batches)")
+                    raise AssertionError(
+                        f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
+                        f"(the mean over every masked token of the micro-batches)"
+                    )
                 same_parameters(mine, ref, f"after step {step + 1}")
                 if sched.last_epoch != ref_sched.last_epoch:
-                    raise AssertionError(f"after step {step + 1} the scheduler has taken {sched.last_epoch} steps, "
-                                         f"expected {ref_sched.last_epoch}: step it once per update")
+                    raise AssertionError(
+                        f"after step {step + 1} the scheduler has taken {sched.last_epoch} steps, "
+                        f"expected {ref_sched.last_epoch}: step it once per update"
+                    )
+
         return case
 
     def clip_changes_the_update():
@@ -106,15 +123,21 @@ def check_train_step(train_step: Callable, hidden: bool | None = None, first_fai
         if not moved_clipped < moved_free:
             raise AssertionError("with a tiny max_grad_norm the update should be smaller than without clipping")
 
-    run_cases("4.1", [
-        ("one micro-batch", same_update([3])),
-        ("two micro-batches with different numbers of masked tokens", same_update([3, 4])),
-        ("clipping", clip_changes_the_update),
-        ("three updates in a row (warmup, zeroed gradients)", same_update([2, 3], steps=3, max_grad_norm=0.5)),
-    ], hidden_cases=[
-        ("three micro-batches, dropout, other seed", same_update([3, 2, 5], seed=3, dropout=0.1, steps=2)),
-        ("masked-only head", same_update([4, 3], seed=4, masked_only=True, steps=2)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "4.1",
+        [
+            ("one micro-batch", same_update([3])),
+            ("two micro-batches with different numbers of masked tokens", same_update([3, 4])),
+            ("clipping", clip_changes_the_update),
+            ("three updates in a row (warmup, zeroed gradients)", same_update([2, 3], steps=3, max_grad_norm=0.5)),
+        ],
+        hidden_cases=[
+            ("three micro-batches, dropout, other seed", same_update([3, 2, 5], seed=3, dropout=0.1, steps=2)),
+            ("masked-only head", same_update([4, 3], seed=4, masked_only=True, steps=2)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
 def check_evaluate(evaluate: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -129,28 +152,38 @@ def check_evaluate(evaluate: Callable, hidden: bool | None = None, first_failure
             expected = training.evaluate(model, batches)
             got = evaluate(model, batches)
             if model.training != train_mode:
-                raise AssertionError(f"the model was left in {'train' if model.training else 'eval'} mode; "
-                                     f"put it back in the mode it was in")
+                raise AssertionError(
+                    f"the model was left in {'train' if model.training else 'eval'} mode; "
+                    f"put it back in the mode it was in"
+                )
             if not isinstance(got, dict) or not {"loss", "ppl", "acc"} <= set(got):
                 raise AssertionError(f"evaluate should return a dict with loss, ppl and acc; got {got!r}")
             for key, tolerance in (("loss", 1e-5), ("ppl", 1e-4), ("acc", 1e-9)):
                 value = float(got[key])
                 if abs(value - expected[key]) > tolerance * max(1.0, abs(expected[key])):
                     raise AssertionError(f"{key}: got {value:.6f}, expected {expected[key]:.6f}")
+
         return case
 
-    run_cases("4.2", [
-        ("one batch, model in train mode (dropout must be off)", same_metrics([3])),
-        ("batches with different numbers of masked tokens", same_metrics([3, 5, 2], seed=1)),
-        ("a model in eval mode stays in eval mode", same_metrics([4], seed=2, train_mode=False)),
-    ], hidden_cases=[
-        ("other sizes and seed", same_metrics([1, 6], seed=5, hidden=48, layers=1)),
-        ("four batches, untrained logits near uniform", same_metrics([2, 2, 3, 1], seed=6)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "4.2",
+        [
+            ("one batch, model in train mode (dropout must be off)", same_metrics([3])),
+            ("batches with different numbers of masked tokens", same_metrics([3, 5, 2], seed=1)),
+            ("a model in eval mode stays in eval mode", same_metrics([4], seed=2, train_mode=False)),
+        ],
+        hidden_cases=[
+            ("other sizes and seed", same_metrics([1, 6], seed=5, hidden=48, layers=1)),
+            ("four batches, untrained logits near uniform", same_metrics([2, 2, 3, 1], seed=6)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
-def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidden: bool | None = None,
-                     first_failure: bool = False) -> None:
+def check_checkpoint(
+    save_checkpoint: Callable, load_checkpoint: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
     """Exercise 4.3: `save_checkpoint(path, model, optimizer, scheduler, step)` writes atomically, and
     `load_checkpoint(path, model, optimizer, scheduler) -> step` restores enough that training goes on
     exactly as if it had never stopped (dropout included: the RNG state is part of it)."""
@@ -174,10 +207,13 @@ def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidde
                 torch.manual_seed(12345)  # whatever happened in between
                 step = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
                 if step != before:
-                    raise AssertionError(f"load_checkpoint returned step {step!r}, the checkpoint was saved at step {before}")
+                    raise AssertionError(
+                        f"load_checkpoint returned step {step!r}, the checkpoint was saved at step {before}"
+                    )
                 resumed = run(fresh, fresh_opt, fresh_sched, after, before)
                 expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, RNG?")
                 same_parameters(fresh, model, "after resuming and training on", atol=0)
+
         return case
 
     def atomic():
@@ -204,15 +240,25 @@ def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, hidde
             try:
                 step = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
             except Exception as e:
-                raise AssertionError(f"a save interrupted half-way left {path.name} unreadable ({type(e).__name__}); "
-                                     f"write to a temporary file, then rename it over the checkpoint") from None
+                raise AssertionError(
+                    f"a save interrupted half-way left {path.name} unreadable ({type(e).__name__}); "
+                    f"write to a temporary file, then rename it over the checkpoint"
+                ) from None
             if step != 2:
-                raise AssertionError(f"after an interrupted save the checkpoint holds step {step!r}, expected the previous one (2)")
+                raise AssertionError(
+                    f"after an interrupted save the checkpoint holds step {step!r}, expected the previous one (2)"
+                )
 
-    run_cases("4.3", [
-        ("save at step 2, resume, 3 more steps with dropout: same losses", resume_exactly(0, 2, 3)),
-        ("save at step 5 (past warmup): same losses", resume_exactly(1, 5, 2)),
-        ("a save interrupted half-way leaves the previous checkpoint", atomic),
-    ], hidden_cases=[
-        ("save at step 1, other seed", resume_exactly(7, 1, 4)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "4.3",
+        [
+            ("save at step 2, resume, 3 more steps with dropout: same losses", resume_exactly(0, 2, 3)),
+            ("save at step 5 (past warmup): same losses", resume_exactly(1, 5, 2)),
+            ("a save interrupted half-way leaves the previous checkpoint", atomic),
+        ],
+        hidden_cases=[
+            ("save at step 1, other seed", resume_exactly(7, 1, 4)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

@@ -10,14 +10,22 @@ from course_lib import multilingual
 
 from .framework import run_cases
 
-
 # the sizes of the shipped multilingual training files (sentences per language)
-_SHIPPED_COUNTS = {"eng": 19_844, "ita": 20_019, "nso": 4_045, "por": 20_007, "swh": 39, "ven": 3_612,
-                   "xho": 3_652, "zul": 4_023}
+_SHIPPED_COUNTS = {
+    "eng": 19_844,
+    "ita": 20_019,
+    "nso": 4_045,
+    "por": 20_007,
+    "swh": 39,
+    "ven": 3_612,
+    "xho": 3_652,
+    "zul": 4_023,
+}
 
 
-def check_language_probabilities(language_probabilities: Callable, hidden: bool | None = None,
-                                 first_failure: bool = False) -> None:
+def check_language_probabilities(
+    language_probabilities: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
     """Exercise 5.1: `language_probabilities(counts, alpha) -> {lang: p}` as
     `course_lib.multilingual.language_probabilities`."""
 
@@ -29,21 +37,29 @@ def check_language_probabilities(language_probabilities: Callable, hidden: bool 
             expected = multilingual.language_probabilities(counts, alpha)
             for lang in counts:
                 if abs(float(got[lang]) - expected[lang]) > 1e-9:
-                    raise AssertionError(f"alpha={alpha}, language {lang!r}: got {float(got[lang]):.6f}, "
-                                         f"expected {expected[lang]:.6f}")
+                    raise AssertionError(
+                        f"alpha={alpha}, language {lang!r}: got {float(got[lang]):.6f}, expected {expected[lang]:.6f}"
+                    )
+
         return case
 
     issue = {"zul": 10_000, "xho": 8_000, "swa": 5_000, "ven": 3_000}
-    run_cases("5.1", [
-        ("alpha = 1: in proportion to the data", same(issue, 1.0)),
-        ("alpha = 0.7 (mBERT)", same(issue, 0.7)),
-        ("alpha = 0.3 (XLM-R)", same(issue, 0.3)),
-        ("alpha = 0: uniform", same(issue, 0.0)),
-        ("one language gets probability 1", same({"eng": 123}, 0.3)),
-    ], hidden_cases=[
-        ("the shipped corpus, alpha 0.5", same(_SHIPPED_COUNTS, 0.5)),
-        ("a million to one, alpha 0.1", same({"big": 1_000_000, "tiny": 1}, 0.1)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "5.1",
+        [
+            ("alpha = 1: in proportion to the data", same(issue, 1.0)),
+            ("alpha = 0.7 (mBERT)", same(issue, 0.7)),
+            ("alpha = 0.3 (XLM-R)", same(issue, 0.3)),
+            ("alpha = 0: uniform", same(issue, 0.0)),
+            ("one language gets probability 1", same({"eng": 123}, 0.3)),
+        ],
+        hidden_cases=[
+            ("the shipped corpus, alpha 0.5", same(_SHIPPED_COUNTS, 0.5)),
+            ("a million to one, alpha 0.1", same({"big": 1_000_000, "tiny": 1}, 0.1)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
 def check_language_batches(language_batches: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -77,9 +93,12 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
                 seen = sum(b[0] == lang for b in batches) / num_batches
                 sigma = math.sqrt(p * (1 - p) / num_batches)
                 if abs(seen - p) > 5 * sigma:
-                    raise AssertionError(f"alpha={alpha}: language {lang!r} drawn for {seen:.3f} of the batches, "
-                                         f"p = {p:.3f} (over {num_batches} batches that is more than 5 standard "
-                                         f"deviations off)")
+                    raise AssertionError(
+                        f"alpha={alpha}: language {lang!r} drawn for {seen:.3f} of the batches, "
+                        f"p = {p:.3f} (over {num_batches} batches that is more than 5 standard "
+                        f"deviations off)"
+                    )
+
         return case
 
     def epochs(sizes, batch_size, alpha=0.5, num_batches=600, seed=0):
@@ -88,32 +107,45 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
             for lang, indices in draw(sizes, batch_size, alpha, num_batches, seed):
                 walked[lang] += indices
             for lang, n in sizes.items():
-                full = [walked[lang][e * n:(e + 1) * n] for e in range(len(walked[lang]) // n)]
+                full = [walked[lang][e * n : (e + 1) * n] for e in range(len(walked[lang]) // n)]
                 for e, order in enumerate(full):
                     if sorted(order) != list(range(n)):
                         repeated = sorted(i for i in set(order) if order.count(i) > 1)[:5]
-                        raise AssertionError(f"{lang!r}: sentences {repeated} come twice in the first {n * (e + 1)} "
-                                             f"drawn, before every sentence was seen once: walk a shuffled "
-                                             f"order of each language, and reshuffle only when it runs out")
+                        raise AssertionError(
+                            f"{lang!r}: sentences {repeated} come twice in the first {n * (e + 1)} "
+                            f"drawn, before every sentence was seen once: walk a shuffled "
+                            f"order of each language, and reshuffle only when it runs out"
+                        )
                 if len(full) >= 2 and (full[0] == list(range(n)) or full[0] == full[1]):
-                    raise AssertionError(f"{lang!r}: the order is not shuffled afresh each epoch "
-                                         f"(first epoch {full[0][:8]}..., second {full[1][:8]}...)")
+                    raise AssertionError(
+                        f"{lang!r}: the order is not shuffled afresh each epoch "
+                        f"(first epoch {full[0][:8]}..., second {full[1][:8]}...)"
+                    )
+
         return case
 
     def seeded():
         sizes = {"a": 300, "b": 40, "c": 7}
         first, again = draw(sizes, 5, 0.3, 50, seed=1), draw(sizes, 5, 0.3, 50, seed=1)
         if first != again:
-            raise AssertionError("the same seed gave different batches: draw every random number from a generator seeded with `seed`")
+            raise AssertionError(
+                "the same seed gave different batches: draw every random number from a generator seeded with `seed`"
+            )
         if draw(sizes, 5, 0.3, 50, seed=2) == first:
             raise AssertionError("seeds 1 and 2 gave the same batches: use `seed`")
 
-    run_cases("5.2", [
-        ("alpha 0.3: languages drawn with p_i", frequencies({"big": 5_000, "mid": 800, "small": 37}, 0.3)),
-        ("alpha 1: in proportion to the data", frequencies({"big": 5_000, "mid": 800, "small": 37}, 1.0)),
-        ("every sentence of a language once per (shuffled) epoch", epochs({"a": 50, "b": 13}, 5)),
-        ("the same seed gives the same batches", seeded),
-    ], hidden_cases=[
-        ("alpha 0: uniform, other batch size and seed", frequencies({"x": 900, "y": 90, "z": 9}, 0.0, 3, 3_000, 7)),
-        ("a language smaller than a batch", epochs({"big": 100, "tiny": 3}, 8, num_batches=300, seed=3)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "5.2",
+        [
+            ("alpha 0.3: languages drawn with p_i", frequencies({"big": 5_000, "mid": 800, "small": 37}, 0.3)),
+            ("alpha 1: in proportion to the data", frequencies({"big": 5_000, "mid": 800, "small": 37}, 1.0)),
+            ("every sentence of a language once per (shuffled) epoch", epochs({"a": 50, "b": 13}, 5)),
+            ("the same seed gives the same batches", seeded),
+        ],
+        hidden_cases=[
+            ("alpha 0: uniform, other batch size and seed", frequencies({"x": 900, "y": 90, "z": 9}, 0.0, 3, 3_000, 7)),
+            ("a language smaller than a batch", epochs({"big": 100, "tiny": 3}, 8, num_batches=300, seed=3)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

@@ -17,8 +17,15 @@ from .framework import run_cases
 
 def _tiny_bert(vocab: int = 30522, hidden: int = 32, seed: int = 0, tie: bool = True):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, tie_word_embeddings=tie)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+    )
     return BertForMaskedLM(config)
 
 
@@ -51,8 +58,11 @@ def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None
             if model.cls.predictions.bias.requires_grad:
                 raise AssertionError("the MLM output bias should stay frozen")
             if count != rows * hidden_size:
-                raise AssertionError(f"returned {count!r} trainable parameters, expected vocab x hidden = "
-                                     f"{rows} x {hidden_size} = {rows * hidden_size}")
+                raise AssertionError(
+                    f"returned {count!r} trainable parameters, expected vocab x hidden = "
+                    f"{rows} x {hidden_size} = {rows * hidden_size}"
+                )
+
         return case
 
     def untied():
@@ -61,22 +71,31 @@ def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None
             freeze(model)
         except ValueError:
             return
-        raise AssertionError("a model whose decoder is not tied to the word embeddings must raise a ValueError "
-                             "(its decoder would stay frozen with the old vocabulary)")
+        raise AssertionError(
+            "a model whose decoder is not tied to the word embeddings must raise a ValueError "
+            "(its decoder would stay frozen with the old vocabulary)"
+        )
 
-    run_cases("6.1", [
-        ("a BERT with 30,522 tokens, hidden 32", only_embeddings()),
-        ("after swapping in a 500-token vocabulary", only_embeddings(swap_to=500)),
-        ("a model whose parameters were all frozen already", only_embeddings(unfreeze_first=False)),
-        ("an untied decoder raises a ValueError", untied),
-    ], hidden_cases=[
-        ("hidden 48, 1,000 tokens, other seed", only_embeddings(1000, 48, seed=3)),
-        ("swapped to 77 tokens, hidden 16", only_embeddings(300, 16, seed=1, swap_to=77)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "6.1",
+        [
+            ("a BERT with 30,522 tokens, hidden 32", only_embeddings()),
+            ("after swapping in a 500-token vocabulary", only_embeddings(swap_to=500)),
+            ("a model whose parameters were all frozen already", only_embeddings(unfreeze_first=False)),
+            ("an untied decoder raises a ValueError", untied),
+        ],
+        hidden_cases=[
+            ("hidden 48, 1,000 tokens, other seed", only_embeddings(1000, 48, seed=3)),
+            ("swapped to 77 tokens, hidden 16", only_embeddings(300, 16, seed=1, swap_to=77)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
-def check_new_embedding_matrix(new_embedding_matrix: Callable, hidden: bool | None = None,
-                               first_failure: bool = False) -> None:
+def check_new_embedding_matrix(
+    new_embedding_matrix: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
     """Exercise 6.2: `new_embedding_matrix(source_weight, source_tokenizer, target_tokenizer, seed) -> tensor`:
     special rows copied by token, the others N(0, std of the source), seeded, detached."""
     source_tok, target_tok, _ = _transfer_tokenizers()
@@ -90,28 +109,36 @@ def check_new_embedding_matrix(new_embedding_matrix: Callable, hidden: bool | No
         def case():
             source, weight = matrix(**kwargs)
             if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (len(target_tok), source.shape[1]):
-                raise AssertionError(f"expected a tensor of shape {(len(target_tok), source.shape[1])}, got "
-                                     f"{getattr(weight, 'shape', type(weight))}")
+                raise AssertionError(
+                    f"expected a tensor of shape {(len(target_tok), source.shape[1])}, got "
+                    f"{getattr(weight, 'shape', type(weight))}"
+                )
             if weight.requires_grad:
                 raise AssertionError("the new matrix carries gradient history from the source: detach() it")
             special = set(target_tok.all_special_ids)
             for i in sorted(special):
                 j = source_tok.convert_tokens_to_ids(target_tok.convert_ids_to_tokens(i))
                 if not torch.equal(weight[i].to(source.dtype), source[j]):
-                    raise AssertionError(f"row {i} ({target_tok.convert_ids_to_tokens(i)}) is not the source's row of "
-                                         f"that token")
+                    raise AssertionError(
+                        f"row {i} ({target_tok.convert_ids_to_tokens(i)}) is not the source's row of that token"
+                    )
             ordinary = torch.tensor([i for i in range(len(target_tok)) if i not in special])
             copied = int((weight[ordinary].to(source.dtype) == source[ordinary]).all(1).sum())
             if copied:
-                raise AssertionError(f"{copied} ordinary rows are copies of the source's rows with the same id; "
-                                     f"those ids are other words now: draw them afresh")
+                raise AssertionError(
+                    f"{copied} ordinary rows are copies of the source's rows with the same id; "
+                    f"those ids are other words now: draw them afresh"
+                )
             fresh = weight[ordinary].double()
             expected = float(source.double().std())
             if abs(float(fresh.std()) - expected) > 0.05 * expected:
                 raise AssertionError(f"the new rows have std {float(fresh.std()):.4f}, the source {expected:.4f}")
             if abs(float(fresh.mean())) > 0.05 * expected:
-                raise AssertionError(f"the new rows have mean {float(fresh.mean()):.4f}, expected about 0 "
-                                     f"(the source's mean is {float(source.mean()):.4f}: use mean 0, not the source's rows)")
+                raise AssertionError(
+                    f"the new rows have mean {float(fresh.mean()):.4f}, expected about 0 "
+                    f"(the source's mean is {float(source.mean()):.4f}: use mean 0, not the source's rows)"
+                )
+
         return case
 
     def seeded():
@@ -119,8 +146,10 @@ def check_new_embedding_matrix(new_embedding_matrix: Callable, hidden: bool | No
         state = torch.get_rng_state()
         _, a = matrix(seed=1)
         if not torch.equal(torch.get_rng_state(), state):
-            raise AssertionError("torch's global random state changed (the notebook's other random numbers would "
-                                 "change with it): draw from torch.Generator().manual_seed(seed)")
+            raise AssertionError(
+                "torch's global random state changed (the notebook's other random numbers would "
+                "change with it): draw from torch.Generator().manual_seed(seed)"
+            )
         _, b = matrix(seed=1)
         _, c = matrix(seed=2)
         if not torch.equal(a, b):
@@ -128,18 +157,28 @@ def check_new_embedding_matrix(new_embedding_matrix: Callable, hidden: bool | No
         if torch.equal(a, c):
             raise AssertionError("seeds 1 and 2 gave the same matrix: use `seed`")
 
-    run_cases("6.2", [
-        ("special rows copied, ordinary rows new, source scale", rows_and_scale()),
-        ("a source with std 0.2 and a non-zero mean", rows_and_scale(hidden_size=24, offset=0.01, scale=0.2, generator_seed=1)),
-        ("the same seed gives the same matrix", seeded),
-    ], hidden_cases=[
-        ("hidden 40, other seeds", rows_and_scale(hidden_size=40, seed=5, generator_seed=2)),
-        ("a float64 source", rows_and_scale(hidden_size=8, dtype=torch.float64, generator_seed=3)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "6.2",
+        [
+            ("special rows copied, ordinary rows new, source scale", rows_and_scale()),
+            (
+                "a source with std 0.2 and a non-zero mean",
+                rows_and_scale(hidden_size=24, offset=0.01, scale=0.2, generator_seed=1),
+            ),
+            ("the same seed gives the same matrix", seeded),
+        ],
+        hidden_cases=[
+            ("hidden 40, other seeds", rows_and_scale(hidden_size=40, seed=5, generator_seed=2)),
+            ("a float64 source", rows_and_scale(hidden_size=8, dtype=torch.float64, generator_seed=3)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
-def check_embedding_only_run(embedding_only_run: Callable, hidden: bool | None = None,
-                             first_failure: bool = False) -> None:
+def check_embedding_only_run(
+    embedding_only_run: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
     """Exercise 6.3: `embedding_only_run(body, source_tokenizer, target_tokenizer, train_examples, eval_data,
     steps, lr, batch_size, seed) -> (model, history)`: the body untouched, the copy with the new vocabulary,
     only its embeddings trained, the held-out loss going down."""
@@ -152,8 +191,9 @@ def check_embedding_only_run(embedding_only_run: Callable, hidden: bool | None =
         def case():
             body = _tiny_bert(len(source_tok), hidden_size, seed)
             before = {name: p.detach().clone() for name, p in body.named_parameters()}
-            model, history = embedding_only_run(body, source_tok, target_tok, train_examples, eval_data,
-                                                steps, lr, batch_size=8, seed=seed)
+            model, history = embedding_only_run(
+                body, source_tok, target_tok, train_examples, eval_data, steps, lr, batch_size=8, seed=seed
+            )
             for name, p in body.named_parameters():
                 if not torch.equal(p, before[name]):
                     raise AssertionError(f"the body passed in was changed ({name}): work on a copy.deepcopy")
@@ -161,8 +201,10 @@ def check_embedding_only_run(embedding_only_run: Callable, hidden: bool | None =
                 raise AssertionError("the body passed in lost its vocabulary: work on a copy.deepcopy")
             weight = model.get_input_embeddings().weight
             if tuple(weight.shape) != (len(target_tok), hidden_size):
-                raise AssertionError(f"the model's embeddings are {tuple(weight.shape)}, expected "
-                                     f"{(len(target_tok), hidden_size)} (the new vocabulary)")
+                raise AssertionError(
+                    f"the model's embeddings are {tuple(weight.shape)}, expected "
+                    f"{(len(target_tok), hidden_size)} (the new vocabulary)"
+                )
             if model.get_output_embeddings().weight is not weight:
                 raise AssertionError("the decoder is not tied to the new embeddings (use transfer.swap_embeddings)")
             for name, p in model.named_parameters():
@@ -175,13 +217,22 @@ def check_embedding_only_run(embedding_only_run: Callable, hidden: bool | None =
             if not history or not all("loss" in row for row in history):
                 raise AssertionError("return the history of train_mlm: a list of rows with 'loss'")
             if not history[-1]["loss"] < history[0]["loss"] - 0.05:
-                raise AssertionError(f"the held-out loss went from {history[0]['loss']:.3f} to {history[-1]['loss']:.3f}: "
-                                     f"the embeddings did not learn")
+                raise AssertionError(
+                    f"the held-out loss went from {history[0]['loss']:.3f} to {history[-1]['loss']:.3f}: "
+                    f"the embeddings did not learn"
+                )
+
         return case
 
-    run_cases("6.3", [
-        ("a tiny body: copied, new vocabulary, embeddings only, loss down", arm()),
-        ("hidden 48, other seed", arm(hidden_size=48, seed=1)),
-    ], hidden_cases=[
-        ("hidden 16, seed 4, 16 steps", arm(hidden_size=16, seed=4, steps=16)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "6.3",
+        [
+            ("a tiny body: copied, new vocabulary, embeddings only, loss down", arm()),
+            ("hidden 48, other seed", arm(hidden_size=48, seed=1)),
+        ],
+        hidden_cases=[
+            ("hidden 16, seed 4, 16 steps", arm(hidden_size=16, seed=4, steps=16)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

@@ -33,62 +33,110 @@ def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None, f
 
     def same(micro, accum, world, precision="fp32", stage=0, offload_optimizer=False, max_grad_norm=1.0):
         def case():
-            got = make_ds_config(micro, accum, world, precision=precision, stage=stage,
-                                 offload_optimizer=offload_optimizer, max_grad_norm=max_grad_norm)
+            got = make_ds_config(
+                micro,
+                accum,
+                world,
+                precision=precision,
+                stage=stage,
+                offload_optimizer=offload_optimizer,
+                max_grad_norm=max_grad_norm,
+            )
             if not isinstance(got, dict):
                 raise AssertionError(f"make_ds_config should return a dict, got {type(got).__name__}")
-            expected = distributed.ds_config(micro, accum, world, bf16=precision == "bf16", fp16=precision == "fp16",
-                                              stage=stage, offload_optimizer=offload_optimizer, max_grad_norm=max_grad_norm)
-            for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                        "gradient_clipping", "zero_optimization.stage"):
+            expected = distributed.ds_config(
+                micro,
+                accum,
+                world,
+                bf16=precision == "bf16",
+                fp16=precision == "fp16",
+                stage=stage,
+                offload_optimizer=offload_optimizer,
+                max_grad_norm=max_grad_norm,
+            )
+            for key in (
+                "train_batch_size",
+                "train_micro_batch_size_per_gpu",
+                "gradient_accumulation_steps",
+                "gradient_clipping",
+                "zero_optimization.stage",
+            ):
                 if get(got, key) != get(expected, key):
                     raise AssertionError(f"{key} is {get(got, key)!r}, expected {get(expected, key)!r}")
             for key in ("bf16.enabled", "fp16.enabled"):
                 if bool(get(got, key, False)) != get(expected, key):
-                    raise AssertionError(f"{key} is {get(got, key)!r} for precision={precision!r}, expected {get(expected, key)}")
+                    raise AssertionError(
+                        f"{key} is {get(got, key)!r} for precision={precision!r}, expected {get(expected, key)}"
+                    )
             if offload(got) != offload(expected):
-                raise AssertionError(f"zero_optimization.offload_optimizer.device is {offload(got)!r}, expected {offload(expected)!r}")
+                raise AssertionError(
+                    f"zero_optimization.offload_optimizer.device is {offload(got)!r}, expected {offload(expected)!r}"
+                )
             distributed.check_ds_config(got, world)  # nothing DeepSpeed would reject
+
         return case
 
     def refuses(what, **kwargs):
         def case():
-            args = dict(micro_batch_size=8, grad_accum=1, world_size=1, precision="fp32", stage=0, offload_optimizer=False)
+            args = dict(
+                micro_batch_size=8, grad_accum=1, world_size=1, precision="fp32", stage=0, offload_optimizer=False
+            )
             args.update(kwargs)
             try:
                 make_ds_config(args.pop("micro_batch_size"), args.pop("grad_accum"), args.pop("world_size"), **args)
             except ValueError:
                 return
             raise AssertionError(f"{what}: make_ds_config should raise a ValueError")
+
         return case
 
-    run_cases("7.1", [
-        ("one CPU process, fp32, ZeRO 0", same(32, 1, 1)),
-        ("8 GPUs, bf16, ZeRO 2, accumulation 4", same(16, 4, 8, "bf16", 2, max_grad_norm=0.5)),
-        ("64 GPUs, fp16, ZeRO 3, optimizer offloaded", same(8, 2, 64, "fp16", 3, True)),
-        ("optimizer offload with ZeRO 0 is refused", refuses("offload_optimizer=True with stage=0", offload_optimizer=True)),
-        ("an unknown precision is refused", refuses("precision='fp8'", precision="fp8")),
-    ], hidden_cases=[
-        ("2 GPUs, bf16, ZeRO 1, offload, accumulation 8", same(4, 8, 2, "bf16", 1, True, 0.0)),
-        ("a ZeRO stage that does not exist is refused", refuses("stage=4", stage=4)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "7.1",
+        [
+            ("one CPU process, fp32, ZeRO 0", same(32, 1, 1)),
+            ("8 GPUs, bf16, ZeRO 2, accumulation 4", same(16, 4, 8, "bf16", 2, max_grad_norm=0.5)),
+            ("64 GPUs, fp16, ZeRO 3, optimizer offloaded", same(8, 2, 64, "fp16", 3, True)),
+            (
+                "optimizer offload with ZeRO 0 is refused",
+                refuses("offload_optimizer=True with stage=0", offload_optimizer=True),
+            ),
+            ("an unknown precision is refused", refuses("precision='fp8'", precision="fp8")),
+        ],
+        hidden_cases=[
+            ("2 GPUs, bf16, ZeRO 1, offload, accumulation 8", same(4, 8, 2, "bf16", 1, True, 0.0)),
+            ("a ZeRO stage that does not exist is refused", refuses("stage=4", stage=4)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
-def _ds_engine(stage: int, bf16: bool, grad_accum: int, seed: int = 0, dropout: float = 0.0, clip: float = 0.0,
-               optimizer: str = "sgd", micro: int = 3):
+def _ds_engine(
+    stage: int,
+    bf16: bool,
+    grad_accum: int,
+    seed: int = 0,
+    dropout: float = 0.0,
+    clip: float = 0.0,
+    optimizer: str = "sgd",
+    micro: int = 3,
+):
     """A small course model in a DeepSpeed engine (one CPU process). SGD by default: unlike Adam, its update
     shows any error in the gradients' scale (a loss divided twice by the accumulation, say)."""
     deepspeed = distributed._deepspeed()
     distributed.init_single_process()
     (model, adamw, scheduler), _ = training_setup(seed, dropout=dropout, warmup=2)
     chosen = torch.optim.SGD(model.parameters(), lr=0.5) if optimizer == "sgd" else adamw
-    config = {**distributed.ds_config(micro, grad_accum, bf16=bf16, stage=stage, max_grad_norm=clip),
-              "zero_allow_untested_optimizer": True}
+    config = {
+        **distributed.ds_config(micro, grad_accum, bf16=bf16, stage=stage, max_grad_norm=clip),
+        "zero_allow_untested_optimizer": True,
+    }
     quiet = deepspeed.utils.logger.level
     deepspeed.utils.logger.setLevel("ERROR")  # not its warning about SGD under ZeRO (allowed on purpose)
     try:
-        engine, *_ = deepspeed.initialize(model=model, optimizer=chosen, config=config,
-                                          lr_scheduler=scheduler if optimizer != "sgd" else None)
+        engine, *_ = deepspeed.initialize(
+            model=model, optimizer=chosen, config=config, lr_scheduler=scheduler if optimizer != "sgd" else None
+        )
     finally:
         deepspeed.utils.logger.setLevel(quiet)
     return engine
@@ -101,8 +149,10 @@ def _same_engine_parameters(mine, reference, what: str, atol: float = 1e-6) -> N
         for (name, x), y in zip(mine.module.named_parameters(), reference.module.parameters()):
             x, y = x.detach(), y.detach()
             if not torch.allclose(x.float(), y.float(), rtol=1e-5, atol=atol):
-                raise AssertionError(f"{what}: parameter {name} differs from the reference's "
-                                     f"(largest difference {float((x.float() - y.float()).abs().max()):.3g})")
+                raise AssertionError(
+                    f"{what}: parameter {name} differs from the reference's "
+                    f"(largest difference {float((x.float() - y.float()).abs().max()):.3g})"
+                )
 
 
 def check_ds_train_step(ds_train_step: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -123,27 +173,42 @@ def check_ds_train_step(ds_train_step: Callable, hidden: bool | None = None, fir
                 if not isinstance(got, (float, int)) and not (torch.is_tensor(got) and got.numel() == 1):
                     raise AssertionError(f"ds_train_step should return the loss as a number, got {type(got).__name__}")
                 if abs(float(got) - expected) > 1e-5 * max(1.0, abs(expected)):
-                    raise AssertionError(f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
-                                         f"(the mean over every masked token of the micro-batches)")
+                    raise AssertionError(
+                        f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
+                        f"(the mean over every masked token of the micro-batches)"
+                    )
                 if mine.global_steps != reference.global_steps:
-                    raise AssertionError(f"after update {step + 1} the engine has made {mine.global_steps} optimizer "
-                                         f"steps, expected {reference.global_steps}: call engine.step() after every "
-                                         f"micro-batch (DeepSpeed updates at the last one)")
+                    raise AssertionError(
+                        f"after update {step + 1} the engine has made {mine.global_steps} optimizer "
+                        f"steps, expected {reference.global_steps}: call engine.step() after every "
+                        f"micro-batch (DeepSpeed updates at the last one)"
+                    )
                 _same_engine_parameters(mine, reference, f"after update {step + 1}")
+
         return case
 
-    run_cases("7.2", [
-        ("ZeRO 0, fp32, one micro-batch", same_update([3])),
-        ("ZeRO 0, fp32, two micro-batches with different numbers of masked tokens", same_update([3, 3], seed=1)),
-        ("ZeRO 2, bf16, two micro-batches", same_update([3, 3], stage=2, bf16=True, seed=2)),
-    ], hidden_cases=[
-        ("ZeRO 1, bf16, three micro-batches, dropout", same_update([3, 3, 3], stage=1, bf16=True, seed=3, dropout=0.1)),
-        ("ZeRO 3, bf16, two micro-batches, clipping", same_update([3, 3], stage=3, bf16=True, seed=4, clip=0.05)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "7.2",
+        [
+            ("ZeRO 0, fp32, one micro-batch", same_update([3])),
+            ("ZeRO 0, fp32, two micro-batches with different numbers of masked tokens", same_update([3, 3], seed=1)),
+            ("ZeRO 2, bf16, two micro-batches", same_update([3, 3], stage=2, bf16=True, seed=2)),
+        ],
+        hidden_cases=[
+            (
+                "ZeRO 1, bf16, three micro-batches, dropout",
+                same_update([3, 3, 3], stage=1, bf16=True, seed=3, dropout=0.1),
+            ),
+            ("ZeRO 3, bf16, two micro-batches, clipping", same_update([3, 3], stage=3, bf16=True, seed=4, clip=0.05)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
 
 
-def check_ds_checkpoint(save_ds_checkpoint: Callable, load_ds_checkpoint: Callable, hidden: bool | None = None,
-                        first_failure: bool = False) -> None:
+def check_ds_checkpoint(
+    save_ds_checkpoint: Callable, load_ds_checkpoint: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
     """Exercise 7.3: `save_ds_checkpoint(engine, folder, step, data_state) -> path` and
     `load_ds_checkpoint(engine, path) -> {"step", "data", ...}` let a fresh engine go on exactly as the
     saved one did (weights, optimizer, scheduler, random state for dropout), at every ZeRO stage."""
@@ -169,16 +234,28 @@ def check_ds_checkpoint(save_ds_checkpoint: Callable, load_ds_checkpoint: Callab
                 state = load_ds_checkpoint(fresh, path)
                 if not isinstance(state, dict) or state.get("step") != before or state.get("data") != data_state:
                     got = {k: state.get(k) for k in ("step", "data")} if isinstance(state, dict) else state
-                    raise AssertionError(f"load_ds_checkpoint returned {got!r}; expected step {before} and the data "
-                                         f"state {data_state!r} (keep them in the client state)")
+                    raise AssertionError(
+                        f"load_ds_checkpoint returned {got!r}; expected step {before} and the data "
+                        f"state {data_state!r} (keep them in the client state)"
+                    )
                 resumed = run(fresh, after, before)
                 expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, random state?")
                 _same_engine_parameters(fresh, engine, "after resuming and training on", atol=0)
+
         return case
 
-    run_cases("7.3", [
-        ("ZeRO 0, fp32: save at step 2, resume, 2 more steps with dropout: same losses", resume_exactly(0, False, 0, 2, 2)),
-        ("ZeRO 2, bf16: save at step 3: same losses", resume_exactly(2, True, 1, 3, 2)),
-    ], hidden_cases=[
-        ("ZeRO 3, bf16, save at step 1", resume_exactly(3, True, 2, 1, 3)),
-    ], hidden=hidden, first_failure=first_failure)
+    run_cases(
+        "7.3",
+        [
+            (
+                "ZeRO 0, fp32: save at step 2, resume, 2 more steps with dropout: same losses",
+                resume_exactly(0, False, 0, 2, 2),
+            ),
+            ("ZeRO 2, bf16: save at step 3: same losses", resume_exactly(2, True, 1, 3, 2)),
+        ],
+        hidden_cases=[
+            ("ZeRO 3, bf16, save at step 1", resume_exactly(3, True, 2, 1, 3)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )

@@ -29,10 +29,28 @@ from ..data import DataError
 from ..distributed import DSConfigError
 
 # keys that may change when a run is resumed; any other difference means it would not be the same run
-RESUMABLE_CHANGES = {"run.resume", "run.output_dir", "run.fill_mask", "run.device", "run.mode", "run.log_level",
-                     "train.max_steps", "train.log_every", "train.eval_every", "train.save_every", "train.keep_last"}
-USER_ERRORS = (ConfigError, DSConfigError, DataError, device_lib.DeviceError, training.CheckpointError,
-               training.CheckpointSaveError, FileNotFoundError)
+RESUMABLE_CHANGES = {
+    "run.resume",
+    "run.output_dir",
+    "run.fill_mask",
+    "run.device",
+    "run.mode",
+    "run.log_level",
+    "train.max_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_last",
+}
+USER_ERRORS = (
+    ConfigError,
+    DSConfigError,
+    DataError,
+    device_lib.DeviceError,
+    training.CheckpointError,
+    training.CheckpointSaveError,
+    FileNotFoundError,
+)
 # the file system saying no: a full disk, a read-only or forbidden folder (reported, not a traceback)
 REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 STOPPED = 130  # the exit status of a program stopped by Ctrl-C (128 + SIGINT)
@@ -75,15 +93,20 @@ def experiment_folder(run, hparams: dict) -> tuple[Path, str | Path | None]:
         else:
             start = "auto"
         if not (folder / "hparams.json").is_file():
-            raise ConfigError(f"run.resume={resume!r}: not an experiment folder or a checkpoint in one "
-                              f"(no hparams.json)")
+            raise ConfigError(
+                f"run.resume={resume!r}: not an experiment folder or a checkpoint in one (no hparams.json)"
+            )
     changed = changed_settings(folder, hparams)
     if changed:
-        raise ConfigError(f"cannot resume {folder}: it was trained with different settings ({changed}); "
-                          f"use --resume none to start a new run")
+        raise ConfigError(
+            f"cannot resume {folder}: it was trained with different settings ({changed}); "
+            f"use --resume none to start a new run"
+        )
     if not os.access(folder / "checkpoints", os.W_OK):  # a read-only copy: refuse before anything is rewritten
-        raise ConfigError(f"cannot resume {folder}: its checkpoints folder is not writable (read-only file system "
-                          f"or permissions); copy the run somewhere writable and give that as --resume")
+        raise ConfigError(
+            f"cannot resume {folder}: its checkpoints folder is not writable (read-only file system "
+            f"or permissions); copy the run somewhere writable and give that as --resume"
+        )
     return folder, start
 
 
@@ -92,8 +115,11 @@ def changed_settings(folder: Path, hparams: dict, keys=None) -> str:
     differs from the run in `folder`, as "key: old -> new; ...", or "" when none does."""
     before = flat(json.loads((folder / "hparams.json").read_text()))
     now = flat(hparams)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and
-                     (k.startswith(tuple(keys)) if keys else k not in RESUMABLE_CHANGES))
+    changed = sorted(
+        k
+        for k in set(before) | set(now)
+        if before.get(k) != now.get(k) and (k.startswith(tuple(keys)) if keys else k not in RESUMABLE_CHANGES)
+    )
     return "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
 
 
@@ -101,8 +127,10 @@ def _new_experiment(run, hparams: dict) -> Path:
     try:
         return training.new_experiment(run.output_dir, run.name, hparams)
     except OSError as e:  # a regular file on the way, a read-only file system, no permission
-        raise ConfigError(f"run.output_dir={run.output_dir!r}: cannot make the experiment folder there "
-                          f"({_why_not_a_folder(Path(run.output_dir), e)})") from None
+        raise ConfigError(
+            f"run.output_dir={run.output_dir!r}: cannot make the experiment folder there "
+            f"({_why_not_a_folder(Path(run.output_dir), e)})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- what a run checks first
@@ -115,8 +143,10 @@ def device_for(run, train):
     except device_lib.DeviceError as e:
         raise ConfigError(f"run.device={run.device!r}: {e}") from None
     if train.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (its loss scaler is CUDA-only), and this run is on "
-                          f"{device.type} (run.device={run.device!r}); use --precision bf16 or fp32")
+        raise ConfigError(
+            f"train.precision=fp16 needs a CUDA GPU (its loss scaler is CUDA-only), and this run is on "
+            f"{device.type} (run.device={run.device!r}); use --precision bf16 or fp32"
+        )
     return device
 
 
@@ -133,8 +163,9 @@ def stop_message(folder: Path, reached: dict):
         step = saved if step is None else step
         if saved is None:
             where = f"at step {step or 0}" if step else "before the first update"
-            raise Stopped(f"stopped {where}, before the first checkpoint of {folder}; run the same command again "
-                          f"to start afresh") from None
+            raise Stopped(
+                f"stopped {where}, before the first checkpoint of {folder}; run the same command again to start afresh"
+            ) from None
         later = f" (it continues from its checkpoint at step {saved})" if step != saved else ""
         raise Stopped(f"stopped at step {step}; run the same command again to resume{later}") from None
 
@@ -158,25 +189,20 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
-def _config_path(path: str | None) -> str | None:
-    if path is not None and Path(path).is_dir():
-        raise ConfigError(f"--config {path} is a folder; give a YAML file (e.g. configs/tiny.yaml)")
-    return path
-
-
 def command_main(prog: str, doc: str, load, run, argv: list[str] | None = None, example: str = "") -> int:
     """Parse `--config FILE [--no-progress] [--key value ...]`, load the config with `load(path, overrides)`
     and `run(config, progress=...)` it. A user error ends with `error: ...` on stderr and status 2; Ctrl-C
     with one line saying where the run stopped, status 130."""
-    parser = _Parser(prog=prog, description=doc.split("\n")[0],
-                     epilog=f"Any config key can follow as --key value (e.g. {example}).")
+    parser = _Parser(
+        prog=prog, description=doc.split("\n")[0], epilog=f"Any config key can follow as --key value (e.g. {example})."
+    )
     parser.add_argument("--config", help="a YAML config (see configs/); default: the built-in defaults")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # the deepspeed launcher adds --local_rank; LOCAL_RANK is read instead
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     try:
         args, overrides = parser.parse_known_args(argv)
-        config = load(_config_path(args.config), overrides)
+        config = load(args.config, overrides)
         run(config, progress=not args.no_progress)
     except USER_ERRORS as e:
         _close_bars()

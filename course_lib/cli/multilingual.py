@@ -53,14 +53,14 @@ def language_texts(config: LanguageData) -> tuple[dict[str, list[str]], dict[str
     train = load_multilingual(train_folder, "train", config.languages or None)
     if config.split > 0:
         cut = {lang: len(lines) - max(1, int(len(lines) * config.split)) for lang, lines in train.items()}
-        held = {lang: lines[cut[lang]:] for lang, lines in train.items()}
-        train = {lang: lines[:cut[lang]] for lang, lines in train.items()}
+        held = {lang: lines[cut[lang] :] for lang, lines in train.items()}
+        train = {lang: lines[: cut[lang]] for lang, lines in train.items()}
     else:
         held = load_multilingual(Path(config.eval_folder) if config.eval_folder else train_folder, "eval", list(train))
     if config.max_train_texts:
-        train = {lang: lines[:config.max_train_texts] for lang, lines in train.items()}
+        train = {lang: lines[: config.max_train_texts] for lang, lines in train.items()}
     if config.max_eval_texts:
-        held = {lang: lines[:config.max_eval_texts] for lang, lines in held.items()}
+        held = {lang: lines[: config.max_eval_texts] for lang, lines in held.items()}
     return train, held
 
 
@@ -84,10 +84,12 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
     if config.run.mode == "evaluate":
         folder = training.find_experiment(config.run.output_dir, config.run.name)
         if folder is None:
-            raise ConfigError(f"run.mode=evaluate: no checkpoint of a run named {config.run.name!r} "
-                              f"in {config.run.output_dir}")
-        changed = changed_settings(folder, config.to_dict(), keys=("model.", "data.max_length", "data.vocab_size",
-                                                                    "data.tokenizer"))
+            raise ConfigError(
+                f"run.mode=evaluate: no checkpoint of a run named {config.run.name!r} in {config.run.output_dir}"
+            )
+        changed = changed_settings(
+            folder, config.to_dict(), keys=("model.", "data.max_length", "data.vocab_size", "data.tokenizer")
+        )
         if changed:  # the checkpoint would not fit the model these settings make
             raise ConfigError(f"run.mode=evaluate: {folder} was trained with other model settings ({changed})")
         start = "auto"
@@ -99,8 +101,9 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
         return _pipeline(config, texts, folder, start, device, progress, on_step, reached)
 
 
-def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, device, progress: bool, on_step,
-              reached: dict) -> dict:
+def _pipeline(
+    config: MultilingualConfig, texts: tuple, folder: Path, start, device, progress: bool, on_step, reached: dict
+) -> dict:
     """`run` once the texts are read and the experiment folder is known."""
     data = config.data
     train_texts, eval_texts = texts
@@ -109,8 +112,11 @@ def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, dev
         tokenizer = tokenization.load_tokenizer(folder / "tokenizer")
     else:
         sample = tokenizer_sample(train_texts, config.sampling.alpha, data.tokenizer_sentences, seed=config.train.seed)
-        tokenizer = (tokenization.load_tokenizer(data.tokenizer) if data.tokenizer
-                     else tokenization.train_tokenizer(sample, data.vocab_size, max_length=data.max_length))
+        tokenizer = (
+            tokenization.load_tokenizer(data.tokenizer)
+            if data.tokenizer
+            else tokenization.train_tokenizer(sample, data.vocab_size, max_length=data.max_length)
+        )
         tokenizer.save_pretrained(str(folder / "tokenizer"))
     train_store = TokenStore.build(train_texts, tokenizer, folder / "data" / "train", data.min_length, data.max_length)
     eval_store = TokenStore.build(eval_texts, tokenizer, folder / "data" / "eval", data.min_length, data.max_length)
@@ -122,8 +128,13 @@ def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, dev
     encoder_config = config.model.encoder_config(len(tokenizer), data.max_length, tokenizer.pad_token_id)
     model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
     if config.run.mode != "evaluate":
-        sampler = LanguageBatchSampler(train_store.ranges, config.train.batch_size, config.sampling.alpha,
-                                       seed=config.train.seed, mixed=config.sampling.mixed)
+        sampler = LanguageBatchSampler(
+            train_store.ranges,
+            config.train.batch_size,
+            config.sampling.alpha,
+            seed=config.train.seed,
+            mixed=config.sampling.mixed,
+        )
         collator = masking.MLMCollator(tokenizer, mlm_probability=data.mlm_probability, seed=config.train.seed)
         all_eval = [b for batches in sets.values() for b in batches]
 
@@ -132,11 +143,22 @@ def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, dev
             if on_step is not None:
                 on_step(step, row)
 
-        training.train(model, train_store, all_eval, config.train, collator=collator, folder=folder,
-                       resume=start, progress=progress, stream=sampler, on_step=step_done)
+        training.train(
+            model,
+            train_store,
+            all_eval,
+            config.train,
+            collator=collator,
+            folder=folder,
+            resume=start,
+            progress=progress,
+            stream=sampler,
+            on_step=step_done,
+        )
     else:  # the newest readable checkpoint (an unreadable one is skipped with a warning)
-        path, _ = training.load_latest(folder / "checkpoints", lambda path: training.load_checkpoint(
-            path, model=model, restore_rng=False))
+        path, _ = training.load_latest(
+            folder / "checkpoints", lambda path: training.load_checkpoint(path, model=model, restore_rng=False)
+        )
         log.info(f"evaluating {path}")
     results = {}
     if config.run.mode != "train":
@@ -150,8 +172,14 @@ def _pipeline(config: MultilingualConfig, texts: tuple, folder: Path, start, dev
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m course_lib.multilingual`: 0 when the run finished, 2 for a user error (one `error:` line)."""
-    return command_main("python -m course_lib.multilingual", __doc__, load_config, run, argv,
-                        example="--sampling.alpha 0.7 --train.max_steps 100")
+    return command_main(
+        "python -m course_lib.multilingual",
+        __doc__,
+        load_config,
+        run,
+        argv,
+        example="--sampling.alpha 0.7 --train.max_steps 100",
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def corpus_texts(config: TextData, split: str) -> list[str]:
             texts = [line for lines in per_file.values() for line in lines]
             if not config.eval_files:  # no eval files: hold out the last 5% of the training texts
                 held = max(1, len(texts) // 20)
-                texts = texts[:len(texts) - held] if split == "train" else texts[len(texts) - held:]
+                texts = texts[: len(texts) - held] if split == "train" else texts[len(texts) - held :]
                 if not texts:
                     raise ConfigError(_too_few_lines(per_file))
     else:
@@ -76,13 +76,17 @@ def corpus_texts(config: TextData, split: str) -> list[str]:
 
 def _too_few_lines(per_file: dict) -> str:
     """Why a data.train_files corpus left nothing to train on: each file's lines, and the rule that took them."""
-    sizes = "; ".join(f"{path} holds {len(lines)} line{'s' if len(lines) != 1 else ''} "
-                      f"({max(len(line) for line in lines):,} characters{' in it' if len(lines) == 1 else ' at most'}"
-                      f"{', with carriage returns but no newlines' if any(chr(13) in line for line in lines) else ''})"
-                      for path, lines in per_file.items())
-    return (f"data.train_files: {sizes}. data.corpus=files reads one text per line and, with no data.eval_files, "
-            f"holds the last 5% of the lines (at least one) out for evaluation, which leaves no training text: "
-            f"break the text into lines (a sentence or a paragraph each), or give data.eval_files")
+    sizes = "; ".join(
+        f"{path} holds {len(lines)} line{'s' if len(lines) != 1 else ''} "
+        f"({max(len(line) for line in lines):,} characters{' in it' if len(lines) == 1 else ' at most'}"
+        f"{', with carriage returns but no newlines' if any(chr(13) in line for line in lines) else ''})"
+        for path, lines in per_file.items()
+    )
+    return (
+        f"data.train_files: {sizes}. data.corpus=files reads one text per line and, with no data.eval_files, "
+        f"holds the last 5% of the lines (at least one) out for evaluation, which leaves no training text: "
+        f"break the text into lines (a sentence or a paragraph each), or give data.eval_files"
+    )
 
 
 def prepare(config: PretrainConfig, tokenizer, texts: dict | None = None) -> tuple:
@@ -94,26 +98,36 @@ def prepare(config: PretrainConfig, tokenizer, texts: dict | None = None) -> tup
     train_ids = tokenizer(texts["train"], verbose=False)["input_ids"]
     tokens = sum(len(ids) for ids in train_ids)
     if tokens < block:  # checked here: pack_sequences would stop with a ValueError about its own arguments
-        raise ConfigError(f"the training texts hold {tokens} tokens, fewer than one block of "
-                          f"data.max_length={block}: give more text or a smaller data.max_length")
+        raise ConfigError(
+            f"the training texts hold {tokens} tokens, fewer than one block of "
+            f"data.max_length={block}: give more text or a smaller data.max_length"
+        )
     blocks = masking.pack_sequences(train_ids, block, pad_token_id=tokenizer.pad_token_id)
     batch = config.train.batch_size * int(os.environ.get("WORLD_SIZE", "1"))  # each update draws a global batch
     if blocks.shape[0] < batch:
-        raise ConfigError(f"the training texts make {blocks.shape[0]} block{'s' if blocks.shape[0] != 1 else ''} of "
-                          f"data.max_length={block} tokens, "
-                          f"fewer than one batch of train.batch_size={config.train.batch_size}"
-                          f"{' per process' if batch != config.train.batch_size else ''}: give more text, or a "
-                          f"smaller train.batch_size or data.max_length")
+        raise ConfigError(
+            f"the training texts make {blocks.shape[0]} block{'s' if blocks.shape[0] != 1 else ''} of "
+            f"data.max_length={block} tokens, "
+            f"fewer than one batch of train.batch_size={config.train.batch_size}"
+            f"{' per process' if batch != config.train.batch_size else ''}: give more text, or a "
+            f"smaller train.batch_size or data.max_length"
+        )
     eval_ids = tokenizer(texts["eval"], verbose=False)["input_ids"]
     eval_blocks = masking.pack_sequences(eval_ids, block, drop_last=False, pad_token_id=tokenizer.pad_token_id)
     # 15% whatever rate training uses, so that runs with different recipes answer the same questions
-    masked = masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0,
-                                      mlm_probability=masking.EVAL_MLM_PROBABILITY)
+    masked = masking.fixed_eval_masks(
+        list(eval_blocks), tokenizer, seed=0, mlm_probability=masking.EVAL_MLM_PROBABILITY
+    )
     if all(label == masking.IGNORE_INDEX for example in masked for label in example["labels"]):
-        where = ", ".join(config.data.eval_files or config.data.train_files) if config.data.corpus == "files" \
+        where = (
+            ", ".join(config.data.eval_files or config.data.train_files)
+            if config.data.corpus == "files"
             else f"data.corpus={config.data.corpus!r}"
-        raise ConfigError(f"the held-out texts ({where}) got no masked token ({sum(len(ids) for ids in eval_ids)} "
-                          f"tokens): give more held-out text, or a larger data.max_eval_texts")
+        )
+        raise ConfigError(
+            f"the held-out texts ({where}) got no masked token ({sum(len(ids) for ids in eval_ids)} "
+            f"tokens): give more held-out text, or a larger data.max_eval_texts"
+        )
     return blocks, training.eval_batches(masked, config.train.batch_size, tokenizer.pad_token_id)
 
 
@@ -131,8 +145,12 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     rank, world_size, ds = 0, 1, None
     if config.run.deepspeed or launched():
         if config.run.deepspeed:  # read and checked before anything starts (the launcher has set WORLD_SIZE)
-            ds = distributed.resolve_ds_config(distributed.load_ds_config(config.run.deepspeed), config.train,
-                                               int(os.environ.get("WORLD_SIZE", "1")), f"{config.run.deepspeed}: ")
+            ds = distributed.resolve_ds_config(
+                distributed.load_ds_config(config.run.deepspeed),
+                config.train,
+                int(os.environ.get("WORLD_SIZE", "1")),
+                f"{config.run.deepspeed}: ",
+            )
         rank, world_size = distributed.init_distributed()
     show = show if rank == 0 else (lambda *args, **kwargs: None)
     device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
@@ -146,29 +164,47 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
         return _pipeline(config, texts, folder, start, device, rank, world_size, ds, progress, on_step, show, reached)
 
 
-def _pipeline(config: PretrainConfig, texts: dict, folder: Path, start, device, rank: int, world_size: int, ds,
-              progress: bool, on_step, show, reached: dict) -> dict:
+def _pipeline(
+    config: PretrainConfig,
+    texts: dict,
+    folder: Path,
+    start,
+    device,
+    rank: int,
+    world_size: int,
+    ds,
+    progress: bool,
+    on_step,
+    show,
+    reached: dict,
+) -> dict:
     """`run` once the texts are read and the experiment folder is known: tokenizer, data, model, training, report."""
     saved = folder / "tokenizer"
     _on_rank0(lambda: _make_tokenizer(config, saved, texts["train"], show), world_size)
     tokenizer = tokenization.load_tokenizer(saved)
     blocks, eval_data = prepare(config, tokenizer, texts)
-    show(f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
-         f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens")
+    show(
+        f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
+        f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens"
+    )
 
     set_seed(config.train.seed)
     encoder_config = config.model.encoder_config(len(tokenizer), config.data.max_length, tokenizer.pad_token_id)
     model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
     (folder / "encoder_config.json").write_text(json.dumps(encoder_config.to_dict(), indent=2) + "\n")
-    show(f"model: {model.num_parameters():,} parameters on {device}; "
-         f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks")
+    show(
+        f"model: {model.num_parameters():,} parameters on {device}; "
+        f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks"
+    )
     collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
     loop = None
     if ds is not None:
         loop = distributed.DeepSpeedLoop(model, config.train, ds)
-        show(f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
-             f"{ds['train_micro_batch_size_per_gpu']} x {ds['gradient_accumulation_steps']} x {world_size} = "
-             f"{ds['train_batch_size']} blocks per update")
+        show(
+            f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
+            f"{ds['train_micro_batch_size_per_gpu']} x {ds['gradient_accumulation_steps']} x {world_size} = "
+            f"{ds['train_batch_size']} blocks per update"
+        )
     elif world_size > 1:
         loop = distributed.DDPLoop(model, config.train)
         show(f"DistributedDataParallel: {world_size} processes, {config.train.batch_size} blocks each per micro-batch")
@@ -178,8 +214,18 @@ def _pipeline(config: PretrainConfig, texts: dict, folder: Path, start, device, 
         if on_step is not None:
             on_step(step, row)
 
-    result = training.train(model, blocks, eval_data, config.train, collator=collator, folder=folder,
-                            resume=start, progress=progress, on_step=step_done, loop=loop)
+    result = training.train(
+        model,
+        blocks,
+        eval_data,
+        config.train,
+        collator=collator,
+        folder=folder,
+        resume=start,
+        progress=progress,
+        on_step=step_done,
+        loop=loop,
+    )
     if ds is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
         weights = loop.full_state_dict()
         model = model_lib.EncoderForMaskedLM(encoder_config)
@@ -190,31 +236,62 @@ def _pipeline(config: PretrainConfig, texts: dict, folder: Path, start, device, 
     return {"folder": folder, "eval": result, "fill_mask": report["fill_mask_top1"], "report": report}
 
 
-def final_report(config: PretrainConfig, folder: Path, model, tokenizer, blocks, eval_data, result: dict,
-                 show=print, eval_texts: list[str] | None = None) -> dict:
+def final_report(
+    config: PretrainConfig,
+    folder: Path,
+    model,
+    tokenizer,
+    blocks,
+    eval_data,
+    result: dict,
+    show=print,
+    eval_texts: list[str] | None = None,
+) -> dict:
     """The trained model next to the baselines on the same fixed masks, its Hugging Face export and its
     fill-mask answers; everything also written to {folder}/eval.json. `eval_texts`: the held-out texts
     (default: read them again)."""
     counts = NgramCounts.fit(blocks, tokenizer)
     base = counts.score(eval_data)
-    report = {"steps": config.train.max_steps, "eval_loss": result.get("loss"), "accuracy": result.get("acc"),
-              "eval_tokens": base["tokens"], **{k: v for k, v in base.items() if k != "tokens"}}
+    report = {
+        "steps": config.train.max_steps,
+        "eval_loss": result.get("loss"),
+        "accuracy": result.get("acc"),
+        "eval_tokens": base["tokens"],
+        **{k: v for k, v in base.items() if k != "tokens"},
+    }
     if result:
-        show(f"held-out (fixed 15% masks, {base['tokens']:,} tokens): loss {result['loss']:.3f}, "
-             f"masked-token accuracy {result['acc']:.1%}")
-        show(f"  no-context baseline (unigram at <mask>, copy of a visible token): loss {base['no_context_loss']:.3f}, "
-             f"accuracy {base['no_context_accuracy']:.1%}")
-        show(f"  neighbour-count model (left and right neighbour counts): loss {base['neighbour_loss']:.3f}, "
-             f"accuracy {base['neighbour_accuracy']:.1%}")
+        show(
+            f"held-out (fixed 15% masks, {base['tokens']:,} tokens): loss {result['loss']:.3f}, "
+            f"masked-token accuracy {result['acc']:.1%}"
+        )
+        show(
+            f"  no-context baseline (unigram at <mask>, copy of a visible token): loss {base['no_context_loss']:.3f}, "
+            f"accuracy {base['no_context_accuracy']:.1%}"
+        )
+        show(
+            f"  neighbour-count model (left and right neighbour counts): loss {base['neighbour_loss']:.3f}, "
+            f"accuracy {base['neighbour_accuracy']:.1%}"
+        )
         gain = base["no_context_loss"] - result["loss"]
-        show(f"  the model is {gain:.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
-             f"{'' if gain > 0.1 else ': it has not learned to use context yet'}")
-    keys = ("fill_mask_top1", "fill_mask_top5", "distinct_answers", "neighbour_fill_mask_top1",
-            "neighbour_fill_mask_top5", "most_frequent_answer_top1", "fill_mask_examples")
+        show(
+            f"  the model is {gain:.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
+            f"{'' if gain > 0.1 else ': it has not learned to use context yet'}"
+        )
+    keys = (
+        "fill_mask_top1",
+        "fill_mask_top5",
+        "distinct_answers",
+        "neighbour_fill_mask_top1",
+        "neighbour_fill_mask_top5",
+        "most_frequent_answer_top1",
+        "fill_mask_examples",
+    )
     report.update(dict.fromkeys(keys))
     if config.model.pre_norm:
-        show("pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
-             f"(the weights are in {folder / 'checkpoints'})")
+        show(
+            "pre_norm models have no transformers twin: no Hugging Face export and no fill-mask pipeline "
+            f"(the weights are in {folder / 'checkpoints'})"
+        )
     else:
         hf = model_lib.export_pretrained(model.cpu(), folder / "hf", tokenizer)
         show(f"exported in Hugging Face format: {hf}")
@@ -257,16 +334,24 @@ def fill_mask_report(folder, texts: list[str], n: int, counts=None, show=print, 
     examples = training.fill_mask_examples(texts, pipe.tokenizer, 200, seed=seed)
     scores = training.fill_mask_scores(pipe, examples)
     word, commonest = training.most_frequent_answer(examples)
-    report = {"fill_mask_top1": scores["top1"], "fill_mask_top5": scores["top5"],
-              "distinct_answers": scores["distinct_answers"], "most_frequent_answer_top1": commonest,
-              "fill_mask_examples": len(examples)}
-    show(f"fill-mask on {len(examples)} held-out sentences: top-1 {scores['top1']:.1%}, top-5 {scores['top5']:.1%}, "
-         f"{scores['distinct_answers']} distinct answers")
+    report = {
+        "fill_mask_top1": scores["top1"],
+        "fill_mask_top5": scores["top5"],
+        "distinct_answers": scores["distinct_answers"],
+        "most_frequent_answer_top1": commonest,
+        "fill_mask_examples": len(examples),
+    }
+    show(
+        f"fill-mask on {len(examples)} held-out sentences: top-1 {scores['top1']:.1%}, top-5 {scores['top5']:.1%}, "
+        f"{scores['distinct_answers']} distinct answers"
+    )
     if counts is not None:
         neighbour = counts.fill_mask(pipe.tokenizer, examples)
         report.update(neighbour_fill_mask_top1=neighbour["top1"], neighbour_fill_mask_top5=neighbour["top5"])
-        show(f"  neighbour-count model: top-1 {neighbour['top1']:.1%}, top-5 {neighbour['top5']:.1%}, "
-             f"{neighbour['distinct_answers']} distinct answers; always {word!r}: top-1 {commonest:.1%}")
+        show(
+            f"  neighbour-count model: top-1 {neighbour['top1']:.1%}, top-5 {neighbour['top5']:.1%}, "
+            f"{neighbour['distinct_answers']} distinct answers; always {word!r}: top-1 {commonest:.1%}"
+        )
     for (masked, answer), top in list(zip(examples, scores["predictions"]))[:n]:
         guesses = ", ".join(f"{p['token_str'].strip()!r} {p['score']:.2f}" for p in top[:3])
         show(f"  {masked}\n      answer {answer!r}; model: {guesses}")
@@ -275,8 +360,9 @@ def fill_mask_report(folder, texts: list[str], n: int, counts=None, show=print, 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m course_lib.train`: 0 when the run finished, 2 for a user error (one `error:` line)."""
-    return command_main("python -m course_lib.train", __doc__, load_pretrain, run, argv,
-                        example="--max_steps 100 --train.lr 1e-3")
+    return command_main(
+        "python -m course_lib.train", __doc__, load_pretrain, run, argv, example="--max_steps 100 --train.lr 1e-3"
+    )
 
 
 if __name__ == "__main__":

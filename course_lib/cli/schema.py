@@ -29,7 +29,11 @@ CORPORA = ("brown", "sotu", "brown+sotu", "files")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("train", "evaluate", "both")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-FROM_DATA = ("vocab_size", "max_length", "pad_token_id")  # the model's fields that the tokenizer and data.max_length set
+FROM_DATA = (
+    "vocab_size",
+    "max_length",
+    "pad_token_id",
+)  # the model's fields that the tokenizer and data.max_length set
 
 
 def _plain_name(value: str, key: str) -> None:
@@ -44,7 +48,9 @@ def _plain_name(value: str, key: str) -> None:
 class RunSection:
     name: str = "mlm"  # experiment folders are {output_dir}/{name}.{date}.{uuid}/
     output_dir: str = "runs"
-    resume: str = "auto"  # auto: continue the newest run of this name that has a checkpoint; none; or a folder/checkpoint
+    resume: str = (
+        "auto"  # auto: continue the newest run of this name that has a checkpoint; none; or a folder/checkpoint
+    )
     device: str = "auto"  # auto: cuda if there is one, else cpu
 
     def __post_init__(self):
@@ -98,7 +104,9 @@ class DataSection:
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
         if self.vocab_size < 261:
-            raise ConfigError(f"data.vocab_size must be at least 261 (5 special tokens + 256 bytes), got {self.vocab_size}")
+            raise ConfigError(
+                f"data.vocab_size must be at least 261 (5 special tokens + 256 bytes), got {self.vocab_size}"
+            )
         if not 0 < self.mlm_probability < 1:
             raise ConfigError(f"data.mlm_probability must be between 0 and 1, got {self.mlm_probability}")
 
@@ -116,8 +124,10 @@ class TextData(DataSection):
         if self.corpus == "files" and not self.train_files:
             raise ConfigError("data.corpus=files needs data.train_files (text files, one text per line)")
         if self.corpus != "files" and (self.train_files or self.eval_files):
-            raise ConfigError(f"data.train_files / data.eval_files are read only with data.corpus=files "
-                              f"(data.corpus is {self.corpus!r})")
+            raise ConfigError(
+                f"data.train_files / data.eval_files are read only with data.corpus=files "
+                f"(data.corpus is {self.corpus!r})"
+            )
 
 
 @dataclass
@@ -138,8 +148,10 @@ class LanguageData(DataSection):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_length > self.max_length - 2:
-            raise ConfigError(f"data.max_length={self.max_length} must leave room for "
-                              f"data.min_length={self.min_length} plus 2 special tokens")
+            raise ConfigError(
+                f"data.max_length={self.max_length} must leave room for "
+                f"data.min_length={self.min_length} plus 2 special tokens"
+            )
 
 
 # --------------------------------------------------------------------------- model: EncoderConfig's own fields
@@ -147,8 +159,11 @@ class LanguageData(DataSection):
 
 def _model_section():
     hints = typing.get_type_hints(EncoderConfig)
-    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default))
-              for f in dataclasses.fields(EncoderConfig) if f.name not in FROM_DATA]
+    fields = [
+        (f.name, hints[f.name], dataclasses.field(default=f.default))
+        for f in dataclasses.fields(EncoderConfig)
+        if f.name not in FROM_DATA
+    ]
 
     def __post_init__(self):
         try:  # EncoderConfig's own checks (heads divide the hidden size, dropout is a probability ...)
@@ -158,13 +173,24 @@ def _model_section():
 
     def encoder_config(self, vocab_size: int, max_length: int, pad_token_id: int) -> EncoderConfig:
         """The model's full config, once the tokenizer and data.max_length are known."""
-        return EncoderConfig(vocab_size=vocab_size, max_length=max_length, pad_token_id=pad_token_id,
-                             **dataclasses.asdict(self))
+        return EncoderConfig(
+            vocab_size=vocab_size, max_length=max_length, pad_token_id=pad_token_id, **dataclasses.asdict(self)
+        )
 
-    doc = ("The EncoderConfig fields you choose (same names, same defaults, same checks); vocab_size, max_length "
-           "and pad_token_id come from the tokenizer and data.max_length.")
-    return dataclasses.make_dataclass("ModelSection", fields, namespace={
-        "__post_init__": __post_init__, "encoder_config": encoder_config, "__doc__": doc, "__module__": __name__})
+    doc = (
+        "The EncoderConfig fields you choose (same names, same defaults, same checks); vocab_size, max_length "
+        "and pad_token_id come from the tokenizer and data.max_length."
+    )
+    return dataclasses.make_dataclass(
+        "ModelSection",
+        fields,
+        namespace={
+            "__post_init__": __post_init__,
+            "encoder_config": encoder_config,
+            "__doc__": doc,
+            "__module__": __name__,
+        },
+    )
 
 
 ModelSection = _model_section()
@@ -193,8 +219,12 @@ _RUN_KEYS = {f"{key}": f"run.{key}" for key in ("name", "output_dir", "resume", 
 class PretrainConfig:
     """`python -m course_lib.train`: the pipeline of notebooks 01-04 on one corpus."""
 
-    RENAMED: typing.ClassVar[dict] = {**_RUN_KEYS, "fill_mask": "run.fill_mask", "deepspeed": "run.deepspeed",
-                                      "data.block_size": "data.max_length"}
+    RENAMED: typing.ClassVar[dict] = {
+        **_RUN_KEYS,
+        "fill_mask": "run.fill_mask",
+        "deepspeed": "run.deepspeed",
+        "data.block_size": "data.max_length",
+    }
     run: PretrainRun = field(default_factory=PretrainRun)
     data: TextData = field(default_factory=TextData)
     model: ModelSection = field(default_factory=ModelSection)
@@ -210,13 +240,26 @@ class MultilingualConfig:
     with probability proportional to n_i^alpha (notebook 05)."""
 
     RENAMED: typing.ClassVar[dict] = {
-        "common": "run", "dataset": "data", "common.run_name": "run.name", "common.mode": "run.mode",
-        "common.log_level": "run.log_level", "common.output_dir": "run.output_dir", "common.device": "run.device",
-        **{f"{section}.{old}": new for section in ("dataset", "data") for old, new in {
-            "lang_sampling_factor": "sampling.alpha", "mixed_batches": "sampling.mixed",
-            "batch_size": "train.batch_size", "max_sentences": "data.max_train_texts",
-            "eval_sentences": "data.max_eval_texts"}.items()},
-        "run.run_name": "run.name"}
+        "common": "run",
+        "dataset": "data",
+        "common.run_name": "run.name",
+        "common.mode": "run.mode",
+        "common.log_level": "run.log_level",
+        "common.output_dir": "run.output_dir",
+        "common.device": "run.device",
+        **{
+            f"{section}.{old}": new
+            for section in ("dataset", "data")
+            for old, new in {
+                "lang_sampling_factor": "sampling.alpha",
+                "mixed_batches": "sampling.mixed",
+                "batch_size": "train.batch_size",
+                "max_sentences": "data.max_train_texts",
+                "eval_sentences": "data.max_eval_texts",
+            }.items()
+        },
+        "run.run_name": "run.name",
+    }
     run: MultilingualRun = field(default_factory=MultilingualRun)
     data: LanguageData = field(default_factory=LanguageData)
     model: ModelSection = field(default_factory=ModelSection)
