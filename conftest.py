@@ -14,3 +14,8 @@ os.environ.setdefault("COURSE_PROFILE", "ci")
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 # what notebooks write (tokenizers, checkpoints) goes to a scratch folder, not into the repo
 os.environ.setdefault("COURSE_WORK_DIR", tempfile.mkdtemp(prefix="course-work-"))
+# under pytest-xdist (`-n 2`), each worker and the kernels it starts get one math thread, so that two
+# workers on two cores do not fight over them
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")

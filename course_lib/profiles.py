@@ -97,9 +97,9 @@ PROFILES = {
         ml_train_steps=40,
         transfer_vocab_size=2_000,
         transfer_train_sentences=2_000,
-        transfer_eval_sentences=100,
+        transfer_eval_sentences=40,
         transfer_head_steps=6,
-        transfer_steps=12,
+        transfer_steps=6,
         ds_steps=8,
     ),
     "cpu": Profile(
