@@ -277,6 +277,11 @@ def evaluate_languages(model, sets: dict[str, list[dict]], precision: str = "fp3
 
 
 if __name__ == "__main__":  # `python -m course_lib.multilingual`: the command line lives in course_lib.cli.multilingual
-    from course_lib.cli.multilingual import main
+    try:  # Ctrl-C while the command line's modules are still loading: one line, as during a run
+        from course_lib.cli.multilingual import main
+    except KeyboardInterrupt:
+        import sys
 
+        print("stopped before training started; nothing was saved", file=sys.stderr)
+        raise SystemExit(130) from None
     raise SystemExit(main())
