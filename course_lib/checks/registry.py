@@ -59,226 +59,68 @@ class Exercise:
         return {"title": self.title, "points": self.points}
 
 
-EXERCISES: dict[str, Exercise] = {
-    exercise.id: exercise
-    for exercise in [
-        # notebook 01: Byte-pair encoding
-        Exercise(
-            "1.1",
-            "01",
-            "the BPE training loop (train_bpe)",
-            points=6,
-            checker="check_train_bpe",
-            hidden_cases=3,
-            references={"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"},
-        ),
-        Exercise(
-            "1.2",
-            "01",
-            "encode a word with the learned merges (bpe_encode_word)",
-            points=4,
-            checker="check_bpe_encode_word",
-            hidden_cases=2,
-            references={"bpe_encode_word", "bpe_encode", "BPE"},
-        ),
-        # notebook 02: the masking collator
-        Exercise(
-            "2.1",
-            "02",
-            "dynamic 80/10/10 masking (mask_tokens)",
-            points=5,
-            checker="check_mask_tokens",
-            hidden_cases=2,
-            references={
-                "mask_tokens",
-                "apply_replacement",
-                "MLMCollator",
-                "fixed_eval_masks",
-                "torch_mask_tokens",
-                "DataCollatorForLanguageModeling",
-            },
-        ),
-        Exercise(
-            "2.2",
-            "02",
-            "whole-word masking (whole_word_mask)",
-            points=3,
-            checker="check_whole_word_mask",
-            hidden_cases=2,
-            references={"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"},
-        ),
-        Exercise(
-            "2.3",
-            "02",
-            "sequence packing (pack_sequences)",
-            points=2,
-            checker="check_pack_sequences",
-            hidden_cases=2,
-            references={"pack_sequences"},
-        ),
-        # notebook 03: the Transformer encoder
-        Exercise(
-            "3.1",
-            "03",
-            "attention from matrix products (attention)",
-            points=3,
-            checker="check_attention",
-            hidden_cases=2,
-            references={"scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward"},
-        ),
-        Exercise(
-            "3.2",
-            "03",
-            "multi-head self-attention (MultiHeadSelfAttention.forward)",
-            points=3,
-            checker="check_multi_head_attention",
-            hidden_cases=2,
-            references={"MultiheadAttention", "multi_head_attention_forward"},
-            reference_bases={"MultiHeadSelfAttention"},
-        ),
-        Exercise(
-            "3.3",
-            "03",
-            "a post-norm encoder block (EncoderBlock.forward)",
-            points=2,
-            checker="check_encoder_block",
-            hidden_cases=1,
-            references={"RobertaLayer"},
-            reference_bases={"EncoderBlock"},
-        ),
-        Exercise(
-            "3.4",
-            "03",
-            "the tied MLM head (TiedMLMHead)",
-            points=2,
-            checker="check_mlm_head",
-            hidden_cases=1,
-            references={"MLMHead", "RobertaLMHead"},
-            reference_bases={"MLMHead"},
-        ),
-        Exercise(
-            "3.5",
-            "03",
-            "rotary positions (rotate)",
-            points=2,
-            checker="check_rotary",
-            hidden_cases=2,
-            references={
-                "apply_rotary",
-                "rotary_tables",
-                "apply_rotary_position_embeddings",
-                "RoFormerSinusoidalPositionalEmbedding",
-                "RoFormerSelfAttention",
-            },
-        ),
-        # notebook 04: the training loop
-        Exercise(
-            "4.1",
-            "04",
-            "train_step",
-            points=4,
-            checker="check_train_step",
-            hidden_cases=2,
-            references={"train_step", "Trainer"},
-        ),
-        Exercise(
-            "4.2",
-            "04",
-            "evaluate",
-            points=3,
-            checker="check_evaluate",
-            hidden_cases=2,
-            references={"evaluate", "Trainer"},
-        ),
-        Exercise(
-            "4.3",
-            "04",
-            "save and resume",
-            points=3,
-            checker="check_checkpoint",
-            hidden_cases=1,
-            references={"save_checkpoint", "load_checkpoint"},
-        ),
-        # notebook 05: multilingual sampling
-        Exercise(
-            "5.1",
-            "05",
-            "language_probabilities",
-            points=4,
-            checker="check_language_probabilities",
-            hidden_cases=2,
-            references={"language_probabilities", "expected_sentences"},
-        ),
-        Exercise(
-            "5.2",
-            "05",
-            "language_batches",
-            points=6,
-            checker="check_language_batches",
-            hidden_cases=2,
-            references={"LanguageBatchSampler"},
-        ),
-        # notebook 06: embedding-only transfer
-        Exercise(
-            "6.1",
-            "06",
-            "freeze_all_but_embeddings",
-            points=3,
-            checker="check_freeze_all_but_embeddings",
-            hidden_cases=2,
-            references={"freeze_all_but_embeddings", "freeze_all_but"},
-        ),
-        Exercise(
-            "6.2",
-            "06",
-            "new_embedding_matrix",
-            points=3,
-            checker="check_new_embedding_matrix",
-            hidden_cases=2,
-            references={"new_embedding_matrix"},
-        ),
-        Exercise(
-            "6.3",
-            "06",
-            "embedding_only_run",
-            points=4,
-            checker="check_embedding_only_run",
-            hidden_cases=1,
-            references={"embedding_only_run"},
-        ),
-        # notebook 07: scaling with DeepSpeed
-        Exercise(
-            "7.1",
-            "07",
-            "make_ds_config",
-            points=3,
-            checker="check_make_ds_config",
-            hidden_cases=2,
-            references={"ds_config"},
-        ),
-        Exercise(
-            "7.2",
-            "07",
-            "ds_train_step",
-            points=4,
-            checker="check_ds_train_step",
-            hidden_cases=2,
-            references={"ds_train_step"},
-        ),
-        Exercise(
-            "7.3",
-            "07",
-            "save_ds_checkpoint / load_ds_checkpoint",
-            points=3,
-            checker="check_ds_checkpoint",
-            hidden_cases=1,
-            references={"save_ds_checkpoint", "load_ds_checkpoint"},
-        ),
-    ]
-}
+# a table, one exercise to a few lines: kept out of the formatter
+# fmt: off
+EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
+    # notebook 01: Byte-pair encoding
+    Exercise("1.1", "01", "the BPE training loop (train_bpe)", points=6, checker="check_train_bpe", hidden_cases=3,
+             references={"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"}),
+    Exercise("1.2", "01", "encode a word with the learned merges (bpe_encode_word)", points=4,
+             checker="check_bpe_encode_word", hidden_cases=2, references={"bpe_encode_word", "bpe_encode", "BPE"}),
+    # notebook 02: the masking collator
+    Exercise("2.1", "02", "dynamic 80/10/10 masking (mask_tokens)", points=5, checker="check_mask_tokens",
+             hidden_cases=2, references={"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks",
+                                         "torch_mask_tokens", "DataCollatorForLanguageModeling"}),
+    Exercise("2.2", "02", "whole-word masking (whole_word_mask)", points=3, checker="check_whole_word_mask",
+             hidden_cases=2, references={"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"}),
+    Exercise("2.3", "02", "sequence packing (pack_sequences)", points=2, checker="check_pack_sequences", hidden_cases=2,
+             references={"pack_sequences"}),
+    # notebook 03: the Transformer encoder
+    Exercise("3.1", "03", "attention from matrix products (attention)", points=3, checker="check_attention",
+             hidden_cases=2,
+             references={"scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward"}),
+    Exercise("3.2", "03", "multi-head self-attention (MultiHeadSelfAttention.forward)", points=3,
+             checker="check_multi_head_attention", hidden_cases=2,
+             references={"MultiheadAttention", "multi_head_attention_forward"},
+             reference_bases={"MultiHeadSelfAttention"}),
+    Exercise("3.3", "03", "a post-norm encoder block (EncoderBlock.forward)", points=2, checker="check_encoder_block",
+             hidden_cases=1, references={"RobertaLayer"}, reference_bases={"EncoderBlock"}),
+    Exercise("3.4", "03", "the tied MLM head (TiedMLMHead)", points=2, checker="check_mlm_head", hidden_cases=1,
+             references={"MLMHead", "RobertaLMHead"}, reference_bases={"MLMHead"}),
+    Exercise("3.5", "03", "rotary positions (rotate)", points=2, checker="check_rotary", hidden_cases=2,
+             references={"apply_rotary", "rotary_tables", "apply_rotary_position_embeddings",
+                         "RoFormerSinusoidalPositionalEmbedding", "RoFormerSelfAttention"}),
+    # notebook 04: the training loop
+    Exercise("4.1", "04", "train_step", points=4, checker="check_train_step", hidden_cases=2,
+             references={"train_step", "Trainer"}),
+    Exercise("4.2", "04", "evaluate", points=3, checker="check_evaluate", hidden_cases=2,
+             references={"evaluate", "Trainer"}),
+    Exercise("4.3", "04", "save and resume", points=3, checker="check_checkpoint", hidden_cases=1,
+             references={"save_checkpoint", "load_checkpoint"}),
+    # notebook 05: multilingual sampling
+    Exercise("5.1", "05", "language_probabilities", points=4, checker="check_language_probabilities", hidden_cases=2,
+             references={"language_probabilities", "expected_sentences"}),
+    Exercise("5.2", "05", "language_batches", points=6, checker="check_language_batches", hidden_cases=2,
+             references={"LanguageBatchSampler"}),
+    # notebook 06: embedding-only transfer
+    Exercise("6.1", "06", "freeze_all_but_embeddings", points=3, checker="check_freeze_all_but_embeddings",
+             hidden_cases=2, references={"freeze_all_but_embeddings", "freeze_all_but"}),
+    Exercise("6.2", "06", "new_embedding_matrix", points=3, checker="check_new_embedding_matrix", hidden_cases=2,
+             references={"new_embedding_matrix"}),
+    Exercise("6.3", "06", "embedding_only_run", points=4, checker="check_embedding_only_run", hidden_cases=1,
+             references={"embedding_only_run"}),
+    # notebook 07: scaling with DeepSpeed
+    Exercise("7.1", "07", "make_ds_config", points=3, checker="check_make_ds_config", hidden_cases=2,
+             references={"ds_config"}),
+    Exercise("7.2", "07", "ds_train_step", points=4, checker="check_ds_train_step", hidden_cases=2,
+             references={"ds_train_step"}),
+    Exercise("7.3", "07", "save_ds_checkpoint / load_ds_checkpoint", points=3, checker="check_ds_checkpoint",
+             hidden_cases=1, references={"save_ds_checkpoint", "load_ds_checkpoint"}),
+]}
 
 # checker name -> the module that defines it (what `course_lib.checks` loads on first use)
 CHECKER_MODULES: dict[str, str] = {exercise.checker: exercise.module for exercise in EXERCISES.values()}
+# fmt: on
 
 
 def get(exercise: str, exercises: Mapping[str, Exercise] | None = None) -> Exercise:
