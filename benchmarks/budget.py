@@ -30,11 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODEL = dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024)
 SEQ, BATCH = 128, 32

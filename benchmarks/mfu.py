@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SIZES = {
     "bert-base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, vocab_size=30522),

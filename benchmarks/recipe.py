@@ -21,11 +21,8 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARMS = {
     "mask 15%, init 0.02": (0.15, 0.02),

@@ -35,8 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 SEQ, BATCH = 128, 32
 MODEL = dict(vocab_size=8000, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=SEQ)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import data
+from course_lib import data, paths
 from course_lib.data import DataError
 
-DATA = Path(data.__file__).resolve().parents[1] / "data"
+DATA = paths.DATA
 LANGS = {"eng", "ita", "por", "zul", "xho", "nso", "ven", "swh"}
 
 

@@ -15,10 +15,8 @@ import torch
 from course_lib import data, masking, tokenization, training
 from course_lib import distributed as D
 from course_lib import model as M
+from course_lib.paths import ROOT
 from course_lib.profiles import set_seed
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 # --------------------------------------------------------------------------- config
 

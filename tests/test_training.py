@@ -17,9 +17,8 @@ import torch.nn.functional as F
 
 from course_lib import masking, tokenization, training
 from course_lib import model as M
+from course_lib.paths import ROOT
 from course_lib.training import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
