@@ -13,9 +13,11 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine
-	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine.
+	# --no-compile: no bytecode for the thousands of modules never imported (a minute of a fresh install);
+	# Python compiles the ones it imports, once, on first use
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt torch
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,3 +19,16 @@ os.environ.setdefault("COURSE_WORK_DIR", tempfile.mkdtemp(prefix="course-work-")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, then the notebooks, then the rest, each file's items in their own order:
+    with `-n 2 --dist loadfile` the two workers then take the long files early and end on short ones,
+    instead of one worker finishing a long notebook while the other waits."""
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return 0 if path in slow_files else 1 if path.endswith(".ipynb") else 2
+
+    items.sort(key=rank)  # a stable sort: the order within a file (a notebook's cells) is kept
