@@ -10,6 +10,7 @@ import pytest
 
 from course_lib import checks
 from course_lib import tokenization as tk
+from course_lib.checks.framework import expect_same_losses
 
 # --------------------------------------------------------------------------- exercise 1.1: train_bpe
 
@@ -948,3 +949,10 @@ def test_reference_style_ds_checkpoint_passes(capsys):
 def test_wrong_ds_checkpoint_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_ds_checkpoint(*make_ds_checkpoint(**wrong), first_failure=True)
+
+
+def test_a_resumed_run_that_stops_short_is_named_not_a_crash():
+    with pytest.raises(AssertionError, match="did not go on to the end"):
+        expect_same_losses([1.0, 2.0], [1.0, 2.0, 3.0], before=3, suspects="the data position")
+    with pytest.raises(AssertionError, match="the loss of step 5 is 5.0"):
+        expect_same_losses([1.0, 5.0], [1.0, 2.0], before=3, suspects="the data position")

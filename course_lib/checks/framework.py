@@ -100,7 +100,12 @@ def close(got, expected, what: str, atol: float = 1e-5) -> None:
 def expect_same_losses(resumed: list[float], straight: list[float], before: int, suspects: str) -> None:
     """The losses after a resume at step `before` must be those of the run that never stopped."""
     if resumed != straight:
-        diff = next(i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b)
+        diff = next((i for i, (a, b) in enumerate(zip(resumed, straight)) if a != b), None)
+        if diff is None:  # they agree as far as both go: one run is shorter
+            raise AssertionError(
+                f"after resuming at step {before}, {len(resumed)} updates were logged; without stopping, "
+                f"{len(straight)}: the resumed run did not go on to the end ({suspects})"
+            )
         raise AssertionError(
             f"after resuming, the loss of step {before + diff + 1} is {resumed[diff]!r}, "
             f"without stopping it was {straight[diff]!r}: something was not restored ({suspects})"
