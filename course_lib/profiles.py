@@ -43,7 +43,7 @@ class Profile:
     lm_size: tuple[int, int, int, int]  # notebook 04's model: hidden size, layers, heads, feed-forward width
     position: str  # notebook 04's positions: "rotary" (the recipe) or "learned"
     init_std: float  # notebook 04's initial weight scale
-    train_mlm_probability: float  # the masking rate notebook 04 trains with (the eval masks stay at 15%)
+    mlm_probability: float  # the masking rate notebook 04 trains with (the eval masks stay at 15%)
     train_lr: float  # peak learning rate of notebooks 05 and 07
     lm_lr: float  # peak learning rate of notebook 04's runs (the recipe)
     train_warmup: int  # warmup updates of the notebook's main run
@@ -83,7 +83,7 @@ PROFILES = {
         lm_size=(64, 2, 2, 256),
         position="rotary",
         init_std=0.05,
-        train_mlm_probability=0.4,
+        mlm_probability=0.4,
         train_lr=3e-3,
         lm_lr=3e-3,
         train_warmup=6,
@@ -119,7 +119,7 @@ PROFILES = {
         lm_size=(128, 2, 2, 512),
         position="rotary",
         init_std=0.05,
-        train_mlm_probability=0.4,
+        mlm_probability=0.4,
         train_lr=1e-3,
         lm_lr=2e-3,
         train_warmup=100,

@@ -142,10 +142,10 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     With run.deepspeed, or under a launcher (several processes), every process runs this: process 0
     makes the experiment folder and the tokenizer, the others wait for them and read them."""
     quiet.no_progress_bars()  # no "Writing model shards" bars between our lines
-    rank, world_size, ds = 0, 1, None
+    rank, world_size, ds_config = 0, 1, None
     if config.run.deepspeed or launched():
         if config.run.deepspeed:  # read and checked before anything starts (the launcher has set WORLD_SIZE)
-            ds = distributed.resolve_ds_config(
+            ds_config = distributed.resolve_ds_config(
                 distributed.load_ds_config(config.run.deepspeed),
                 config.train,
                 int(os.environ.get("WORLD_SIZE", "1")),
@@ -161,7 +161,9 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     show(f"experiment folder: {folder}{' (resuming)' if start else ''}")
     reached = {}  # the last update done, for the line Ctrl-C prints
     with stop_message(folder, reached):
-        return _pipeline(config, texts, folder, start, device, rank, world_size, ds, progress, on_step, show, reached)
+        return _pipeline(
+            config, texts, folder, start, device, rank, world_size, ds_config, progress, on_step, show, reached
+        )
 
 
 def _pipeline(
@@ -172,7 +174,7 @@ def _pipeline(
     device,
     rank: int,
     world_size: int,
-    ds,
+    ds_config,
     progress: bool,
     on_step,
     show,
@@ -198,12 +200,13 @@ def _pipeline(
     )
     collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
     loop = None
-    if ds is not None:
-        loop = distributed.DeepSpeedLoop(model, config.train, ds)
+    if ds_config is not None:
+        loop = distributed.DeepSpeedLoop(model, config.train, ds_config)
         show(
             f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
-            f"{ds['train_micro_batch_size_per_gpu']} x {ds['gradient_accumulation_steps']} x {world_size} = "
-            f"{ds['train_batch_size']} blocks per update"
+            f"{ds_config['train_micro_batch_size_per_gpu']} x {ds_config['gradient_accumulation_steps']} "
+            f"x {world_size} = "
+            f"{ds_config['train_batch_size']} blocks per update"
         )
     elif world_size > 1:
         loop = distributed.DDPLoop(model, config.train)
@@ -226,7 +229,7 @@ def _pipeline(
         on_step=step_done,
         loop=loop,
     )
-    if ds is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
+    if ds_config is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
         weights = loop.full_state_dict()
         model = model_lib.EncoderForMaskedLM(encoder_config)
         model.load_state_dict(weights)
