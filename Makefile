@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine.
-	# --no-compile: no bytecode for the thousands of modules never imported (a minute of a fresh install);
-	# Python compiles the ones it imports, once, on first use
-	$(PY) -m pip install --quiet --no-compile -c constraints.txt torch
-	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
+	# (Not --no-compile: with PYTHONDONTWRITEBYTECODE=1, as on the CI machine, every process would then
+	# compile torch and transformers from source at each import; the suite took longer than install saved.)
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
