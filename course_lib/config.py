@@ -100,6 +100,17 @@ def from_dict(cls, values: dict | None, where: str = "", renamed: dict | None = 
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}")
+    if not where:  # a file of an earlier version: every old key in one message, not one per attempt
+        old = [str(unknown_key(str(key), [], renamed, value)) for key, value in values.items() if key in renamed]
+        old += [
+            f"config key {f'{key}.{inner}'!r} is now {renamed[f'{key}.{inner}']!r}"
+            for key, value in values.items()
+            if key not in renamed and isinstance(value, dict)
+            for inner in value
+            if f"{key}.{inner}" in renamed
+        ]
+        if old:
+            raise ConfigError("; ".join(old))
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}

@@ -704,3 +704,13 @@ def test_ctrl_c_before_the_first_checkpoint(corpus, capsys, monkeypatch):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"stopped at step 1, before the first checkpoint of {folder}; run the same command again to start afresh"
     ]
+
+
+def test_a_file_of_an_earlier_version_names_all_its_old_keys_at_once(capsys):
+    """models/brown-small/small.yaml is the config that trained the prepared model, in the old format: one run
+    of the command names every key to move, not the first one only."""
+    assert cli.main(["--config", str(ROOT / "models" / "brown-small" / "small.yaml")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and message.startswith("error: ")
+    for old, new in [("name", "run.name"), ("output_dir", "run.output_dir"), ("data.block_size", "data.max_length")]:
+        assert f"config key {old!r} is now {new!r}" in message, message
