@@ -526,19 +526,9 @@ def _check_exportable(config: EncoderConfig, kind: str) -> None:
         )
 
 
-def roberta_config(config: EncoderConfig):
-    """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
-    from transformers import (
-        RobertaConfig,
-    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
-
-    _check_exportable(config, "RoBERTa")
-    if config.position != "learned":
-        raise ValueError(
-            f"EncoderConfig.position={config.position!r}: RoBERTa has learned positions; "
-            f"export a rotary model with roformer_config / to_roformer"
-        )
-    return RobertaConfig(
+def _hf_fields(config: EncoderConfig) -> dict:
+    """The fields RobertaConfig and RoFormerConfig share, from ours (BERT's names: layers, heads, dropout ...)."""
+    return dict(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_layers,
@@ -547,7 +537,6 @@ def roberta_config(config: EncoderConfig):
         hidden_act="gelu",
         hidden_dropout_prob=config.dropout,
         attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.num_position_embeddings,
         type_vocab_size=1,
         initializer_range=config.init_std,
         layer_norm_eps=config.layer_norm_eps,
@@ -558,12 +547,25 @@ def roberta_config(config: EncoderConfig):
     )
 
 
+def roberta_config(config: EncoderConfig):
+    """The `transformers.RobertaConfig` of the same architecture (<s>=0 and </s>=2, as the course tokenizer)."""
+    # here, not at the top: transformers' model code takes seconds to import, and only conversion needs it
+    from transformers import RobertaConfig
+
+    _check_exportable(config, "RoBERTa")
+    if config.position != "learned":
+        raise ValueError(
+            f"EncoderConfig.position={config.position!r}: RoBERTa has learned positions; "
+            f"export a rotary model with roformer_config / to_roformer"
+        )
+    return RobertaConfig(**_hf_fields(config), max_position_embeddings=config.num_position_embeddings)
+
+
 def roformer_config(config: EncoderConfig):
     """The `transformers.RoFormerConfig` of the same architecture: rotary positions on queries and keys
     (not values), base 10000, no position table; embedding size = hidden size."""
-    from transformers import (
-        RoFormerConfig,
-    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    # here, not at the top: transformers' model code takes seconds to import, and only conversion needs it
+    from transformers import RoFormerConfig
 
     _check_exportable(config, "RoFormer")
     if config.position != "rotary":
@@ -572,24 +574,10 @@ def roformer_config(config: EncoderConfig):
             f"export a learned-position model with roberta_config / to_roberta"
         )
     return RoFormerConfig(
-        vocab_size=config.vocab_size,
+        **_hf_fields(config),
+        max_position_embeddings=config.max_length,  # no position table: only the longest input
         embedding_size=config.hidden_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.max_length,
-        type_vocab_size=1,
-        initializer_range=config.init_std,
-        layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=config.pad_token_id,
-        bos_token_id=0,
-        eos_token_id=2,
         rotary_value=False,
-        tie_word_embeddings=True,
     )
 
 
@@ -672,18 +660,16 @@ def _copy_into(model: EncoderForMaskedLM, hf_model):
 
 def to_roberta(model: EncoderForMaskedLM):
     """The same model as a `transformers.RobertaForMaskedLM` (sdpa attention), on the same device and mode."""
-    from transformers import (
-        RobertaForMaskedLM,
-    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    # here, not at the top: transformers' model code takes seconds to import, and only conversion needs it
+    from transformers import RobertaForMaskedLM
 
     return _copy_into(model, RobertaForMaskedLM(roberta_config(model.config)))
 
 
 def to_roformer(model: EncoderForMaskedLM):
     """The same position="rotary" model as a `transformers.RoFormerForMaskedLM`, on the same device and mode."""
-    from transformers import (
-        RoFormerForMaskedLM,
-    )  # here, not at the top: transformers' model code takes seconds to import; only conversion needs it
+    # here, not at the top: transformers' model code takes seconds to import, and only conversion needs it
+    from transformers import RoFormerForMaskedLM
 
     return _copy_into(model, RoFormerForMaskedLM(roformer_config(model.config)))
 
