@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny_runs import SMALL_MULTILINGUAL
 
 from course_lib import device as device_lib
 from course_lib import model as model_lib
@@ -116,33 +117,9 @@ def test_the_multilingual_trainer_asks_for_the_device(tmp_path, monkeypatch):
     assert (
         ml.main(
             [
-                "--config",
-                "configs/multilingual.yaml",
-                "--output_dir",
-                str(tmp_path),
-                "--max_steps",
-                "2",
-                "--eval_every",
-                "2",
-                "--save_every",
-                "2",
-                "--warmup_steps",
-                "1",
-                "--languages",
-                "eng,zul",
-                "--max_train_texts",
-                "200",
-                "--max_eval_texts",
-                "20",
-                "--vocab_size",
-                "300",
-                "--tokenizer_sentences",
-                "400",
-                "--hidden_size",
-                "16",
-                "--intermediate_size",
-                "32",
-                "--no-progress",
+                *("--config", "configs/multilingual.yaml", "--output_dir", str(tmp_path)),
+                *SMALL_MULTILINGUAL,
+                *"--languages eng,zul --max_steps 2 --eval_every 2 --save_every 2 --warmup_steps 1".split(),
             ]
         )
         == 0

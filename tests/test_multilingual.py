@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from tiny_runs import SMALL_MULTILINGUAL
 
 from course_lib import multilingual as ml
 from course_lib.cli import multilingual as cli
@@ -242,37 +243,9 @@ def test_config_from_dict_yaml_and_overrides(tmp_path):
 
 
 TINY = [
-    "--max_steps",
-    "4",
-    "--eval_every",
-    "2",
-    "--save_every",
-    "2",
-    "--warmup_steps",
-    "1",
-    "--languages",
-    "eng,zul,swh",
-    "--max_train_texts",
-    "200",
-    "--max_eval_texts",
-    "20",
-    "--vocab_size",
-    "300",
-    "--tokenizer_sentences",
-    "400",
-    "--max_length",
-    "32",
-    "--batch_size",
-    "8",
-    "--hidden_size",
-    "16",
-    "--intermediate_size",
-    "32",
-    "--num_layers",
-    "1",
-    "--schedule",
-    "constant",
-    "--no-progress",
+    *SMALL_MULTILINGUAL,
+    *"--languages eng,zul,swh --max_steps 4 --eval_every 2 --save_every 2 --warmup_steps 1".split(),
+    *"--max_length 32 --batch_size 8 --num_layers 1 --schedule constant".split(),
 ]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_runs import SMALL_MULTILINGUAL
 
 from course_lib import tokenization, training
 from course_lib.cli import common, schema
@@ -378,39 +379,10 @@ def tiny(tmp_path, *extra) -> list[str]:
 def tiny_multilingual(tmp_path, *extra) -> list[str]:
     """A multilingual command of a few seconds on the shipped data (checkpoints at steps 2 and 4)."""
     return [
-        "--output_dir",
-        str(tmp_path / "runs"),
-        "--languages",
-        "eng,zul",
-        "--max_train_texts",
-        "200",
-        "--max_eval_texts",
-        "20",
-        "--vocab_size",
-        "300",
-        "--tokenizer_sentences",
-        "400",
-        "--max_length",
-        "32",
-        "--hidden_size",
-        "16",
-        "--intermediate_size",
-        "32",
-        "--num_layers",
-        "1",
-        "--batch_size",
-        "8",
-        "--max_steps",
-        "4",
-        "--warmup_steps",
-        "1",
-        "--save_every",
-        "2",
-        "--eval_every",
-        "2",
-        "--keep_last",
-        "5",
-        "--no-progress",
+        *("--output_dir", str(tmp_path / "runs")),
+        *SMALL_MULTILINGUAL,
+        *"--languages eng,zul --max_length 32 --num_layers 1 --batch_size 8".split(),
+        *"--max_steps 4 --warmup_steps 1 --save_every 2 --eval_every 2 --keep_last 5".split(),
         *extra,
     ]
 
