@@ -346,9 +346,8 @@ def ds_train_step(engine, micro_batches: list[dict]) -> dict:
     for batch, count in zip(micro_batches, counts):
         batch = _to(batch, device)
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        loss = (
-            out.loss.float() * (count / total) if count else out.logits.sum() * 0.0
-        )  # DeepSpeed counts every micro-batch
+        # DeepSpeed counts every micro-batch, so one without a masked token still takes a (zero) step
+        loss = out.loss.float() * (count / total) if count else out.logits.sum() * 0.0
         engine.backward(loss, scale_wrt_gas=False)  # our weights already sum to 1 over the micro-batches
         engine.step()  # an update only at the last micro-batch
         loss_value += loss.item()

@@ -29,11 +29,8 @@ CORPORA = ("brown", "sotu", "brown+sotu", "files")
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("train", "evaluate", "both")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-FROM_DATA = (
-    "vocab_size",
-    "max_length",
-    "pad_token_id",
-)  # the model's fields that the tokenizer and data.max_length set
+# the model's fields that the tokenizer and data.max_length set
+FROM_DATA = ("vocab_size", "max_length", "pad_token_id")
 
 
 def _plain_name(value: str, key: str) -> None:
