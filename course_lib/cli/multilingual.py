@@ -97,77 +97,73 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
         folder, start = experiment_folder(config.run, config.to_dict())
     log.info(f"experiment folder: {folder}{' (resuming)' if start and config.run.mode != 'evaluate' else ''}")
     reached = {}  # the last update done, for the line Ctrl-C prints
-    with stop_message(folder, reached):
-        return _pipeline(config, texts, folder, start, device, progress, on_step, reached)
-
-
-def _pipeline(
-    config: MultilingualConfig, texts: tuple, folder: Path, start, device, progress: bool, on_step, reached: dict
-) -> dict:
-    """`run` once the texts are read and the experiment folder is known."""
-    data = config.data
-    train_texts, eval_texts = texts
-    log.info("sentences per language: " + ", ".join(f"{lang} {len(t):,}" for lang, t in train_texts.items()))
-    if (folder / "tokenizer" / "tokenizer.json").is_file():  # evaluating, or resuming: the run's own tokenizer
-        tokenizer = tokenization.load_tokenizer(folder / "tokenizer")
-    else:
-        sample = tokenizer_sample(train_texts, config.sampling.alpha, data.tokenizer_sentences, seed=config.train.seed)
-        tokenizer = (
-            tokenization.load_tokenizer(data.tokenizer)
-            if data.tokenizer
-            else tokenization.train_tokenizer(sample, data.vocab_size, max_length=data.max_length)
+    with stop_message(folder, reached):  # Ctrl-C: one line saying where the run stopped
+        data = config.data
+        train_texts, eval_texts = texts
+        log.info("sentences per language: " + ", ".join(f"{lang} {len(t):,}" for lang, t in train_texts.items()))
+        saved = folder / "tokenizer"
+        if (saved / "tokenizer.json").is_file():  # evaluating, or resuming: the run's own tokenizer
+            tokenizer = tokenization.load_tokenizer(saved)
+        else:
+            if data.tokenizer:
+                tokenizer = tokenization.load_tokenizer(data.tokenizer)
+            else:  # a shared vocabulary, trained on sentences drawn with the sampling probabilities
+                alpha, seed = config.sampling.alpha, config.train.seed
+                sample = tokenizer_sample(train_texts, alpha, data.tokenizer_sentences, seed=seed)
+                tokenizer = tokenization.train_tokenizer(sample, data.vocab_size, max_length=data.max_length)
+            tokenizer.save_pretrained(str(saved))
+        train_store = TokenStore.build(
+            train_texts, tokenizer, folder / "data" / "train", data.min_length, data.max_length
         )
-        tokenizer.save_pretrained(str(folder / "tokenizer"))
-    train_store = TokenStore.build(train_texts, tokenizer, folder / "data" / "train", data.min_length, data.max_length)
-    eval_store = TokenStore.build(eval_texts, tokenizer, folder / "data" / "eval", data.min_length, data.max_length)
-    sets = eval_sets(eval_store, tokenizer, config.train.batch_size)
-    probs = language_probabilities(train_store.counts(), config.sampling.alpha)
-    for lang, n in train_store.counts().items():
-        log.info(f"  {lang}: {n:>7,} sentences, p = {probs[lang]:.3f}")
-    set_seed(config.train.seed)
-    encoder_config = config.model.encoder_config(len(tokenizer), data.max_length, tokenizer.pad_token_id)
-    model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
-    if config.run.mode != "evaluate":
-        sampler = LanguageBatchSampler(
-            train_store.ranges,
-            config.train.batch_size,
-            config.sampling.alpha,
-            seed=config.train.seed,
-            mixed=config.sampling.mixed,
-        )
-        collator = masking.MLMCollator(tokenizer, mlm_probability=data.mlm_probability, seed=config.train.seed)
-        all_eval = [b for batches in sets.values() for b in batches]
+        eval_store = TokenStore.build(eval_texts, tokenizer, folder / "data" / "eval", data.min_length, data.max_length)
+        sets = eval_sets(eval_store, tokenizer, config.train.batch_size)
+        probs = language_probabilities(train_store.counts(), config.sampling.alpha)
+        for lang, n in train_store.counts().items():
+            log.info(f"  {lang}: {n:>7,} sentences, p = {probs[lang]:.3f}")
+        set_seed(config.train.seed)
+        encoder_config = config.model.encoder_config(len(tokenizer), data.max_length, tokenizer.pad_token_id)
+        model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
+        if config.run.mode != "evaluate":
+            sampler = LanguageBatchSampler(
+                train_store.ranges,
+                config.train.batch_size,
+                config.sampling.alpha,
+                seed=config.train.seed,
+                mixed=config.sampling.mixed,
+            )
+            collator = masking.MLMCollator(tokenizer, mlm_probability=data.mlm_probability, seed=config.train.seed)
+            all_eval = [b for batches in sets.values() for b in batches]
 
-        def step_done(step, row):
-            reached["step"] = step
-            if on_step is not None:
-                on_step(step, row)
+            def step_done(step, row):
+                reached["step"] = step
+                if on_step is not None:
+                    on_step(step, row)
 
-        training.train(
-            model,
-            train_store,
-            all_eval,
-            config.train,
-            collator=collator,
-            folder=folder,
-            resume=start,
-            progress=progress,
-            stream=sampler,
-            on_step=step_done,
-        )
-    else:  # the newest readable checkpoint (an unreadable one is skipped with a warning)
-        path, _ = training.load_latest(
-            folder / "checkpoints", lambda path: training.load_checkpoint(path, model=model, restore_rng=False)
-        )
-        log.info(f"evaluating {path}")
-    results = {}
-    if config.run.mode != "train":
-        results = evaluate_languages(model, sets)
-        log.info(f"{'lang':>6} {'loss':>7} {'ppl':>9} {'acc':>6}")
-        for lang, r in results.items():
-            log.info(f"{lang:>6} {r['loss']:7.3f} {r['ppl']:9.1f} {r['acc']:6.1%}")
-        (folder / "eval_languages.json").write_text(json.dumps(results, indent=2) + "\n")
-    return {"folder": folder, "eval": results}
+            training.train(
+                model,
+                train_store,
+                all_eval,
+                config.train,
+                collator=collator,
+                folder=folder,
+                resume=start,
+                progress=progress,
+                stream=sampler,
+                on_step=step_done,
+            )
+        else:  # the newest readable checkpoint (an unreadable one is skipped with a warning)
+            path, _ = training.load_latest(
+                folder / "checkpoints", lambda path: training.load_checkpoint(path, model=model, restore_rng=False)
+            )
+            log.info(f"evaluating {path}")
+        results = {}
+        if config.run.mode != "train":
+            results = evaluate_languages(model, sets)
+            log.info(f"{'lang':>6} {'loss':>7} {'ppl':>9} {'acc':>6}")
+            for lang, r in results.items():
+                log.info(f"{lang:>6} {r['loss']:7.3f} {r['ppl']:9.1f} {r['acc']:6.1%}")
+            (folder / "eval_languages.json").write_text(json.dumps(results, indent=2) + "\n")
+        return {"folder": folder, "eval": results}
 
 
 def main(argv: list[str] | None = None) -> int:

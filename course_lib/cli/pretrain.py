@@ -160,83 +160,66 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     folder, start = _on_rank0(lambda: experiment_folder(config.run, config.to_dict()), world_size)
     show(f"experiment folder: {folder}{' (resuming)' if start else ''}")
     reached = {}  # the last update done, for the line Ctrl-C prints
-    with stop_message(folder, reached):
-        return _pipeline(
-            config, texts, folder, start, device, rank, world_size, ds_config, progress, on_step, show, reached
-        )
-
-
-def _pipeline(
-    config: PretrainConfig,
-    texts: dict,
-    folder: Path,
-    start,
-    device,
-    rank: int,
-    world_size: int,
-    ds_config,
-    progress: bool,
-    on_step,
-    show,
-    reached: dict,
-) -> dict:
-    """`run` once the texts are read and the experiment folder is known: tokenizer, data, model, training, report."""
-    saved = folder / "tokenizer"
-    _on_rank0(lambda: _make_tokenizer(config, saved, texts["train"], show), world_size)
-    tokenizer = tokenization.load_tokenizer(saved)
-    blocks, eval_data = prepare(config, tokenizer, texts)
-    show(
-        f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
-        f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens"
-    )
-
-    set_seed(config.train.seed)
-    encoder_config = config.model.encoder_config(len(tokenizer), config.data.max_length, tokenizer.pad_token_id)
-    model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
-    (folder / "encoder_config.json").write_text(json.dumps(encoder_config.to_dict(), indent=2) + "\n")
-    show(
-        f"model: {model.num_parameters():,} parameters on {device}; "
-        f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks"
-    )
-    collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
-    loop = None
-    if ds_config is not None:
-        loop = distributed.DeepSpeedLoop(model, config.train, ds_config)
+    with stop_message(folder, reached):  # Ctrl-C: one line saying where the run stopped
+        saved = folder / "tokenizer"
+        _on_rank0(lambda: _make_tokenizer(config, saved, texts["train"], show), world_size)
+        tokenizer = tokenization.load_tokenizer(saved)
+        blocks, eval_data = prepare(config, tokenizer, texts)
         show(
-            f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
-            f"{ds_config['train_micro_batch_size_per_gpu']} x {ds_config['gradient_accumulation_steps']} "
-            f"x {world_size} = "
-            f"{ds_config['train_batch_size']} blocks per update"
+            f"data: {blocks.shape[0]:,} packed blocks of {blocks.shape[1]} tokens; "
+            f"{sum(int((b['labels'] != -100).sum()) for b in eval_data):,} masked held-out tokens"
         )
-    elif world_size > 1:
-        loop = distributed.DDPLoop(model, config.train)
-        show(f"DistributedDataParallel: {world_size} processes, {config.train.batch_size} blocks each per micro-batch")
 
-    def step_done(step, row):
-        reached["step"] = step
-        if on_step is not None:
-            on_step(step, row)
+        set_seed(config.train.seed)
+        encoder_config = config.model.encoder_config(len(tokenizer), config.data.max_length, tokenizer.pad_token_id)
+        model = model_lib.EncoderForMaskedLM(encoder_config).to(device)
+        (folder / "encoder_config.json").write_text(json.dumps(encoder_config.to_dict(), indent=2) + "\n")
+        show(
+            f"model: {model.num_parameters():,} parameters on {device}; "
+            f"{config.train.max_steps} steps of {config.train.batch_size * config.train.grad_accum} blocks"
+        )
+        collator = masking.MLMCollator(tokenizer, mlm_probability=config.data.mlm_probability, seed=config.train.seed)
+        loop = None
+        if ds_config is not None:
+            loop = distributed.DeepSpeedLoop(model, config.train, ds_config)
+            show(
+                f"DeepSpeed: ZeRO stage {loop.stage}, {world_size} process(es), "
+                f"{ds_config['train_micro_batch_size_per_gpu']} x {ds_config['gradient_accumulation_steps']} "
+                f"x {world_size} = "
+                f"{ds_config['train_batch_size']} blocks per update"
+            )
+        elif world_size > 1:
+            loop = distributed.DDPLoop(model, config.train)
+            show(
+                f"DistributedDataParallel: {world_size} processes, "
+                f"{config.train.batch_size} blocks each per micro-batch"
+            )
 
-    result = training.train(
-        model,
-        blocks,
-        eval_data,
-        config.train,
-        collator=collator,
-        folder=folder,
-        resume=start,
-        progress=progress,
-        on_step=step_done,
-        loop=loop,
-    )
-    if ds_config is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
-        weights = loop.full_state_dict()
-        model = model_lib.EncoderForMaskedLM(encoder_config)
-        model.load_state_dict(weights)
-    if rank != 0:
-        return {"folder": folder, "eval": result, "fill_mask": None, "report": None}
-    report = final_report(config, folder, model, tokenizer, blocks, eval_data, result, show, texts["eval"])
-    return {"folder": folder, "eval": result, "fill_mask": report["fill_mask_top1"], "report": report}
+        def step_done(step, row):
+            reached["step"] = step
+            if on_step is not None:
+                on_step(step, row)
+
+        result = training.train(
+            model,
+            blocks,
+            eval_data,
+            config.train,
+            collator=collator,
+            folder=folder,
+            resume=start,
+            progress=progress,
+            on_step=step_done,
+            loop=loop,
+        )
+        if ds_config is not None:  # DeepSpeed's module may be 16-bit and (ZeRO-3) in shards: export full fp32 weights
+            weights = loop.full_state_dict()
+            model = model_lib.EncoderForMaskedLM(encoder_config)
+            model.load_state_dict(weights)
+        if rank != 0:
+            return {"folder": folder, "eval": result, "fill_mask": None, "report": None}
+        report = final_report(config, folder, model, tokenizer, blocks, eval_data, result, show, texts["eval"])
+        return {"folder": folder, "eval": result, "fill_mask": report["fill_mask_top1"], "report": report}
 
 
 def final_report(
