@@ -474,7 +474,8 @@ def follow_schedule(optimizer, scheduler, step: int) -> None:
         group["lr"] = group["initial_lr"] * lr_lambda(step)
 
 
-def _checkpoint_step(path: Path) -> int | None:
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint is named after (step-0000400.pt or a DeepSpeed folder step-0000400/), or None."""
     with contextlib.suppress(ValueError):
         return int(path.name.split("-", 1)[1].removesuffix(".pt"))
     return None
@@ -488,10 +489,10 @@ def list_checkpoints(folder) -> list[Path]:
     if not folder.is_dir():
         return []
     latest = folder / "latest"
-    newest_dir = _checkpoint_step(Path(latest.read_text().strip())) if latest.is_file() else None
+    newest_dir = checkpoint_step(Path(latest.read_text().strip())) if latest.is_file() else None
     found = []
     for path in folder.glob("step-*"):
-        step = _checkpoint_step(path)
+        step = checkpoint_step(path)
         if step is None:
             continue
         if (path.is_file() and path.suffix == ".pt") or (

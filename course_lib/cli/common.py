@@ -158,7 +158,7 @@ def stop_message(folder: Path, reached: dict):
         yield
     except KeyboardInterrupt:
         last = training.latest_checkpoint(folder / "checkpoints")
-        saved = training._checkpoint_step(last) if last is not None else None
+        saved = training.checkpoint_step(last) if last is not None else None
         step = reached.get("step")
         step = saved if step is None else step
         if saved is None:
