@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import CONFIGS as LEARNED_CONFIGS
 from test_model import one_thread, random_batch  # noqa: F401 (one_thread: an autouse fixture)
 from transformers import AutoModelForMaskedLM, AutoTokenizer, RoFormerForMaskedLM, pipeline
 from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention, RoFormerSinusoidalPositionalEmbedding
@@ -12,37 +13,8 @@ from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
 from course_lib import model as M
 
 PAD = 1
-CONFIGS = {
-    "tiny": M.EncoderConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=64,
-        max_length=16,
-        position="rotary",
-    ),
-    "3-heads": M.EncoderConfig(
-        vocab_size=150,
-        hidden_size=48,
-        num_layers=3,
-        num_heads=3,
-        intermediate_size=96,
-        max_length=40,
-        position="rotary",
-    ),
-    "pad-0": M.EncoderConfig(
-        vocab_size=60,
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        max_length=8,
-        pad_token_id=0,
-        layer_norm_eps=1e-12,
-        position="rotary",
-    ),
-}
+# the learned-position configs of test_model.py, with rotary positions
+CONFIGS = {name: dataclasses.replace(config, position="rotary") for name, config in LEARNED_CONFIGS.items()}
 
 
 def roformer(config, seed=0):
