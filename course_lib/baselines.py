@@ -81,12 +81,21 @@ class NgramCounts:
         mask_replace_prob: float = 0.8,
         random_replace_prob: float = 0.1,
         smoothing: float = 100.0,
+        background: torch.Tensor | None = None,
     ) -> "NgramCounts":
         """Count the training tokens (packed blocks [n, block], a 1-D stream, or lists of ids).
 
         The tokenizer gives the vocabulary size, the special ids (never answers), the mask and pad ids
         (never neighbours); or pass them. mask_replace_prob / random_replace_prob: the replacement rule of the
-        eval masks (80/10/10)."""
+        eval masks (80/10/10).
+
+        background: a [V] distribution to back off to for tokens these counts never saw (notebook 05: one
+        language's counts, backed off to the unigram of every language's training text). Without it a token
+        absent from the training text has probability 0, which is right for a tokenizer trained on that very
+        text and wrong for a language with 39 sentences. With it the unigram is Witten-Bell's interpolation,
+        which needs no setting: lambda * counts / N + (1 - lambda) * background, lambda = N / (N + T),
+        N the tokens counted and T the distinct tokens among them (the more new types the text kept showing,
+        the more weight the back-off gets)."""
         if tokenizer is not None:
             vocab_size = vocab_size or len(tokenizer)
             special_ids = tokenizer.all_special_ids if special_ids is None else special_ids
@@ -117,6 +126,19 @@ class NgramCounts:
         counts = torch.bincount(ids[ordinary], minlength=V).double()
         if counts.sum() == 0:
             raise ValueError("the training ids hold no ordinary (non-special) token to count")
+        unigram = counts / counts.sum()
+        if background is not None:
+            background = torch.as_tensor(background, dtype=torch.float64).flatten()
+            if background.shape != (V,) or bool((background < 0).any()):
+                raise ValueError(
+                    f"background must hold {V} non-negative numbers (one per token), got {tuple(background.shape)}"
+                )
+            background = background * ~special[:V]
+            if not float(background.sum()) > 0:
+                raise ValueError("background gives no probability to any ordinary (non-special) token")
+            n, types = float(counts.sum()), float((counts > 0).sum())
+            weight = n / (n + types)
+            unigram = weight * unigram + (1 - weight) * background / background.sum()
         context_counts = torch.bincount(ids[context], minlength=V).double()
         left, right = ids[:-1], ids[1:]
         both = context[:-1] & context[1:]
@@ -126,7 +148,7 @@ class NgramCounts:
         random_ids = torch.nonzero(~special[:V]).flatten()
         return cls(
             vocab_size=V,
-            unigram=counts / counts.sum(),
+            unigram=unigram,
             context_unigram=context_counts / context_counts.sum(),
             pair_keys=keys,
             pair_counts=pair_counts.double(),

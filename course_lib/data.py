@@ -12,7 +12,7 @@ sources, licences and counts). Every file is gzip-compressed UTF-8 text, one ite
 | `parallel_pairs`           | (English, Italian/Portuguese) | LibreOffice help                        |
 | `italian_fortunes`         | short Italian texts           | fortunes-it                             |
 | `udhr`                     | the declaration's paragraphs  | UDHR in 8 languages                     |
-| `load_multilingual`        | {language: lines}             | `train.{lang}` files, XLM-R seed format |
+| `load_multilingual`        | {language: lines}             | `train.{lang}` files, as XLM-R reads them |
 | `tatoeba_en_it`, `wikitext2` | the seeds' corpora, online  | fall back to the shipped ones offline   |
 
 Nothing here touches the network unless you call an online loader, and never when the
@@ -162,7 +162,7 @@ def multilingual_dir() -> Path:
 
 
 def load_multilingual(folder=None, split: str = "train", langs=None) -> dict[str, list[str]]:
-    """Read a folder in the XLM-R seed format: one file per language, `train.{lang}` and
+    """Read a folder laid out as XLM-R's data loader reads it: one file per language, `train.{lang}` and
     `eval.{lang}` (optionally gzipped), one sentence per line. Returns {lang: lines}, sorted by
     language; `langs` picks some of them (default: every language found)."""
     _check_choice("split", split, ("train", "eval"))

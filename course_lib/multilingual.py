@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .baselines import NgramCounts
 from .data import DataError
 from .masking import fixed_eval_masks
 from .training import eval_batches, evaluate
@@ -274,6 +275,21 @@ def eval_sets(
 def evaluate_languages(model, sets: dict[str, list[dict]], precision: str = "fp32") -> dict[str, dict]:
     """`training.evaluate` on each language's eval batches: {lang: {loss, ppl, acc, tokens}}."""
     return {lang: evaluate(model, batches, precision) for lang, batches in sets.items()}
+
+
+def language_baselines(store: TokenStore, tokenizer, sets: dict[str, list[dict]]) -> dict[str, dict]:
+    """Notebook 04's two baselines for each language, on that language's own eval masks (`eval_sets`):
+    {lang: {no_context_loss, no_context_accuracy, neighbour_loss, neighbour_accuracy, tokens}}.
+
+    Each language's counts come from its own training sentences in `store`, so the no-context predictor
+    knows which language it is in (its unigram, not the mixture's). A token the language's training text
+    never shows backs off to the unigram of all languages' training text (Witten-Bell weight, no setting):
+    without it, 39 Swahili sentences would give most Swahili eval tokens probability 0 and an infinite loss."""
+    pooled = NgramCounts.fit([store[i] for i in range(len(store))], tokenizer).unigram
+    return {
+        lang: NgramCounts.fit(store.language(lang), tokenizer, background=pooled).score(batches)
+        for lang, batches in sets.items()
+    }
 
 
 if __name__ == "__main__":  # `python -m course_lib.multilingual`: the command line lives in course_lib.cli.multilingual

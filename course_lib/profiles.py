@@ -36,16 +36,16 @@ class Profile:
     train_sentences: int | None  # English training sentences (None: all of Brown's)
     eval_sentences: int  # held-out sentences, masked once (fixed masks)
     max_length: int  # tokens per sequence (a packed block): the model's max_length
-    hidden_size: int  # the course model of notebooks 05 and 07
+    hidden_size: int  # the course model of notebook 07
     num_layers: int
     num_heads: int
     intermediate_size: int
-    lm_size: tuple[int, int, int, int]  # notebook 04's model: hidden size, layers, heads, feed-forward width
-    position: str  # notebook 04's positions: "rotary" (the recipe) or "learned"
-    init_std: float  # notebook 04's initial weight scale
-    mlm_probability: float  # the masking rate notebook 04 trains with (the eval masks stay at 15%)
-    train_lr: float  # peak learning rate of notebooks 05 and 07
-    lm_lr: float  # peak learning rate of notebook 04's runs (the recipe)
+    lm_size: tuple[int, int, int, int]  # the recipe's model (notebooks 04, 05): hidden size, layers, heads, FFN width
+    position: str  # the recipe's positions (notebooks 04, 05): "rotary" or "learned"
+    init_std: float  # the recipe's initial weight scale (notebooks 04, 05)
+    mlm_probability: float  # the masking rate the recipe trains with (notebooks 04, 05; eval masks stay at 15%)
+    train_lr: float  # peak learning rate of notebook 07
+    lm_lr: float  # peak learning rate of the recipe (notebooks 04, 05)
     train_warmup: int  # warmup updates of the notebook's main run
     train_steps: int  # optimizer updates of the notebook's main run
     position_steps: int  # updates of the learned-positions run compared with the main (rotary) run
@@ -55,13 +55,16 @@ class Profile:
     ml_fraction: float  # the share of each language's training sentences read (keeps the imbalance)
     ml_eval_sentences: int  # held-out sentences per language, masked once
     ml_vocab_size: int  # the shared multilingual tokenizer's vocabulary
-    ml_train_steps: int  # updates of the short multilingual training
+    ml_max_length: int  # tokens per multilingual sentence (longer ones are cut)
+    ml_batch_size: int  # sentences per multilingual batch (all of one language)
+    ml_train_steps: int  # updates of each multilingual run (alpha = 1 and alpha = 0.3)
     # notebook 06: embedding-only transfer
     transfer_vocab_size: int  # the new (Portuguese) tokenizer's vocabulary
     transfer_train_sentences: int | None  # Portuguese training sentences (None: all)
     transfer_eval_sentences: int  # held-out Portuguese sentences, masked once
-    transfer_head_steps: int  # updates that train the English MLM head on the frozen body
+    transfer_head_steps: int  # updates that train the English MLM head on each frozen body
     transfer_steps: int  # updates of each transfer arm (pretrained body, random body, full fine-tuning)
+    transfer_seeds: int  # seeds of the transfer and control arms (their spread is measured)
     ds_steps: int  # updates of each DeepSpeed run in notebook 07 (plain vs stage 0, each ZeRO stage, resume)
 
 
@@ -94,12 +97,15 @@ PROFILES = {
         ml_fraction=0.1,
         ml_eval_sentences=100,
         ml_vocab_size=2_000,
+        ml_max_length=64,
+        ml_batch_size=32,
         ml_train_steps=24,
         transfer_vocab_size=2_000,
         transfer_train_sentences=2_000,
         transfer_eval_sentences=40,
         transfer_head_steps=6,
         transfer_steps=6,
+        transfer_seeds=2,
         ds_steps=4,
     ),
     "cpu": Profile(
@@ -130,12 +136,15 @@ PROFILES = {
         ml_fraction=1.0,
         ml_eval_sentences=1_000,
         ml_vocab_size=8_000,
-        ml_train_steps=600,
+        ml_max_length=64,
+        ml_batch_size=64,
+        ml_train_steps=1000,
         transfer_vocab_size=8_000,
         transfer_train_sentences=None,
         transfer_eval_sentences=1_000,
-        transfer_head_steps=200,
+        transfer_head_steps=300,
         transfer_steps=600,
+        transfer_seeds=2,
         ds_steps=40,
     ),
 }
@@ -151,9 +160,11 @@ PROFILES["gpu"] = replace(
     position_steps=1000,
     compare_steps=200,
     curve_steps=200,
+    ml_batch_size=128,
     ml_train_steps=3000,
     transfer_head_steps=1000,
     transfer_steps=2000,
+    transfer_seeds=3,
     ds_steps=200,
 )
 

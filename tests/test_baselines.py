@@ -86,6 +86,22 @@ class _Tok:
         return V
 
 
+def test_background_backs_off_for_unseen_tokens_with_witten_bell_weight():
+    train = torch.tensor([[0, 5, 5, 6, 2]])  # N = 3 tokens of T = 2 types: lambda = 3 / 5
+    plain, backed = fit(train), fit(train, background=torch.tensor([0, 0, 0, 0, 0] + [1.0] * 7))
+    assert plain.unigram[7] == 0  # never seen: probability 0 without a back-off
+    assert backed.unigram[7] == pytest.approx(0.4 / 7)
+    assert backed.unigram[5] == pytest.approx(0.6 * 2 / 3 + 0.4 / 7)
+    assert float(backed.unigram.sum()) == pytest.approx(1.0) and backed.unigram[:5].sum() == 0
+    eval_data = [batch([[0, MASK, 2]], [[-100, 7, -100]])]
+    assert plain.score(eval_data)["no_context_loss"] > 20  # log(1e-12): the count model cannot score it
+    assert backed.score(eval_data)["no_context_loss"] == pytest.approx(-math.log(0.4 / 7))
+    with pytest.raises(ValueError, match="background must hold 12"):
+        fit(train, background=torch.ones(5))
+    with pytest.raises(ValueError, match="no probability to any ordinary"):
+        fit(train, background=torch.tensor([1.0] * 5 + [0.0] * 7))
+
+
 def test_counts_with_big_vocabulary_stay_small():
     counts = NgramCounts.fit(
         torch.tensor([[0, 49_990, 6, 2]]), vocab_size=50_000, special_ids=SPECIAL, mask_token_id=MASK

@@ -1,5 +1,6 @@
 """course_lib.device: one function decides where models train; every training entry point asks it."""
 
+import ast
 import json
 
 import pytest
@@ -125,3 +126,50 @@ def test_the_multilingual_trainer_asks_for_the_device(tmp_path, monkeypatch):
         == 0
     )
     assert spy.asked == ["auto"] and spy.moved == [torch.device("cpu")]
+
+
+MAKERS = {"EncoderForMaskedLM", "load_source", "from_pretrained", "random_body_like"}
+
+
+def _statements(notebook):
+    """(statement, its source) for every top-level statement of the notebook's code cells (magics skipped)."""
+    cells = json.loads((ROOT / "solutions" / notebook).read_text())["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or any(line.lstrip().startswith(("!", "%")) for line in source.splitlines()):
+            continue
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.For, ast.If, ast.With)):
+                yield node, ast.get_source_segment(source, node), source
+
+
+@pytest.mark.parametrize(
+    "notebook", ["04_training_loop.ipynb", "05_multilingual_sampling.ipynb", "06_embedding_transfer.ipynb"]
+)
+def test_training_notebooks_put_their_models_on_the_device(notebook):
+    """No GPU here, so read the notebooks that train: they ask `get_device()`, every statement that makes a model
+    moves it to `device` (in the statement, or by name in the same cell), and every fill-mask pipeline runs there."""
+    code = [segment for _, segment, _ in _statements(notebook)]
+    assert any("device = get_device()" in segment for segment in code)
+    made = 0
+    for node, segment, cell in _statements(notebook):
+        for call in ast.walk(node):
+            if not isinstance(call, ast.Call):
+                continue
+            name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
+            if name == "pipeline":
+                assert any(k.arg == "device" and getattr(k.value, "id", None) == "device" for k in call.keywords), (
+                    segment
+                )
+            receiver = getattr(call.func, "value", None)
+            if name in MAKERS and "Tokenizer" not in getattr(receiver, "id", ""):  # AutoTokenizer.from_pretrained
+                made += 1
+                target = node.targets[0] if isinstance(node, ast.Assign) else None
+                if isinstance(target, ast.Tuple):
+                    target = target.elts[0]
+                moved = ".to(device)" in segment or (isinstance(target, ast.Name) and f"{target.id}.to(device)" in cell)
+                # a model handed straight to a function that copies it (the copy keeps the device)
+                moved = moved or (name == "random_body_like" and "source" in segment)
+                assert moved, f"{notebook}: the model made here does not go to the device:\n{segment}"
+    assert made > 0

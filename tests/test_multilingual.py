@@ -185,6 +185,29 @@ def test_per_language_eval(tokenizer, tmp_path):
         assert abs(r["loss"] - math.log(len(tokenizer))) < 1.0  # an untrained model is near ln V
 
 
+def test_language_baselines_use_each_languages_own_counts(tokenizer, tmp_path):
+    from course_lib.baselines import NgramCounts
+
+    train = load_multilingual(split="train", langs=["eng", "zul", "swh"])
+    evals = load_multilingual(split="eval", langs=["eng", "zul", "swh"])
+    store = ml.TokenStore.build({k: v[:300] for k, v in train.items()}, tokenizer, tmp_path / "t", 2, 32)
+    eval_store = ml.TokenStore.build({k: v[:60] for k, v in evals.items()}, tokenizer, tmp_path / "e", 2, 32)
+    sets = ml.eval_sets(eval_store, tokenizer, batch_size=8)
+    base = ml.language_baselines(store, tokenizer, sets)
+    assert sorted(base) == ["eng", "swh", "zul"]
+    pooled = NgramCounts.fit([store[i] for i in range(len(store))], tokenizer)
+    for lang, scores in base.items():
+        assert scores["tokens"] == sum(int((b["labels"] != -100).sum()) for b in sets[lang])
+        assert scores["neighbour_loss"] < scores["no_context_loss"] < 15  # finite: unseen tokens back off
+        # its own language's counts: better than the pooled unigram of every language on its eval masks
+        assert scores["no_context_loss"] < pooled.score(sets[lang])["no_context_loss"]
+    # without the back-off, the eval tokens Swahili's 39 sentences never show get probability 0 (loss 27.6 each)
+    alone = NgramCounts.fit(store.language("swh"), tokenizer)
+    seen = set(torch.nonzero(alone.unigram).flatten().tolist())
+    unseen = sum(int(t) not in seen for b in sets["swh"] for t in b["labels"][b["labels"] != -100])
+    assert unseen > 0 and alone.score(sets["swh"])["no_context_loss"] > base["swh"]["no_context_loss"] + 0.3
+
+
 def _write(folder, name, lines):
     folder.mkdir(parents=True, exist_ok=True)
     with gzip.open(folder / f"{name}.gz", "wt", encoding="utf-8") as f:

