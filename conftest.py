@@ -16,11 +16,10 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 # per pytest-xdist worker: a solution notebook and its student copy may run at the same time on two workers,
 # and must not rewrite each other's files (notebook 05 memory-maps token files that the other would truncate)
 os.environ.setdefault("COURSE_WORK_DIR", tempfile.mkdtemp(prefix="course-work-"))
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["COURSE_WORK_DIR"] = os.path.join(os.environ["COURSE_WORK_DIR"], os.environ["PYTEST_XDIST_WORKER"])
 # under pytest-xdist (`-n 2`), each worker and the kernels it starts get one math thread, so that two
 # workers on two cores do not fight over them
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["COURSE_WORK_DIR"] = os.path.join(os.environ["COURSE_WORK_DIR"], os.environ["PYTEST_XDIST_WORKER"])
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 

