@@ -5,19 +5,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# wheels for the Colab simulation (tests/test_colab.py), which installs from them offline
+COLAB_WHEELS := $(VENV)/colab-wheels
 
 .PHONY: demo test lab notebooks install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt tests/colab/image.txt tests/colab/extras.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine.
 	# (Not --no-compile: with PYTHONDONTWRITEBYTECODE=1, as on the CI machine, every process would then
 	# compile torch and transformers from source at each import; the suite took longer than install saved.)
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab,deepspeed,transfer]"
+	$(PY) -m pip wheel --quiet -w $(COLAB_WHEELS) -r tests/colab/image.txt -r tests/colab/extras.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

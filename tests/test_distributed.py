@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_gpu import A100, T4, fake_gpu
 
 from course_lib import data, masking, tokenization, training
 from course_lib import distributed as D
 from course_lib import model as M
 from course_lib.paths import ROOT
 from course_lib.profiles import set_seed
+
+CUDA = torch.device("cuda")
 
 # --------------------------------------------------------------------------- config
 
@@ -73,6 +76,31 @@ def test_resolve_refuses_a_value_that_contradicts_the_training_config():
         D.resolve_ds_config({"train_micro_batch_size_per_gpu": 8}, training.TrainConfig(batch_size=32))
     with pytest.raises(D.DSConfigError, match="bf16.enabled=True but train.precision='fp32'"):
         D.resolve_ds_config({"bf16": {"enabled": True}}, training.TrainConfig())
+
+
+@pytest.mark.parametrize("asked", ["bf16", "auto", "fp16"])
+def test_a_gpu_without_bf16_gets_deepspeed_fp16_with_dynamic_loss_scaling(monkeypatch, asked):
+    """On a T4 the "auto" bf16 / fp16 entries of the shipped configs follow the precision the run trains in:
+    fp16, whose loss DeepSpeed scales dynamically (loss_scale 0), whether the run asked for bf16, auto or fp16
+    (the command line hands over the resolved fp16; a notebook may hand over what it asked for)."""
+    fake_gpu(monkeypatch, T4)
+    train = training.TrainConfig(batch_size=16, precision=asked)
+    for name in ["ds_zero0", "ds_zero1", "ds_zero2", "ds_zero3", "ds_zero3_offload"]:
+        resolved = D.resolve_ds_config(D.load_ds_config(ROOT / "configs" / f"{name}.json"), train, device=CUDA)
+        assert resolved["fp16"]["enabled"] is True and resolved["bf16"]["enabled"] is False, name
+        assert resolved["fp16"]["loss_scale"] == 0, name
+    if asked == "bf16":  # a file that insists on bf16 contradicts the run, and the error says why
+        with pytest.raises(D.DSConfigError, match=r"bf16.enabled=True but train.precision='bf16' \(here fp16\)"):
+            D.resolve_ds_config({"bf16": {"enabled": True}}, train, device=CUDA)
+
+
+def test_a_gpu_with_bf16_and_the_cpu_keep_deepspeed_bf16(monkeypatch):
+    cpu = D.resolve_ds_config({}, training.TrainConfig(precision="bf16"), device=torch.device("cpu"))
+    assert cpu["bf16"]["enabled"] is True and cpu["fp16"]["enabled"] is False
+    assert D.resolve_ds_config({}, training.TrainConfig(precision="auto"))["bf16"]["enabled"] is False  # fp32
+    fake_gpu(monkeypatch, A100, native_bf16=True)
+    gpu = D.resolve_ds_config({}, training.TrainConfig(precision="auto"), device=CUDA)
+    assert gpu["bf16"]["enabled"] is True and gpu["fp16"]["enabled"] is False
 
 
 def test_load_ds_config_names_the_file(tmp_path):
@@ -335,3 +363,19 @@ def test_two_processes_under_a_launcher(tmp_path, launcher):
     assert "2 process" in done.stdout
     assert len(training.list_checkpoints(folder / "checkpoints")) == 2
     assert (folder / "hf" / "config.json").is_file()
+
+
+def test_notebook_07_trains_in_the_16_bit_format_of_its_device():
+    """No GPU here, so read the notebook: its DeepSpeed runs take `half_precision(device)` (fp16 on a T4) instead
+    of a hard-coded bf16; the command line runs from the shipped configs' absolute paths, in any folder; and no
+    cell whose output is checked prints the precision (it differs between a CPU, a T4 and an A100)."""
+    cells = json.loads((ROOT / "solutions" / "07_deepspeed_scaling.ipynb").read_text())["cells"]
+    code = {cell["id"]: "".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"}
+    everything = "\n".join(code.values())
+    assert "precision = half_precision(device)" in everything and "bf16=True" not in everything
+    assert everything.count('bf16=precision == "bf16", fp16=precision == "fp16"') == 2  # ZeRO stages, resume
+    assert "cwd=" not in code["code-28"] and 'paths.CONFIGS / "ds_zero2.json"' in code["code-28"]
+    assert '"--precision", precision' in code["code-28"]
+    for source in code.values():
+        if "NBVAL_CHECK_OUTPUT" in source:
+            assert "precision" not in source and "bf16" not in source and "fp16" not in source, source

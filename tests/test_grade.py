@@ -341,22 +341,29 @@ def test_hidden_mode_follows_the_argument_else_the_environment(capsys, monkeypat
 # --------------------------------------------------------------------------- matching, tampering, assembling
 
 
+def by_id(nb, cell_id):
+    return next(c for c in nb.cells if c.get("id") == cell_id)
+
+
 def test_exercises_are_matched_by_id_then_number_then_text():
     reference = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
     nb = submission("01_bpe_tokenizer", {"1.2": WRONG["1.2"]})
     nb.cells.reverse()  # order does not matter
-    assert grade.match_exercises(reference, nb) == {"1.1": solved(reference.cells[10].source), "1.2": WRONG["1.2"]}
+    assert grade.match_exercises(reference, nb) == {
+        "1.1": solved(by_id(reference, "exercise-1-1").source),
+        "1.2": WRONG["1.2"],
+    }
     for cell in nb.cells:
         if nbs.cell_role(cell) == "exercise":
             cell.id = "renamed-" + cell.id  # as an old Jupyter would after a copy-paste
     assert grade.match_exercises(reference, nb)["1.2"] == WRONG["1.2"]
     for cell in nb.cells:
         cell.metadata = {}  # metadata lost too: found by the function it defines, or the stub's text
-    unsolved = submission("01_bpe_tokenizer", unsolved=("1.2",)).cells[15].source
+    unsolved = by_id(submission("01_bpe_tokenizer", unsolved=("1.2",)), "exercise-1-2").source
     nb.cells = [c for c in nb.cells if "def bpe_encode_word" not in c.source] + [nbformat.v4.new_code_cell(unsolved)]
     assert grade.match_exercises(reference, nb)["1.2"] == unsolved
     nb.cells = [c for c in nb.cells if "bpe_encode_word" not in c.source or "check_" in c.source]
-    assert grade.match_exercises(reference, nb) == {"1.1": solved(reference.cells[10].source), "1.2": None}
+    assert grade.match_exercises(reference, nb) == {"1.1": solved(by_id(reference, "exercise-1-1").source), "1.2": None}
 
 
 @pytest.mark.parametrize(
@@ -464,7 +471,7 @@ def test_the_run_takes_only_exercise_sources_from_a_submission():
         else:
             assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n" + grade.FRESH_CHECKS)
             assert cell.source.endswith(ref.source.split("\n", 1)[1])
-    assert [o.text for o in nb.cells[11].outputs] == ["Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks\n"]
+    assert [o.text for o in by_id(nb, "check-1-1").outputs] == ["Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks\n"]
 
 
 def test_check_cells_use_a_fresh_checker_that_a_monkeypatch_cannot_reach(monkeypatch, capsys):
@@ -672,7 +679,7 @@ def test_told_the_notebook_an_unreadable_file_gets_a_row_per_exercise(tmp_path):
 def test_an_odd_notebook_is_an_error_for_that_student_only(tmp_path):
     nb = submission("01_bpe_tokenizer")
     nb.metadata["course"] = "not a dict"
-    nb.cells[10].metadata["course"] = ["nor this"]
+    by_id(nb, "exercise-1-1").metadata["course"] = ["nor this"]
     graded = grade.grade([save(nb, tmp_path / "odd.ipynb")])[0]
     assert [(r.status, r.points) for r in graded.results] == [("error", 0)] * len(graded.results)
     assert "odd.ipynb" in graded.results[0].message

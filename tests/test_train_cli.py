@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fake_gpu import A100, T4, fake_gpu
 from tiny_runs import SMALL_MULTILINGUAL
 
 from course_lib import tokenization, training
@@ -686,3 +687,55 @@ def test_a_file_of_an_earlier_version_names_all_its_old_keys_at_once(capsys):
     assert message.count("\n") == 0 and message.startswith("error: ")
     for old, new in [("name", "run.name"), ("output_dir", "run.output_dir"), ("data.block_size", "data.max_length")]:
         assert f"config key {old!r} is now {new!r}" in message, message
+
+
+# --------------------------------------------------------------------------- precision, and the saved tokenizer
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_bf16_on_a_gpu_without_it_trains_in_fp16(monkeypatch, device):
+    """A fake T4 (nothing runs on it): bf16 and "auto" resolve to fp16, the notice names the GPU, and hparams
+    record fp16 with the precision asked for; on a fake A100 bf16 stays."""
+    fake_gpu(monkeypatch, T4)
+    for asked in ("bf16", "auto"):
+        config = cli.load_config(CONFIGS / "tiny.yaml", ["--device", device, "--precision", asked])
+        gpu = common.device_for(config.run, config.train)
+        assert gpu == torch.device("cuda")
+        resolved, hparams, notice = common.precision_for(config, gpu)
+        assert resolved.train.precision == "fp16" and config.train.precision == asked  # the config is left alone
+        assert hparams["train"]["precision"] == "fp16" and hparams["train"]["requested_precision"] == asked
+        assert notice == f"train.precision={asked}: Tesla T4 has no bf16; training in fp16 with loss scaling"
+    fake_gpu(monkeypatch, A100, native_bf16=True)
+    config = cli.load_config(CONFIGS / "tiny.yaml", ["--device", device, "--precision", "bf16"])
+    resolved, hparams, notice = common.precision_for(config, common.device_for(config.run, config.train))
+    assert resolved.train.precision == "bf16" and "requested_precision" not in hparams["train"] and notice == ""
+
+
+def test_on_a_cpu_precision_is_what_it_was():
+    """fp32 (the default) and bf16 stay as asked and nothing is added to hparams; "auto" is fp32."""
+    for asked, trains_in in [("fp32", "fp32"), ("bf16", "bf16"), ("auto", "fp32")]:
+        config = cli.load_config(CONFIGS / "tiny.yaml", ["--device", "cpu", "--precision", asked])
+        resolved, hparams, notice = common.precision_for(config, common.device_for(config.run, config.train))
+        assert resolved.train.precision == trains_in and hparams["train"]["precision"] == trains_in
+        assert hparams["train"].get("requested_precision") == (asked if asked != trains_in else None)
+        assert bool(notice) == (asked != trains_in)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_run_records_its_precision_and_saves_portable_tokenizers(corpus, capsys, command):
+    """--precision auto on the CPU: the run says it trains in fp32, hparams.json records fp32 and "auto"; the same
+    run asked again with fp32 continues (the same run). Its tokenizer (and the pretraining export's) is saved
+    with a config that transformers 4.x loads too."""
+    main, args = COMMANDS[command]
+    assert main(args(corpus, "--precision", "auto", "--device", "cpu")) == 0
+    assert "train.precision=auto: training in fp32 on the CPU" in capsys.readouterr().out
+    folder = _folder(corpus)
+    hparams = json.loads((folder / "hparams.json").read_text())
+    assert (hparams["train"]["precision"], hparams["train"]["requested_precision"]) == ("fp32", "auto")
+    assert main(args(corpus, "--precision", "fp32", "--device", "cpu")) == 0
+    assert "(resuming)" in capsys.readouterr().out and _folder(corpus) == folder
+    saved = [folder / "tokenizer"] + ([folder / "hf"] if command == "pretrain" else [])
+    for where in saved:
+        config = json.loads((where / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "RobertaTokenizerFast", where
+        assert not set(config) & set(tokenization.LOADING_KEYS), where

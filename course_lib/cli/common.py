@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -41,6 +42,8 @@ RESUMABLE_CHANGES = {
     "train.eval_every",
     "train.save_every",
     "train.keep_last",
+    # "auto" now and bf16 before are the same run if both train in fp16 (a T4): train.precision is what counts
+    "train.requested_precision",
 }
 USER_ERRORS = (
     ConfigError,
@@ -137,7 +140,8 @@ def _new_experiment(run, hparams: dict) -> Path:
 
 
 def device_for(run, train):
-    """The device of `run.device`, checked against `train.precision` before anything is made."""
+    """The device of `run.device`, checked against `train.precision` (`precision_for` resolves it) before
+    anything is made."""
     try:
         device = device_lib.get_device(run.device)
     except device_lib.DeviceError as e:
@@ -148,6 +152,20 @@ def device_for(run, train):
             f"{device.type} (run.device={run.device!r}); use --precision bf16 or fp32"
         )
     return device
+
+
+def precision_for(config, device) -> tuple:
+    """(config, hparams, notice): `config` with train.precision resolved for `device`, the precision the run
+    trains in (`device.resolve_precision`: "auto" becomes fp32 on a CPU and 16 bits on a GPU; bf16 on a GPU
+    without bf16 units, such as a T4, becomes fp16 with loss scaling); the settings to record in hparams.json,
+    which add train.requested_precision when the request was another; and the line saying so ("" if none)."""
+    requested = config.train.precision
+    train = dataclasses.replace(config.train, precision=device_lib.resolve_precision(requested, device))
+    config = dataclasses.replace(config, train=train)
+    hparams = config.to_dict()
+    if train.precision != requested:
+        hparams["train"]["requested_precision"] = requested
+    return config, hparams, device_lib.precision_notice(requested, train.precision, device)
 
 
 @contextlib.contextmanager

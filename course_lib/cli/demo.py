@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from ..paths import CONFIGS
+from ..paths import course_path
 from . import pretrain
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # a fresh run each time (resume none), so the demo always shows a model it has just trained
-    return pretrain.main(["--config", str(CONFIGS / "tiny.yaml"), "--resume", "none", *argv])
+    return pretrain.main(["--config", str(course_path("configs", "tiny.yaml")), "--resume", "none", *argv])
 
 
 if __name__ == "__main__":

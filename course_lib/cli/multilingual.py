@@ -42,7 +42,7 @@ from ..multilingual import (
     tokenizer_sample,
 )
 from ..seeding import set_seed
-from .common import changed_settings, command_main, device_for, experiment_folder, stop_message
+from .common import changed_settings, command_main, device_for, experiment_folder, precision_for, stop_message
 from .schema import LanguageData, MultilingualConfig
 from .schema import load_multilingual as load_config
 
@@ -82,7 +82,11 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
     on_step(step, row): called after each update, as `training.train` does."""
     _logger(config.run.log_level)
     device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
+    # the precision it trains in there (bf16 on a T4: fp16), recorded in hparams.json with the one asked for
+    config, hparams, notice = precision_for(config, device)
     texts = language_texts(config.data)  # read (and checked) before anything is made too
+    if notice:
+        log.info(notice)
     if config.run.mode == "evaluate":
         folder = training.find_experiment(config.run.output_dir, config.run.name)
         if folder is None:
@@ -90,13 +94,13 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
                 f"run.mode=evaluate: no checkpoint of a run named {config.run.name!r} in {config.run.output_dir}"
             )
         changed = changed_settings(
-            folder, config.to_dict(), keys=("model.", "data.max_length", "data.vocab_size", "data.tokenizer")
+            folder, hparams, keys=("model.", "data.max_length", "data.vocab_size", "data.tokenizer")
         )
         if changed:  # the checkpoint would not fit the model these settings make
             raise ConfigError(f"run.mode=evaluate: {folder} was trained with other model settings ({changed})")
         start = "auto"
     else:
-        folder, start = experiment_folder(config.run, config.to_dict())
+        folder, start = experiment_folder(config.run, hparams)
     log.info(f"experiment folder: {folder}{' (resuming)' if start and config.run.mode != 'evaluate' else ''}")
     reached = {}  # the last update done, for the line Ctrl-C prints
     with stop_message(folder, reached):  # Ctrl-C: one line saying where the run stopped
@@ -113,7 +117,7 @@ def run(config: MultilingualConfig, progress: bool = True, on_step=None) -> dict
                 alpha, seed = config.sampling.alpha, config.train.seed
                 sample = tokenizer_sample(train_texts, alpha, data.tokenizer_sentences, seed=seed)
                 tokenizer = tokenization.train_tokenizer(sample, data.vocab_size, max_length=data.max_length)
-            tokenizer.save_pretrained(str(saved))
+            tokenization.save_tokenizer(tokenizer, saved)
         train_store = TokenStore.build(
             train_texts, tokenizer, folder / "data" / "train", data.min_length, data.max_length
         )

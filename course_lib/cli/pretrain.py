@@ -40,7 +40,7 @@ from .. import model as model_lib
 from ..baselines import NgramCounts
 from ..config import ConfigError
 from ..seeding import set_seed
-from .common import command_main, device_for, experiment_folder, stop_message
+from .common import command_main, device_for, experiment_folder, precision_for, stop_message
 from .schema import PretrainConfig, TextData, load_pretrain
 
 load_config = load_pretrain  # the name notebook 04 and earlier scripts use
@@ -142,6 +142,9 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
     With run.deepspeed, or under a launcher (several processes), every process runs this: process 0
     makes the experiment folder and the tokenizer, the others wait for them and read them."""
     quiet.no_progress_bars()  # no "Writing model shards" bars between our lines
+    device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
+    # the precision it trains in there (bf16 on a T4: fp16), recorded in hparams.json with the one asked for
+    config, hparams, notice = precision_for(config, device)
     rank, world_size, ds_config = 0, 1, None
     if config.run.deepspeed or launched():
         if config.run.deepspeed:  # read and checked before anything starts (the launcher has set WORLD_SIZE)
@@ -150,14 +153,16 @@ def run(config: PretrainConfig, *, progress: bool = True, on_step=None, show=pri
                 config.train,
                 int(os.environ.get("WORLD_SIZE", "1")),
                 f"{config.run.deepspeed}: ",
+                device,
             )
         rank, world_size = distributed.init_distributed()
     show = show if rank == 0 else (lambda *args, **kwargs: None)
-    device = device_for(config.run, config.train)  # checked (and fp16 against it) before anything is made
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     texts = {split: corpus_texts(config.data, split) for split in ("train", "eval")}  # read (and checked) first too
-    folder, start = _on_rank0(lambda: experiment_folder(config.run, config.to_dict()), world_size)
+    if notice:
+        show(notice)
+    folder, start = _on_rank0(lambda: experiment_folder(config.run, hparams), world_size)
     show(f"experiment folder: {folder}{' (resuming)' if start else ''}")
     reached = {}  # the last update done, for the line Ctrl-C prints
     with stop_message(folder, reached):  # Ctrl-C: one line saying where the run stopped
@@ -260,7 +265,7 @@ def final_report(
         )
         gain = base["no_context_loss"] - result["loss"]
         show(
-            f"  the model is {gain:.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
+            f"  the model is {abs(gain):.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
             f"{'' if gain > 0.1 else ': it has not learned to use context yet'}"
         )
     keys = (
@@ -308,7 +313,7 @@ def _make_tokenizer(config: PretrainConfig, saved: Path, texts: list[str], show)
     else:
         show(f"training a byte-level BPE tokenizer, vocab {config.data.vocab_size}, on {len(texts):,} texts")
         tokenizer = tokenization.train_tokenizer(texts, config.data.vocab_size, max_length=config.data.max_length)
-    tokenizer.save_pretrained(str(saved))
+    tokenization.save_tokenizer(tokenizer, saved)
 
 
 def fill_mask_report(folder, texts: list[str], n: int, counts=None, show=print, seed: int = 0) -> dict:
