@@ -22,8 +22,10 @@ For each submission (also installed as the console script `course-grade`):
 
 Statuses: passed, failed (the check failed, or the exercise cell raised), timeout, missing (no cell
 for the exercise), tampered, error (unreadable notebook, or a run that could not be graded).
-The student is `metadata.course.student` if set, else the file name without `.ipynb`, or the name of
-the folder when the file keeps its course name (e.g. `alice/01_bpe_tokenizer.ipynb`).
+The student is the file name without `.ipynb`, or the name of the folder when the file keeps its course
+name (e.g. `alice/01_bpe_tokenizer.ipynb`): where the instructor put it. `metadata.course.student` is only
+compared with it (a different name is reported, not used), and two files that would be the same student's
+same notebook are graded apart, each named with its path.
 The exit status is 0 whenever grading ran, whatever the scores.
 """
 
@@ -159,10 +161,18 @@ def identify(nb, path: Path, references: dict, notebook: str | None = None) -> s
 
 
 def student_name(nb, path: Path, references: dict) -> str:
-    named = nb.metadata.get("course", {}).get("student") if nb is not None else None
-    if isinstance(named, str) and named.strip():
-        return named.strip()
+    """Who handed the file in, from where the instructor put it: the folder when the file kept its course
+    name (`alice/01_bpe_tokenizer.ipynb`), else the file name (`01/alice.ipynb`). Never the notebook's own
+    metadata, which the student can edit: see `claimed_name`."""
     return path.parent.name if path.stem in references else path.stem
+
+
+def claimed_name(nb, student: str) -> str | None:
+    """A note when the notebook's `metadata.course.student` names someone other than its file does, else None."""
+    named = nb.metadata.get("course", {}).get("student") if nb is not None else None
+    if isinstance(named, str) and named.strip() and named.strip() != student:
+        return f"the notebook's metadata names {named.strip()!r}, but the file is {student!r}'s: graded as {student!r}"
+    return None
 
 
 def defined_names(source: str) -> set[str]:
@@ -462,6 +472,7 @@ def grade_file(
         nb, error = None, f"{path.name}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
     stem = identify(nb, path, references, notebook)
     student = student_name(nb, path, references)
+    claimed = claimed_name(nb, student)
     if stem is None:
         error = error or f"{path.name}: not one of the course notebooks ({', '.join(references)})"
         return Graded(path, student, "?", [Result(student, "?", "-", 0, 0, "error", error, str(path))])
@@ -484,7 +495,7 @@ def grade_file(
         elif reason:
             decided[number] = row(number, "tampered", f"tampering: the exercise cell {reason}")
         sources[number] = solutions[number] if number in decided else source
-    graded = Graded(path, student, stem, [], [])
+    graded = Graded(path, student, stem, [], [claimed] if claimed else [])
     pristine = pristine or course_files()
     library = library_files(pristine)
     while len(decided) < len(info):
@@ -560,7 +571,25 @@ def grade(
         return g
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, paths))
+        graded = list(pool.map(one, paths))
+    return keep_apart(graded)
+
+
+def keep_apart(graded: list[Graded]) -> list[Graded]:
+    """Two files that would be the same student's same notebook (`a/alice.ipynb`, `b/alice.ipynb`) are never
+    merged: each gets its path in its name, and a note says why."""
+    seen: dict[tuple[str, str], list[Graded]] = {}
+    for g in graded:
+        seen.setdefault((g.student, g.notebook), []).append(g)
+    for (student, notebook), same in seen.items():
+        if len(same) < 2:
+            continue
+        for g in same:
+            g.student = f"{student} ({g.path})"
+            g.notes.append(f"{len(same)} files are {student!r}'s notebook {notebook}: each graded on its own")
+            for r in g.results:
+                r.student = g.student
+    return graded
 
 
 # --------------------------------------------------------------------------- reports
@@ -577,11 +606,18 @@ def write_csv(graded: list[Graded], path) -> None:
                 writer.writerow({c: getattr(r, c) for c in COLUMNS})
 
 
+def _cell(text: str) -> str:
+    """Text that stays inside one cell of a Markdown table: no pipes, no line breaks."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
+
+
 def summary(graded: list[Graded]) -> str:
-    """A markdown table: a row per student, a column per exercise, and the total."""
+    """A markdown table: a row per student, a column per exercise, and the total (every row as many cells
+    as the header); below it, the notes (names that disagree with the files, files kept apart)."""
     rows = [r for g in graded for r in g.results]
     numbers = sorted({r.exercise for r in rows} - {"-"}, key=lambda n: [int(x) for x in n.split(".") if x.isdigit()])
-    lines = ["| student | " + " | ".join(numbers) + " | total |", "|---" * (len(numbers) + 2) + "|"]
+    header = ["student", *numbers, "total"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for student in dict.fromkeys(r.student for r in rows):
         mine = [r for r in rows if r.student == student]
         by_number = {r.exercise: r for r in mine}
@@ -591,8 +627,9 @@ def summary(graded: list[Graded]) -> str:
         ]
         total = f"{sum(r.points for r in mine):g}/{sum(r.max_points for r in mine):g}"
         unread = " (unreadable file)" if "-" in by_number else ""
-        lines.append(f"| {student} | " + " | ".join(cells) + f" | {total}{unread} |")
-    return "\n".join(lines) + "\n"
+        lines.append("| " + " | ".join(_cell(c) for c in [student, *cells, total + unread]) + " |")
+    notes = [f"- {_cell(g.student)}, {g.notebook}: {_cell(note)}" for g in graded for note in g.notes]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def feedback(graded: list[Graded], student: str) -> str:

@@ -99,6 +99,32 @@ def test_a_crash_is_a_failed_check_with_its_message():
         checks.check_train_bpe(train_bpe)
 
 
+def test_a_crash_in_the_students_code_shows_their_line():
+    """The message names the student's own function, line and source, not the checker's or a library's."""
+
+    def train_bpe(word_counts, vocab_size):
+        counts = sorted(word_counts.values())
+        return counts[0] / (len(counts) - len(counts))  # ZeroDivisionError here
+
+    line = train_bpe.__code__.co_firstlineno + 2
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check_train_bpe(train_bpe, first_failure=True)
+    message = str(info.value)
+    assert "ZeroDivisionError" in message
+    assert f"(in train_bpe, line {line}: `return counts[0] / (len(counts) - len(counts))" in message
+
+
+def test_a_crash_inside_a_library_points_at_the_students_call():
+    """A crash deep in torch is reported at the last line of the student's code that led to it."""
+
+    def mask_tokens(input_ids, special_mask, **kwargs):
+        return torch.zeros(3) @ torch.zeros(4), None  # a shape error raised inside torch
+
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check_mask_tokens(mask_tokens, first_failure=True)
+    assert "(in mask_tokens, line" in str(info.value) and "torch.zeros(3) @ torch.zeros(4)" in str(info.value)
+
+
 # --------------------------------------------------------------------------- exercise 1.2: bpe_encode_word
 
 
@@ -234,6 +260,24 @@ def test_reference_mask_tokens_passes(capsys):
 def test_wrong_mask_tokens_fails(wrong):
     with pytest.raises(checks.CheckFailed, match=r"Exercise 2.1 failed \d of 8 checks"):
         checks.check_mask_tokens(wrong, first_failure=True)
+
+
+def specials_from_ids(input_ids, special_mask, **kwargs):
+    """Takes ids <= 2 as the special tokens instead of the mask it is given (<unk> and <mask> selectable)."""
+    return masking.mask_tokens(input_ids, input_ids <= 2, **kwargs)
+
+
+def test_special_tokens_taken_from_the_ids_pass_the_visible_cases_but_not_the_hidden_ones(capsys):
+    checks.check_mask_tokens(specials_from_ids)  # the visible batch has its specials at ids 0-2 only
+    assert capsys.readouterr().out == "Exercise 2.1 passed: 8/8 checks\n"
+    with pytest.raises(checks.CheckFailed, match="hidden: special tokens at other ids") as info:
+        checks.check_mask_tokens(specials_from_ids, hidden=True)
+    assert "failed 1 of 11 checks" in str(info.value) and "not from the ids" in str(info.value)
+
+
+def test_reference_mask_tokens_passes_the_hidden_cases(capsys):
+    checks.check_mask_tokens(masking.mask_tokens, hidden=True)
+    assert capsys.readouterr().out == "Exercise 2.1 passed: 8/8 checks, 3/3 hidden checks\n"
 
 
 def token_level(word_ids, mlm_probability=0.15, generator=None):
@@ -654,6 +698,26 @@ def linear_mix_probabilities(counts, alpha):  # alpha * q + (1 - alpha) * unifor
 def test_reference_style_probabilities_pass(capsys):
     checks.check_language_probabilities(reference_probabilities, hidden=True)
     assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+def float32_probabilities(counts, alpha):
+    """A correct answer computed in float32 (the statement does not ask for float64)."""
+    n = np.array(list(counts.values()), dtype=np.float32)
+    weights = n ** np.float32(alpha)
+    return dict(zip(counts, weights / weights.sum()))
+
+
+def test_a_float32_implementation_passes(capsys):
+    checks.check_language_probabilities(float32_probabilities, hidden=True)
+    assert "5/5 checks, 2/2 hidden" in capsys.readouterr().out
+
+
+def test_probabilities_off_by_1e_5_fail():
+    def slightly_off(counts, alpha):
+        return {lang: p + 1e-5 for lang, p in reference_probabilities(counts, alpha).items()}
+
+    with pytest.raises(checks.CheckFailed):
+        checks.check_language_probabilities(slightly_off, first_failure=True)
 
 
 @pytest.mark.parametrize(

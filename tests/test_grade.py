@@ -683,3 +683,68 @@ def test_an_odd_notebook_is_an_error_for_that_student_only(tmp_path):
     graded = grade.grade([save(nb, tmp_path / "odd.ipynb")])[0]
     assert [(r.status, r.points) for r in graded.results] == [("error", 0)] * len(graded.results)
     assert "odd.ipynb" in graded.results[0].message
+
+
+# --------------------------------------------------------------------------- who a file is, and the summary
+
+
+def results(student, notebook="01_bpe_tokenizer", points=(6, 0)):
+    return [
+        grade.Result(student, notebook, number, got, out_of, "passed" if got else "failed", "", f"{student}.ipynb")
+        for number, got, out_of in zip(("1.1", "1.2"), points, (6, 4))
+    ]
+
+
+def test_the_student_is_where_the_file_was_collected_not_what_its_metadata_says(tmp_path):
+    references = {"01_bpe_tokenizer": None}
+    nb = nbformat.v4.new_notebook(metadata={"course": {"student": "bob"}})
+    assert grade.student_name(nb, tmp_path / "alice.ipynb", references) == "alice"
+    assert grade.student_name(nb, tmp_path / "alice" / "01_bpe_tokenizer.ipynb", references) == "alice"
+    assert grade.claimed_name(nb, "alice") == (
+        "the notebook's metadata names 'bob', but the file is 'alice''s: graded as 'alice'"
+    )
+    assert grade.claimed_name(nbformat.v4.new_notebook(metadata={"course": {"student": "alice"}}), "alice") is None
+
+
+def test_two_files_of_the_same_student_and_notebook_are_never_merged(tmp_path):
+    first = grade.Graded(tmp_path / "a" / "alice.ipynb", "alice", "01_bpe_tokenizer", results("alice", points=(6, 0)))
+    second = grade.Graded(tmp_path / "b" / "alice.ipynb", "alice", "01_bpe_tokenizer", results("alice", points=(0, 4)))
+    other = grade.Graded(tmp_path / "a" / "alice2.ipynb", "alice", "02_masking_collator", [])
+    graded = grade.keep_apart([first, second, other])
+    assert len({g.student for g in graded[:2]}) == 2 and graded[2].student == "alice"
+    assert all(r.student == g.student for g in graded for r in g.results)
+    table = grade.summary(graded)
+    assert f"alice ({tmp_path / 'a' / 'alice.ipynb'}) | 6/6 | 0/4 failed | 6/10" in table
+    assert f"alice ({tmp_path / 'b' / 'alice.ipynb'}) | 0/6 failed | 4/4 | 4/10" in table
+    assert "2 files are 'alice''s notebook 01_bpe_tokenizer: each graded on its own" in table
+
+
+def test_the_summary_is_a_well_formed_markdown_table():
+    """Parsed by a Markdown parser: one header, every row as many cells as it, whatever the names hold."""
+    from markdown_it import MarkdownIt
+
+    graded = [
+        grade.Graded(grade.Path("x.ipynb"), "ann | 1", "01_bpe_tokenizer", results("ann | 1")),
+        grade.Graded(
+            grade.Path("y.ipynb"),
+            "bo\nb",
+            "02_masking_collator",
+            [
+                grade.Result("bo\nb", "02_masking_collator", "2.1", 5, 5, "passed"),
+            ],
+            ["a note | with a pipe"],
+        ),
+        grade.Graded(grade.Path("z.ipynb"), "cy", "?", [grade.Result("cy", "?", "-", 0, 0, "error", "bad | file")]),
+    ]
+    tokens = MarkdownIt("commonmark").enable("table").parse(grade.summary(graded))
+    rows, cells = [], 0
+    for token in tokens:
+        if token.type == "tr_open":
+            cells = 0
+        elif token.type in ("th_open", "td_open"):
+            cells += 1
+        elif token.type == "tr_close":
+            rows.append(cells)
+    assert rows == [5, 5, 5, 5], rows  # student, 1.1, 1.2, 2.1, total: the header and three students
+    inline = [t.content for t in tokens if t.type == "inline"]
+    assert "ann | 1" in inline or "ann \\| 1" in inline, inline  # the name kept whole, in one cell

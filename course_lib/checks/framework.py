@@ -3,7 +3,12 @@ whose messages say what differed. Plain Python: importing it loads neither torch
 
 from __future__ import annotations
 
+import linecache
 import os
+import sys
+import sysconfig
+import traceback
+from pathlib import Path
 from typing import Callable
 
 from . import registry
@@ -25,6 +30,30 @@ def pass_line(exercise: str, visible: int, hidden: int | None = None) -> str:
     """The line a passed check prints: `Exercise 1.1 passed: 6/6 checks[, 3/3 hidden checks]`."""
     line = f"Exercise {exercise} passed: {visible}/{visible} checks"
     return line if hidden is None else f"{line}, {hidden}/{hidden} hidden checks"
+
+
+def _outside_libraries(filename: str) -> bool:
+    """Whether a traceback frame's file is the student's code: not the course's, not Python's, not a package's."""
+    path = Path(filename)
+    if not path.is_absolute():  # "<stdin>", "<string>": code typed in
+        return True
+    course = Path(__file__).resolve().parents[1]  # course_lib
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")} | {sys.prefix, sys.base_prefix}
+    roots = [course, *(Path(p).resolve() for p in installed)]
+    resolved = path.resolve()
+    return not any(resolved.is_relative_to(root) for root in roots)
+
+
+def where_in_your_code(error: BaseException) -> str:
+    """Where an exception came from in the student's own code (the innermost such frame), e.g.
+    " (in mask_tokens, line 12: `probs = counts / total`)"; "" if it did not come from there. In a notebook a
+    cell's code is a file of IPython's, whose lines `linecache` holds."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _outside_libraries(f.filename)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    line = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    return f" (in {frame.name}, line {frame.lineno}" + (f": `{line}`)" if line else ")")
 
 
 def run_cases(
@@ -55,7 +84,7 @@ def run_cases(
         except NotImplementedError:
             raise  # the exercise is not written yet: say so plainly
         except Exception as e:  # a crash in student code is a failed case, with its message
-            detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+            detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}{where_in_your_code(e)}"
             failures.append(f"{name}: {detail}")
             if first_failure:
                 break

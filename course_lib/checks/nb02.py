@@ -145,6 +145,32 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
         expect_close(r["mask"], 0.7, 0.02, "share of selected tokens set to <mask>")
         expect_close(r["random"], 0.2, 0.02, "share of selected tokens set to a random id")
 
+    def specials_elsewhere():
+        # a tokenizer whose special tokens sit at other ids: <unk> and <mask> (3, 4) occur in the text, and
+        # ids 7 and 11 are special too. The special mask says which positions are special, not the ids.
+        other = _synthetic_batch(512, length=64, seed=11)
+        g = torch.Generator().manual_seed(12)
+        other[torch.rand(other.shape, generator=g) < 0.05] = 3
+        other[torch.rand(other.shape, generator=g) < 0.05] = 4
+        other[torch.rand(other.shape, generator=g) < 0.05] = 7
+        other[torch.rand(other.shape, generator=g) < 0.05] = 11
+        other_special = torch.isin(other, torch.tensor([*SPECIAL_IDS, 7, 11]))
+        inputs, labels = mask_tokens(
+            other.clone(),
+            other_special,
+            mask_token_id=MASK_ID,
+            random_token_ids=random_ids,
+            mlm_probability=0.5,
+            generator=torch.Generator().manual_seed(13),
+        )
+        assert (labels[other_special] == -100).all(), (
+            "a position the special mask marks was selected: take the special tokens from the mask you are "
+            "given, not from the ids"
+        )
+        assert torch.equal(inputs[other_special], other[other_special]), "a position the special mask marks was changed"
+        r = _masking_rates(other, inputs, labels, other_special)
+        expect_close(r["selected"], 0.5, 0.01, "share of ordinary tokens selected")
+
     def same_as_library():
         collator = _library_collator(1000, mlm_probability=0.15)
         torch.manual_seed(0)
@@ -170,6 +196,7 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
         hidden_cases=[
             ("nothing selected at probability 0", nothing_selected),
             ("every ordinary token selected at probability 1, 70/20/10", everything_selected),
+            ("special tokens at other ids: the special mask decides", specials_elsewhere),
         ],
         hidden=hidden,
         first_failure=first_failure,

@@ -36,7 +36,8 @@ def check_language_probabilities(
                 raise AssertionError(f"expected a dict with one probability per language {sorted(counts)}, got {got!r}")
             expected = multilingual.language_probabilities(counts, alpha)
             for lang in counts:
-                if abs(float(got[lang]) - expected[lang]) > 1e-9:
+                # float32 arithmetic is accurate to about 1e-7 relative: the statement does not ask for float64
+                if abs(float(got[lang]) - expected[lang]) > 1e-6 * max(1.0, expected[lang]):
                     raise AssertionError(
                         f"alpha={alpha}, language {lang!r}: got {float(got[lang]):.6f}, expected {expected[lang]:.6f}"
                     )

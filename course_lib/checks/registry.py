@@ -69,7 +69,7 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
              checker="check_bpe_encode_word", hidden_cases=2, references={"bpe_encode_word", "bpe_encode", "BPE"}),
     # notebook 02: the masking collator
     Exercise("2.1", "02", "dynamic 80/10/10 masking (mask_tokens)", points=5, checker="check_mask_tokens",
-             hidden_cases=2, references={"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks",
+             hidden_cases=3, references={"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks",
                                          "torch_mask_tokens", "DataCollatorForLanguageModeling"}),
     Exercise("2.2", "02", "whole-word masking (whole_word_mask)", points=3, checker="check_whole_word_mask",
              hidden_cases=2, references={"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"}),
