@@ -24,11 +24,19 @@ for cell, with the same cell ids.
     python -m course_admin.notebooks build      # write notebooks/ from solutions/
     python -m course_admin.notebooks check      # fail if notebooks/ is stale or a solution is malformed
     python -m course_admin.notebooks execute [solutions/NN_x.ipynb ...]   # rerun solutions, store outputs
+    python -m course_admin.notebooks nbgrader OUT/ [NN ...]   # nbgrader source notebooks (nbgrader_sources)
+
+`nbgrader OUT/` writes, for instructors who grade with nbgrader, one nbgrader *source* notebook per
+solution, at `OUT/source/NN_topic/NN_topic.ipynb` (the assignment is named after the notebook): exercise
+cells become nbgrader solution cells, check cells autograded test cells worth the registry's points whose
+hidden cases (the checker called again with `hidden=True`) sit in a `### BEGIN HIDDEN TESTS` block, and
+every other cell is locked. Outputs are dropped; cell ids are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
@@ -351,6 +359,117 @@ def student_version(
     return nb
 
 
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# the version of nbgrader's cell metadata format (nbgrader/nbgraderformat/v3.json, nbgrader 0.9)
+NBGRADER_SCHEMA = 3
+
+
+def nbgrader_metadata(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
+    """A cell's `metadata.nbgrader` in nbgrader's schema version 3, whose required keys are schema_version,
+    grade, locked and solution; grade_id may hold only letters, digits, "_" and "-"; points only when graded."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", grade_id):
+        raise NotebookFormatError(f"nbgrader grade_id {grade_id!r}: only letters, digits, '_' and '-' are allowed")
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": NBGRADER_SCHEMA,
+        "solution": solution,
+        "task": False,
+    }
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def hidden_check_call(source: str, checker: str, where: str) -> str:
+    """The check cell's call of `checker`, again with `hidden=True`: `checks.check_x(fn, hidden=True)`.
+    The arguments are copied from the cell's own call (found with ast), so that the hidden cases test the
+    same function or class."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise NotebookFormatError(f"{where}: the check cell is not valid Python ({e})") from e
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == checker
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "checks"
+    ]
+    if len(calls) != 1:
+        raise NotebookFormatError(
+            f"{where}: the check cell must call checks.{checker}(...) once, not {len(calls)} times"
+        )
+    call = calls[0]
+    if any(keyword.arg in ("hidden", None) for keyword in call.keywords):
+        raise NotebookFormatError(f"{where}: checks.{checker}(...) may not pass hidden= (or **kwargs) itself")
+    arguments = [ast.get_source_segment(source, node) for node in [*call.args, *call.keywords]]
+    return f"checks.{checker}({', '.join([*arguments, 'hidden=True'])})"
+
+
+def nbgrader_source(solution, name: str = "notebook", registry: Mapping[str, Exercise] | None = None):
+    """The nbgrader source notebook made from a solution notebook (left unchanged): exercise cells are
+    solution cells ("exercise-N-k"), check cells autograded test cells ("check-N-k") worth the registry's
+    points, with the hidden cases in a hidden-tests block, and every other cell is locked ("locked-" and
+    the cell id), so that nbgrader puts it back as it was when it autogrades. Outputs are dropped."""
+    validate(solution, name, registry)
+    nb = copy.deepcopy(solution)
+    expected = registered(nb, name, registry)
+    nb.metadata.course.exercises = {number: exercise.info() for number, exercise in expected.items()}
+    grade_ids: set[str] = set()
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}, cell {index} (id {cell.id})"
+        cell.metadata.pop("execution", None)
+        role, number = cell_role(cell), cell_exercise(cell)
+        if role == "exercise":
+            meta = nbgrader_metadata("exercise-" + number.replace(".", "-"), solution=True)
+        elif role == "check":
+            exercise = expected[number]
+            hidden = hidden_check_call(cell.source, exercise.checker, where)
+            cell.source = f"{cell.source.rstrip()}\n{HIDDEN_BEGIN}\n{hidden}\n{HIDDEN_END}"
+            meta = nbgrader_metadata(
+                "check-" + number.replace(".", "-"), grade=True, locked=True, points=exercise.points
+            )
+        else:
+            meta = nbgrader_metadata("locked-" + re.sub(r"[^A-Za-z0-9_-]", "_", cell.id), locked=True)
+        if meta["grade_id"] in grade_ids:
+            raise NotebookFormatError(f"{where}: nbgrader grade_id {meta['grade_id']!r} is taken by an earlier cell")
+        grade_ids.add(meta["grade_id"])
+        cell.metadata.nbgrader = meta
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def nbgrader_sources(
+    out: Path, notebooks: list[Path | str] | None = None, registry: Mapping[str, Exercise] | None = None
+) -> list[Path]:
+    """Write the nbgrader source notebook of each solution (`notebooks`: solution paths or numbers like
+    "01"; default all) to `out/source/NN_topic/NN_topic.ipynb`, the layout of an nbgrader course directory
+    whose assignments are named after the notebooks; return the paths written."""
+    paths = []
+    for item in solution_paths() if notebooks is None else notebooks:
+        if isinstance(item, str) and re.fullmatch(r"\d\d?", item):
+            found = sorted(SOLUTIONS.glob(f"{int(item):02d}_*.ipynb"))
+            if not found:
+                raise NotebookFormatError(f"{SOLUTIONS}: no solution notebook {int(item):02d}_*.ipynb")
+            paths.extend(found)
+        else:
+            paths.append(Path(item))
+    written = []
+    for path in paths:
+        target = Path(out) / "source" / path.stem / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(dumps(nbgrader_source(read(path), path.name, registry)))
+        written.append(target)
+    return written
+
+
 def dumps(nb) -> str:
     return nbformat.writes(nb, version=4) + "\n"
 
@@ -499,8 +618,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="fail if notebooks/ is stale or a solution is malformed")
     run = sub.add_parser("execute", help="rerun solution notebooks and store their outputs, then build")
     run.add_argument("paths", nargs="*", type=Path, help="solution notebooks (default: all)")
+    grader = sub.add_parser("nbgrader", help="write nbgrader source notebooks to OUT/source/NN_topic/")
+    grader.add_argument("out", type=Path, help="the nbgrader course directory (created if missing)")
+    grader.add_argument("notebooks", nargs="*", help="solution notebooks or numbers like 01 (default: all)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "nbgrader":
+            for path in nbgrader_sources(args.out, args.notebooks or None):
+                print(f"wrote {path}")
+            return 0
         if args.command == "execute":
             execute(args.paths or solution_paths())
         if args.command in ("build", "execute"):
