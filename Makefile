@@ -14,6 +14,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt tests/colab/image.txt tests/colab/extras.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# bubblewrap: the grader runs each submission in it (course_admin/sandbox.py), else only as a plain process
+	command -v bwrap >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)); } || echo "note: bubblewrap not installed; the grader will use its process-level fallback"
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine.
 	# (Not --no-compile: with PYTHONDONTWRITEBYTECODE=1, as on the CI machine, every process would then

@@ -8,20 +8,25 @@ For each submission (also installed as the console script `course-grade`):
    `metadata.course.exercise`, else by the `Exercise N.k:` text or the function/class it defines;
    nothing else is used (its metadata only says which notebook and student it is): not its outputs,
    not its other cells, not its points;
-3. scan each exercise cell for tampering (see `FORBIDDEN`); a cell that touches the checkers or the
-   grading machinery earns 0 and the reference solution runs in its place;
-4. put the sources into the reference and run it with nbval (`--nbval-lax`: the check cells' outputs
-   are compared) in a fresh kernel, in a temporary folder, on a copy of course_lib, offline, under
-   `COURSE_PROFILE=ci`, with a time limit per cell; each check cell first imports the checkers afresh
-   from their files and turns on their hidden cases, so it expects
-   `Exercise N.k passed: c/c checks, h/h hidden checks`;
+3. put the sources into the reference and run it with nbval in a fresh kernel, isolated (see
+   `course_admin.sandbox`: under bubblewrap where it works, with no network, a read-only system and a
+   private folder, HOME and /tmp; else process-level measures and a check of the environment afterwards),
+   on a copy of course_lib in which the course's implementations of the notebook's exercises are stubs
+   (`judge.stubbed`), under `COURSE_PROFILE=ci`, with a time limit per cell;
+4. each check cell there only *observes* the student's code (every case, hidden ones included) and sends
+   the observations, as plain data, to the judge (`course_admin.judge`), a process of the grader's own that
+   computes what the course expects and compares; its verdicts are the grades, whatever the kernel prints.
+   Once an exercise is judged, the judge hands the kernel back the course's implementation, for the cells
+   after it;
 5. score each exercise with its points in the exercise registry (`course_lib/checks/registry.py`,
    which the reference's `metadata.course.exercises` must agree with). A cell that hits the time
    limit costs its exercise only: the run is repeated with the reference solution in that
    exercise's place, to grade the exercises after it.
 
+A cell that uses the name of the answer it should write (`reference_use`: the course's function, or the
+library the checker compares with) is graded like any other; its feedback carries a hint for the instructor.
 Statuses: passed, failed (the check failed, or the exercise cell raised), timeout, missing (no cell
-for the exercise), tampered, error (unreadable notebook, or a run that could not be graded).
+for the exercise), error (unreadable notebook, or a run that could not be graded).
 The student is the file name without `.ipynb`, or the name of the folder when the file keeps its course
 name (e.g. `alice/01_bpe_tokenizer.ipynb`): where the instructor put it. `metadata.course.student` is only
 compared with it (a different name is reported, not used), and two files that would be the same student's
@@ -35,12 +40,15 @@ import argparse
 import ast
 import copy
 import csv
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +59,10 @@ import nbformat
 
 import course_lib
 from course_lib import paths
-from course_lib.checks import registry
+from course_lib.checks import grading, registry
 from course_lib.checks.framework import pass_line
 
+from . import judge, sandbox
 from . import notebooks as nbs
 
 LIBRARY = Path(course_lib.__file__).resolve().parent  # each run gets a copy: it can change only that copy
@@ -61,46 +70,10 @@ RESOURCES = ("configs", "results", "models")  # shipped files copied next to it,
 SANITIZE = Path(__file__).resolve().parent / "nbval_sanitize.cfg"  # the same rules as the test suite's
 DEFAULT_TIMEOUT = 120  # seconds per cell
 
-# An exercise cell that uses one of these names (as a name, an attribute, or an import) is tampering ...
-FORBIDDEN = {
-    "checks",
-    "course_lib",
-    "CheckFailed",
-    "run_cases",
-    "nbval",
-    "pytest",  # the checkers and the grader
-    "builtins",
-    "__builtins__",
-    "__import__",
-    "importlib",
-    "sys",
-    "os",
-    "subprocess",
-    "shutil",  # the runtime
-    "ctypes",
-    "gc",
-    "inspect",
-    "get_ipython",  # ... and shells and magics (`!ls`, `%time`)
-    "f_globals",
-    "f_locals",
-    "f_back",
-    "f_builtins",
-    "tb_frame",
-    "gi_frame",
-    "cr_frame",
-    "_getframe",
-} | {exercise.checker for exercise in registry.EXERCISES.values()}  # every checker, by its name
-# ... and so is one that uses these builtins (as names: `model.eval()` is fine), or assigns to print
-FORBIDDEN_BUILTINS = {"open", "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr"}
-ALLOWED_DUNDERS = {"__init__", "__name__"}  # any other `x.__dunder__` is tampering
-
-FRESH_CHECKS = """\
-# (grader) a fresh copy of the checkers, from their files, with the hidden checks on
-import importlib as _importlib, os as _os, sys as _sys
-for _name in [name for name in _sys.modules if name.split(".")[0] == "course_lib"]:
-    del _sys.modules[_name]
-checks = _importlib.import_module("course_lib.checks")
-_os.environ["COURSE_HIDDEN_CHECKS"] = "1"
+CHECKS = """\
+# (grader) this cell observes your code; the grader's own process judges what it gives
+from course_lib.checks.grading import Checks as _Checks
+checks = _Checks()
 """
 
 
@@ -201,7 +174,7 @@ def match_exercises(reference, submission) -> dict[str, str | None]:
     return found
 
 
-# --------------------------------------------------------------------------- tampering
+# --------------------------------------------------------------------------- hints
 
 
 def _python(source: str) -> ast.AST | None:
@@ -214,63 +187,9 @@ def _python(source: str) -> ast.AST | None:
         return None  # it will fail when run, with the error to show
 
 
-def imported_names(sources) -> set[str]:
-    """Names that import statements bind in these cells (modules, and what is imported from them)."""
-    names = set()
-    for source in sources:
-        for node in ast.walk(_python(source) or ast.Module(body=[], type_ignores=[])):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    return names
-
-
-def _root(node) -> str | None:
-    while isinstance(node, (ast.Attribute, ast.Subscript)):
-        node = node.value
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def tampering(source: str, imported: set[str] = frozenset()) -> str | None:
-    """Why an exercise cell counts as tampering with the grading, or None. `imported`: names bound by
-    the notebook's imports, whose attributes and items an exercise cell must not assign or delete."""
-    tree = _python(source)
-    if tree is None:
-        return None
-    nodes = list(ast.walk(tree))
-    for node in nodes:
-        forbidden = FORBIDDEN | FORBIDDEN_BUILTINS
-        if isinstance(node, ast.Name):
-            names, binds = [node.id], not isinstance(node.ctx, ast.Load)
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
-                return f"uses the attribute {node.attr}"
-            names, binds, forbidden = [node.attr], False, FORBIDDEN
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names, binds, forbidden = [node.name], True, FORBIDDEN
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
-            names = [part for name in modules for part in name.split(".")] + [a.asname for a in node.names if a.asname]
-            binds = True
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            names, binds = node.names, True
-        else:
-            continue
-        if binds and "print" in names:
-            return "reassigns print"
-        if forbidden.intersection(names):
-            return f"uses {sorted(forbidden.intersection(names))[0]}"
-    imported = set(imported) | imported_names([source])
-    for node in nodes:
-        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
-            for target in getattr(node, "targets", None) or [node.target]:
-                for part in ast.walk(target):
-                    if isinstance(part, (ast.Attribute, ast.Subscript)) and _root(part) in imported:
-                        return f"changes {_root(part)}, which the notebook imported"
-    return None
-
-
 def reference_use(number: str, source: str) -> str | None:
-    """Why exercise `number`'s cell hands in the course's own answer instead of the student's code, or None:
+    """Why exercise `number`'s cell may hand in someone else's answer instead of the student's code, or None
+    (a hint for the instructor, never a grade: the course's own implementation is a stub while grading):
     it uses one of the exercise's `references` in the registry (the reference in course_lib, or the library
     the checker compares with), calls `super().forward`, or calls the `forward` of one of its
     `reference_bases` (the course class it inherits from: `EncoderBlock.forward(self, x)`)."""
@@ -298,9 +217,10 @@ def reference_use(number: str, source: str) -> str | None:
 # --------------------------------------------------------------------------- assembling and running
 
 
-def assemble(reference, sources: dict[str, str]):
-    """The reference with `sources` in its exercise cells and fresh, hidden-mode checkers in its check
-    cells, which then expect the hidden pass line. Returns (notebook, {code cell index: (number, role)})."""
+def assemble(reference, sources: dict[str, str], skip=()):
+    """The reference with `sources` in its exercise cells and check cells that submit to the judge
+    (`CHECKS`), which then expect the hidden pass line; the code cells at the indexes in `skip` are not run
+    (`withheld_cells`). Returns (notebook, {code cell index: (number, role)})."""
     nb = copy.deepcopy(reference)
     nb.metadata.pop("widgets", None)
     roles = {}
@@ -318,10 +238,50 @@ def assemble(reference, sources: dict[str, str]):
             expected = pass_line(number, int(found.group(1)), registry.get(number).hidden_cases) + "\n"
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
             marker, _, rest = cell.source.partition("\n")
-            cell.source = f"{marker}\n{FRESH_CHECKS}{rest}"
+            cell.source = f"{marker}\n{CHECKS}{rest}"
+        elif index in skip:
+            cell.source = "# NBVAL_SKIP\n# (grader: this cell needs an answer still withheld)\n" + cell.source
         if role:
             roles[index] = (number, role)
     return nb, roles
+
+
+_WITHHELD: dict[str, list[int]] = {}
+_WITHHELD_LOCK = threading.Lock()
+
+
+def withheld_cells(reference, stem: str, library: dict[str, bytes], timeout: int, threads=None, log=None) -> list[int]:
+    """The reference's code cells (not exercise or check cells) that cannot run while answers are withheld:
+    those that use an exercise's implementation before that exercise is judged (notebook 04 trains, and so
+    checkpoints, before exercise 4.3 asks for save_checkpoint), and those that need what they compute. Found
+    by grading the reference solution itself once (remembered for the same notebook and library), which must
+    then pass every exercise; submissions' runs skip these cells."""
+    key = hashlib.sha256(nbs.dumps(reference).encode() + b"".join(library[k] for k in sorted(library))).hexdigest()
+    with _WITHHELD_LOCK:
+        if key not in _WITHHELD:
+            solutions = {nbs.cell_exercise(c): c.source for c in reference.cells if nbs.cell_role(c) == "exercise"}
+            withheld: list[int] = []
+            while True:  # a skipped cell may have defined what a later one needs: until no more fail
+                nb, roles = assemble(reference, solutions, withheld)
+                run = run_nbval(nb, timeout, library, threads=threads, notebook=stem[:2])
+                judged = {n: v.get("status") for n, v in run.verdicts.items()}
+                if any(judged.get(n) != "passed" for n in solutions):
+                    raise RuntimeError(
+                        f"the reference solution of {stem} does not pass under the grader (verdicts: {judged}): "
+                        "the course has a bug"
+                    )
+                failed = [i for i, (outcome, _) in run.outcomes.items() if i not in roles and outcome == "failed"]
+                if not failed:
+                    break
+                withheld = sorted(set(withheld) | set(failed))
+            _WITHHELD[key] = withheld
+            if withheld and log:
+                print(
+                    f"notebook {stem}: code cells {withheld} of the reference are skipped while grading "
+                    "(they need an answer still withheld, or what such a cell computes)",
+                    file=log,
+                )
+        return _WITHHELD[key]
 
 
 def _clean(text: str) -> str:
@@ -352,75 +312,159 @@ def library_files(files: dict[Path, bytes] | None = None) -> dict[str, bytes]:
     return {p.relative_to(LIBRARY).as_posix(): data for p, data in files.items() if LIBRARY in p.parents}
 
 
+@dataclass
+class Run:
+    """What one run of a submission gave: nbval's outcome per code cell ({index: (outcome, message)}: passed,
+    failed, timeout (or the kernel died), skipped), the judge's verdicts ({exercise: {"status", "text"}}),
+    and notes for the instructor (processes left running, changes to the environment)."""
+
+    outcomes: dict
+    verdicts: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def _environment_roots() -> list[Path]:
+    """What a run must leave as it found it: the Python environment and the course's own files."""
+    roots = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix} if Path(p).is_dir()}
+    roots |= {LIBRARY, Path(nbs.SOLUTIONS).resolve()} | {paths.course_path(k).resolve() for k in paths.LAYOUT}
+    inside = [r for r in roots if any(r != o and r.is_relative_to(o) for o in roots)]
+    return sorted(r for r in roots if r not in inside and r.exists())
+
+
+def _backed_up(path: Path) -> bool:
+    """Files whose content is kept to undo a change: the course's, and what Python runs at start-up."""
+    return (
+        path.suffix == ".pth"
+        or path.name in ("sitecustomize.py", "usercustomize.py")
+        or LIBRARY in path.parents
+        or not any(part in ("site-packages", "dist-packages", "lib") for part in path.parts)
+    )
+
+
 def run_nbval(
-    nb, timeout: int, library: dict[str, bytes] | None = None, threads: int | None = None
-) -> tuple[dict, list[str]]:
-    """Run a notebook under nbval in a fresh kernel, in a temporary folder, on a copy of course_lib made
-    from `library` (path inside course_lib, e.g. "checks/nb01.py" -> content; default: as it is now).
-    Returns ({code cell index: (outcome, message)}, names of the library files the run changed in its
-    copy); outcome is passed, failed, timeout (or the kernel died), or skipped (after a timeout).
+    nb,
+    timeout: int,
+    library: dict[str, bytes] | None = None,
+    threads: int | None = None,
+    notebook: str | None = None,
+    level: str | None = None,
+) -> Run:
+    """Run a notebook under nbval in a fresh kernel, isolated at `level` (`sandbox.level()` by default), on a
+    copy of course_lib made from `library` (path inside course_lib -> content; default: as it is now) with the
+    implementations of notebook `notebook`'s exercises stubbed, while the judge listens for its check cells.
     threads: the kernel's math threads (OMP / MKL), unless the environment sets them: kernels graded side
     by side should not fight for the cores."""
     library = library or library_files()
+    level = level or sandbox.level()
+    exercises = registry.for_notebook(notebook) if notebook else []
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
-        work, lib = Path(tmp, "work"), Path(tmp, "lib", "course_lib")
-        work.mkdir()
-        lib.mkdir(parents=True)
-        for name, data in library.items():
-            (lib / name).parent.mkdir(parents=True, exist_ok=True)
-            (lib / name).write_bytes(data)
+        root, private = Path(tmp, "run"), Path(tmp, "judge")
+        work, lib, channel = root / "work", root / "lib" / "course_lib", root / "channel"
+        report = root / "report"  # nbval's junit file: written by pytest at the end of the run
+        for folder in (work, report, lib, channel, private / "lib" / "course_lib", root / "home", root / "tmp"):
+            folder.mkdir(parents=True)
+        for tree, files in ((lib, judge.stubbed(library, exercises)), (private / "lib" / "course_lib", library)):
+            for name, data in files.items():
+                (tree / name).parent.mkdir(parents=True, exist_ok=True)
+                (tree / name).write_bytes(data)
         for kind in RESOURCES:  # what notebooks read besides data/, laid out as in the repository
             if paths.course_path(kind).is_dir():
                 shutil.copytree(paths.course_path(kind), lib.parent / paths.LAYOUT[kind])
         path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
         path.write_text(nbs.dumps(nb))
+        data = Path(os.environ.get("COURSE_DATA_DIR") or paths.course_path("data")).resolve()
         env = {
             **os.environ,
             "COURSE_PROFILE": "ci",
             "COURSE_OFFLINE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1",
             "COURSE_HIDDEN_CHECKS": "1",
             "COURSE_WORK_DIR": str(work / "runs"),
             "MPLBACKEND": "Agg",
-            "COURSE_DATA_DIR": os.environ.get("COURSE_DATA_DIR") or str(paths.course_path("data")),
+            "COURSE_DATA_DIR": str(data),
             "COURSE_ROOT": str(lib.parent),  # the copy's configs, results and models (course_lib.paths)
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), os.environ.get("PYTHONPATH")])),
+            grading.SOCKET: str(channel / "judge.sock"),
         }
-        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTHONSTARTUP"):
             env.pop(key, None)  # a grading kernel is a process of its own, not part of a launched group
         if threads:
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(key, str(threads))
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(path),
-            "-c",
-            os.devnull,
-            "--rootdir",
-            tmp,
-            "-o",
-            "addopts=",
-            "-p",
-            "no:cacheprovider",
-            "--color=no",
-            "-q",
-            "--nbval-lax",
-            "--nbval-current-env",
-            f"--nbval-cell-timeout={timeout}",
-            f"--junitxml={junit}",
-        ]
-        if SANITIZE.exists():
-            command.append(f"--nbval-sanitize-with={SANITIZE}")
-        cells = sum(c.cell_type == "code" for c in nb.cells)
-        done = subprocess.run(
-            command, cwd=work, env=env, capture_output=True, text=True, timeout=cells * (timeout + 30) + 120
+        verdicts = private / "verdicts.json"
+        judge_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(private / "lib"), env.get("PYTHONPATH")]))}
+        referee = subprocess.Popen(
+            [sys.executable, "-m", "course_admin.judge", env[grading.SOCKET], str(verdicts), notebook or "00"],
+            cwd=private,
+            env=judge_env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(private / "judge.log", "w"),
         )
+        try:
+            started = time.time()
+            while not Path(env[grading.SOCKET] + ".ready").exists():
+                if referee.poll() is not None or time.time() - started > 300:
+                    log = (private / "judge.log").read_text()[-1500:]
+                    raise RuntimeError(f"the judge did not start: {log}")
+                time.sleep(0.1)
+            hidden = [Path(nbs.SOLUTIONS).resolve(), LIBRARY.parent, Path(tmp, "judge")]
+            run = sandbox.Run(root, [lib.parent, data, channel], [work, report], hidden=hidden, level=level)
+            before = None
+            if level != "bwrap":  # no read-only system: look at it before and after
+                before = sandbox.snapshot(_environment_roots(), keep=_backed_up)
+            kernel_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), env.get("PYTHONPATH")]))}
+            command = [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(path),
+                "-c",
+                os.devnull,
+                "--rootdir",
+                str(root),
+                "-o",
+                "addopts=",
+                "-p",
+                "no:cacheprovider",
+                "--color=no",
+                "-q",
+                "--nbval-lax",
+                "--nbval-current-env",
+                f"--nbval-cell-timeout={timeout}",
+                f"--junitxml={report / 'junit.xml'}",
+            ]
+            if SANITIZE.exists():
+                shutil.copy(SANITIZE, root / SANITIZE.name)
+                command.append(f"--nbval-sanitize-with={root / SANITIZE.name}")
+            cells = sum(c.cell_type == "code" for c in nb.cells)
+            # output to a file: a process the run leaves behind may hold a pipe open
+            with open(Path(tmp, "nbval.log"), "w") as log:
+                process = sandbox.start(run, command, kernel_env, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    process.wait(timeout=cells * (timeout + 30) + 120)
+                except subprocess.TimeoutExpired:
+                    log.write("\n(the run went past its time limit and was stopped)\n")
+            notes = [
+                f"a process the run started was still running and was ended: {p}" for p in sandbox.finish(run, process)
+            ]
+            if before is not None:
+                changed = sandbox.changes(before, _environment_roots())
+                if changed:
+                    kept = sandbox.undo(before, _environment_roots())
+                    notes.append(
+                        "the run changed the Python environment or the course's files: "
+                        + "; ".join(changed[:10])
+                        + (
+                            f" (not undone: {'; '.join(kept[:10])}: reinstall with `make install`)"
+                            if kept
+                            else " (undone)"
+                        )
+                    )
+            if (report / "junit.xml").exists():
+                shutil.move(report / "junit.xml", junit)
+        finally:
+            referee.kill()
+            referee.wait()
         if not junit.exists():
-            raise RuntimeError(f"nbval did not run: {(done.stdout + done.stderr)[-1500:]}")
+            raise RuntimeError(f"nbval did not run: {Path(tmp, 'nbval.log').read_text()[-1500:]}")
         outcomes = {}
         for case in ET.parse(junit).iter("testcase"):
             index = int(case.get("name", "Cell -1").split()[-1])
@@ -431,23 +475,23 @@ def run_nbval(
             text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
             outcome = "timeout" if "Timeout of" in text else "failed"
             outcomes[index] = (outcome, _error_text(text))
-        files = {p.relative_to(lib).as_posix() for p in lib.rglob("*.py")} | set(library)
-        changed = [
-            name
-            for name in sorted(files)
-            if not (lib / name).exists() or name not in library or (lib / name).read_bytes() != library[name]
-        ]
-        return outcomes, changed
+        found = json.loads(verdicts.read_text()) if verdicts.exists() else {}
+        return Run(outcomes, found, notes)
 
 
-def _score(outcomes: dict, cells: dict) -> tuple[str, str]:
-    """An exercise's status and message from the outcomes of its exercise and check cells."""
-    exercise, check = outcomes.get(cells["exercise"]), outcomes.get(cells["check"])
+def _score(run: Run, number: str, cells: dict) -> tuple[str, str]:
+    """An exercise's status and message: the judge's verdict; without one, what nbval saw of its cells."""
+    verdict = run.verdicts.get(number)
+    exercise, check = run.outcomes.get(cells["exercise"]), run.outcomes.get(cells["check"])
     if exercise and exercise[0] == "failed":
         return "failed", f"the exercise cell raised: {exercise[1]}"
-    if check and check[0] in ("passed", "failed"):
-        return check
-    return "error", "the check cell did not run"
+    if verdict:
+        status = {"passed": "passed", "error": "error"}.get(verdict["status"], "failed")
+        unwritten = "NotImplementedError: " if verdict["status"] == "not_implemented" else ""
+        return status, "" if status == "passed" else unwritten + verdict["text"]
+    if check and check[0] == "failed":
+        return "failed", f"the check cell raised before the grader could judge: {check[1]}"
+    return "failed", "the check did not reach the grader"
 
 
 # --------------------------------------------------------------------------- grading
@@ -460,6 +504,7 @@ def grade_file(
     notebook: str | None = None,
     pristine: dict[Path, bytes] | None = None,
     threads: int | None = None,
+    log=None,
 ) -> Graded:
     """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
     bad submission. `pristine`: `course_files()` when grading began (default: now); threads: see run_nbval."""
@@ -486,25 +531,31 @@ def grade_file(
     if error:
         return Graded(path, student, stem, [row(n, "error", error) for n in info])
     solutions = {nbs.cell_exercise(c): c.source for c in reference.cells if nbs.cell_role(c) == "exercise"}
-    imported = imported_names(c.source for c in reference.cells if c.cell_type == "code" and not nbs.cell_role(c))
-    decided, sources = {}, {}
+    decided, sources, hints = {}, {}, {}
     for number, source in match_exercises(reference, nb).items():
-        reason = None if source is None else tampering(source, imported) or reference_use(number, source)
         if source is None:
             decided[number] = row(number, "missing", f"exercise {number} not found in the submission")
-        elif reason:
-            decided[number] = row(number, "tampered", f"tampering: the exercise cell {reason}")
+        else:
+            hint = reference_use(number, source)
+            hints[number] = f"hint for the instructor: the cell {hint}" if hint else ""
         sources[number] = solutions[number] if number in decided else source
     graded = Graded(path, student, stem, [], [claimed] if claimed else [])
     pristine = pristine or course_files()
     library = library_files(pristine)
+    try:
+        skip = withheld_cells(reference, stem, library, timeout, threads, log)
+    except Exception as e:  # the course itself does not pass: grade nothing
+        graded.results = [row(n, "error", f"grading failed: {e}") for n in info]
+        return graded
     while len(decided) < len(info):
-        nb_run, roles = assemble(reference, sources)
+        nb_run, roles = assemble(reference, sources, skip)
         try:
-            outcomes, changed = run_nbval(nb_run, timeout, library, threads=threads)
+            run = run_nbval(nb_run, timeout, library, threads=threads, notebook=stem[:2])
         except Exception as e:  # the run itself broke (not the student's code): say so, grade nothing more
             decided.update({n: row(n, "error", f"grading failed: {e}") for n in info if n not in decided})
             break
+        graded.notes.extend(note for note in run.notes if note not in graded.notes)
+        outcomes = run.outcomes
         moved = [p.name for p, data in pristine.items() if not p.exists() or p.read_bytes() != data]
         if moved:  # grading goes on from the copies; whoever changed the files, someone should look
             graded.notes.append(f"course files differ from when grading began: {', '.join(moved)}")
@@ -512,19 +563,15 @@ def grade_file(
                 f"warning: after grading {path}, course files differ from when grading began: {', '.join(moved)}",
                 file=sys.stderr,
             )
-        if changed:
-            message = f"tampering: the run changed the checkers' library ({', '.join(changed)})"
-            decided.update({n: row(n, "tampered", message) for n in info if n not in decided})
-            break
         # a cell past the time limit (or whose kernel died) stops the run: what comes after it is rerun
         stop = min((i for i, (outcome, _) in outcomes.items() if outcome == "timeout"), default=None)
         for index, (outcome, message) in sorted(outcomes.items()):
-            if index not in roles and outcome != "passed" and (stop is None or index <= stop):
+            if index not in roles and outcome not in ("passed", "skipped") and (stop is None or index <= stop):
                 graded.notes.append(f"reference cell {index} (not an exercise) failed: {message[:300]}")
         undecided = [n for n in info if n not in decided]
         for number in undecided:
             cells = {role: i for i, (n, role) in roles.items() if n == number}
-            if stop in cells.values():
+            if stop in cells.values() and number not in run.verdicts:
                 decided[number] = row(
                     number,
                     "timeout",
@@ -532,12 +579,16 @@ def grade_file(
                     f"{timeout} s (an endless loop?), or the kernel died",
                 )
                 sources[number] = solutions[number]
-            elif stop is None or cells["check"] < stop:
-                decided[number] = row(number, *_score(outcomes, cells))
+            elif stop is None or cells["check"] < stop or number in run.verdicts:
+                decided[number] = row(number, *_score(run, number, cells))
         if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
             decided.update(
                 {n: row(n, "error", f"the run stopped at cell {stop}: {outcomes[stop][1][:300]}") for n in undecided}
             )
+    for number, hint in hints.items():
+        if hint and number in decided:
+            r = decided[number]
+            r.message = f"{r.message}\n{hint}".strip()
     graded.results = [decided[n] for n in info]
     return graded
 
@@ -558,7 +609,7 @@ def grade(
     def one(path):
         start, path = time.time(), Path(path)
         try:
-            g = grade_file(path, references, timeout, notebook, pristine, threads=threads)
+            g = grade_file(path, references, timeout, notebook, pristine, threads=threads, log=log)
         except Exception as e:  # a notebook odd in a way no check foresaw: an error for that student only
             message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
             g = Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", message, str(path))])

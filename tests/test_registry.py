@@ -124,12 +124,15 @@ def test_first_failure_stops_at_the_first_failing_case(capsys):
     ran = []
 
     def case(name, fails):
-        def run():
+        def observe():
             ran.append(name)
-            if fails:
+            return fails
+
+        def judge(observed):
+            if observed:
                 raise AssertionError(f"{name} is wrong")
 
-        return name, run
+        return name, observe, judge
 
     cases = [case("a", False), case("b", True), case("c", True)]
     with pytest.raises(checks.CheckFailed, match=r"failed 2 of 3 checks:\n  - b: b is wrong\n  - c: c is wrong"):

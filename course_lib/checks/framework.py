@@ -1,5 +1,14 @@
 """What every checker is built from: the cases it runs, its pass line, `CheckFailed`, and the comparisons
-whose messages say what differed. Plain Python: importing it loads neither torch nor any checker."""
+whose messages say what differed. Plain Python: importing it loads neither torch nor any checker.
+
+A case has two halves. `observe()` runs the student's code on the case's inputs and returns what it gave,
+as plain data (numbers, str, lists, tuples, dicts, tensors, arrays); `judge(observed)` computes what the
+course expects, on inputs it makes itself, and compares. In a notebook both run in the kernel, one after the
+other, the observation passing through the same plain-data form the grader uses (`wire`). The grader runs
+the halves apart: the observations are taken in the kernel that ran the student's code, and judged in a
+process of the grader's own, so nothing the student's code does in its kernel (patching a tensor method,
+an object whose `==` is always true, a printed pass line) changes a verdict.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +18,22 @@ import sys
 import sysconfig
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from . import registry
+from . import registry, wire
 
 
 class CheckFailed(AssertionError):
     """An exercise's code gave a wrong result; the message says which case and how."""
 
 
-Case = tuple[str, Callable[[], None]]
+# (name, observe, judge): observe() runs the student's code and returns plain data; judge(observed) raises
+# an AssertionError saying what differs from what the course expects
+Case = tuple[str, Callable[[], Any], Callable[[Any], None]]
+
+# Set by the grader (course_lib.checks.grading): {"mode": "observe"} makes run_cases only take the
+# observations (into "observations"); {"mode": "judge", "observations": {...}} judges those it is given.
+session: dict | None = None
 
 
 def hidden_mode(hidden: bool | None = None) -> bool:
@@ -56,6 +71,33 @@ def where_in_your_code(error: BaseException) -> str:
     return f" (in {frame.name}, line {frame.lineno}" + (f": `{line}`)" if line else ")")
 
 
+def observation(observe: Callable[[], Any]) -> dict:
+    """Run one case's observing half: {"value": its plain-data result}, or {"error": what the student's code
+    raised, with where in their code}, or {"not_implemented": message} when the exercise is still a stub."""
+    try:
+        return {"value": wire.plain(observe())}
+    except NotImplementedError as e:
+        return {"not_implemented": str(e) or "NotImplementedError"}
+    except wire.NotPlain as e:
+        return {"error": str(e)}
+    except Exception as e:  # a crash in student code is a failed case, with its message
+        detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}{where_in_your_code(e)}"
+        return {"error": detail}
+
+
+def verdict(observed: dict, judge: Callable[[Any], None]) -> str | None:
+    """Judge one observation: None if the case passed, else what failed."""
+    if "error" in observed:
+        return observed["error"]
+    try:
+        judge(wire.unplain(observed["value"]))
+    except AssertionError as e:
+        return str(e)
+    except Exception as e:  # the student's result is not what the comparison can take (a list, not a tensor...)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def run_cases(
     exercise: str,
     cases: list[Case],
@@ -66,26 +108,34 @@ def run_cases(
     """Run every case (and the hidden ones in hidden mode); print the pass line, or raise `CheckFailed`
     listing each failed case. `first_failure`: stop at the first case that fails (the test suite's wrong
     implementations need no more); students see every failed case. The number of hidden cases must be
-    the one the exercise registry gives: the grader expects it in the hidden pass line."""
+    the one the exercise registry gives: the grader expects it in the hidden pass line. Under the grader
+    (`session`), the kernel only observes (hidden cases included) and the grader's process only judges."""
     expected = registry.get(exercise).hidden_cases
     if len(hidden_cases) != expected:
         raise RuntimeError(
             f"the exercise registry gives exercise {exercise} {expected} hidden cases, "
             f"but its checker has {len(hidden_cases)}"
         )
-    hidden = hidden_mode(hidden)
+    mode = (session or {}).get("mode")
+    hidden = True if mode else hidden_mode(hidden)
     visible = len(cases)
     if hidden:
-        cases = list(cases) + [(f"hidden: {name}", case) for name, case in hidden_cases]
+        cases = list(cases) + [(f"hidden: {name}", observe, judge) for name, observe, judge in hidden_cases]
+    if mode == "observe":
+        session["observations"] = {name: observation(observe) for name, observe, _ in cases}
+        return
+    taken = session.get("observations", {}) if mode == "judge" else None
     failures = []
-    for name, case in cases:
-        try:
-            case()
-        except NotImplementedError:
-            raise  # the exercise is not written yet: say so plainly
-        except Exception as e:  # a crash in student code is a failed case, with its message
-            detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}{where_in_your_code(e)}"
-            failures.append(f"{name}: {detail}")
+    for name, observe, judge in cases:
+        if taken is None:
+            observed = observation(observe)
+        else:
+            observed = taken.get(name) or {"error": "no observation was taken for this case"}
+        if "not_implemented" in observed:
+            raise NotImplementedError(observed["not_implemented"])  # the exercise is not written yet: say so plainly
+        failure = verdict(observed, judge)
+        if failure is not None:
+            failures.append(f"{name}: {failure}")
             if first_failure:
                 break
     if failures:

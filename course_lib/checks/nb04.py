@@ -14,7 +14,7 @@ import torch
 from course_lib import training
 from course_lib.model import EncoderConfig, EncoderForMaskedLM
 
-from .framework import expect_same_losses, run_cases
+from .framework import expect_same_losses, run_cases, where_in_your_code
 
 
 def padded_batch(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
@@ -70,12 +70,19 @@ def masked_batches(vocab: int, sizes: list[int], seed: int = 0, seq: int = 24, p
     return batches
 
 
-def same_parameters(a, b, what: str, atol: float = 1e-6) -> None:
-    for (name, x), y in zip(a.named_parameters(), b.parameters()):
-        if not torch.allclose(x, y, rtol=1e-5, atol=atol):
+def parameters(model) -> dict:
+    """A copy of every parameter of `model` by name: what a case observes of a model the student's code trained."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def same_parameters(got: dict, expected, what: str, atol: float = 1e-6) -> None:
+    """`got` (parameter name -> tensor, as `parameters` observed them) must be the `expected` model's."""
+    for name, y in expected.named_parameters():
+        x = got[name]
+        if x.shape != y.shape or not torch.allclose(x, y.detach(), rtol=1e-5, atol=atol):
+            largest = float((x - y).detach().abs().max()) if x.shape == y.shape else float("inf")
             raise AssertionError(
-                f"{what}: parameter {name} differs from the reference's "
-                f"(largest difference {float((x - y).detach().abs().max()):.3g})"
+                f"{what}: parameter {name} differs from the reference's (largest difference {largest:.3g})"
             )
 
 
@@ -84,56 +91,90 @@ def check_train_step(train_step: Callable, hidden: bool | None = None, first_fai
     the update `course_lib.training.train_step` makes (token-weighted accumulation, clipping, schedule)."""
 
     def same_update(sizes, max_grad_norm=1.0, steps=1, seed=0, lr=1e-2, dropout=0.0, **config):
-        def case():
-            (mine, opt, sched), (ref, ref_opt, ref_sched) = training_setup(seed, dropout=dropout, lr=lr, **config)
+        def setup():
+            return training_setup(seed, dropout=dropout, lr=lr, **config)[0]
+
+        def batches_of(model, step):
+            return masked_batches(model.config.vocab_size, sizes, seed=seed + 10 * step)
+
+        def observe():
+            model, opt, sched = setup()
+            updates = []
             for step in range(steps):
-                batches = masked_batches(mine.config.vocab_size, sizes, seed=seed + 10 * step)
-                torch.manual_seed(step)
-                got = train_step(mine, batches, opt, sched, max_grad_norm=max_grad_norm)
+                batches = batches_of(model, step)
+                torch.manual_seed(step)  # dropout draws from the global RNG
+                loss = train_step(model, batches, opt, sched, max_grad_norm=max_grad_norm)
+                number = isinstance(loss, (float, int)) or torch.is_tensor(loss)
+                updates.append(
+                    {
+                        "loss": loss if number else None,
+                        "loss_type": type(loss).__name__,
+                        "parameters": parameters(model),
+                        "scheduler_steps": sched.last_epoch,
+                    }
+                )
+            return updates
+
+        def judge(got):
+            ref, ref_opt, ref_sched = setup()
+            assert len(got) == steps, f"observed {len(got)} updates, expected {steps}"
+            for step, update in enumerate(got):
+                batches = batches_of(ref, step)
                 torch.manual_seed(step)
                 expected = training.train_step(ref, batches, ref_opt, ref_sched, max_grad_norm=max_grad_norm)["loss"]
-                if not isinstance(got, (float, int)) and not (torch.is_tensor(got) and got.numel() == 1):
-                    raise AssertionError(f"train_step should return the loss as a number, got {type(got).__name__}")
-                if abs(float(got) - expected) > 1e-5 * max(1.0, abs(expected)):
+                loss = update["loss"]
+                if not isinstance(loss, (float, int)) and not (torch.is_tensor(loss) and loss.numel() == 1):
+                    raise AssertionError(f"train_step should return the loss as a number, got {update['loss_type']}")
+                if abs(float(loss) - expected) > 1e-5 * max(1.0, abs(expected)):
                     raise AssertionError(
-                        f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
+                        f"step {step + 1}: returned loss {float(loss):.6f}, expected {expected:.6f} "
                         f"(the mean over every masked token of the micro-batches)"
                     )
-                same_parameters(mine, ref, f"after step {step + 1}")
-                if sched.last_epoch != ref_sched.last_epoch:
+                same_parameters(update["parameters"], ref, f"after step {step + 1}")
+                if update["scheduler_steps"] != ref_sched.last_epoch:
                     raise AssertionError(
-                        f"after step {step + 1} the scheduler has taken {sched.last_epoch} steps, "
+                        f"after step {step + 1} the scheduler has taken {update['scheduler_steps']} steps, "
                         f"expected {ref_sched.last_epoch}: step it once per update"
                     )
 
-        return case
+        return observe, judge
 
-    def clip_changes_the_update():
-        (mine, opt, sched), (ref, ref_opt, ref_sched) = training_setup(1, warmup=0, lr=1e-3)
-        batches = masked_batches(mine.config.vocab_size, [3], seed=5)
-        train_step(mine, batches, opt, sched, max_grad_norm=1e-4)
+    def clipping_setup():
+        return training_setup(1, warmup=0, lr=1e-3)[0]
+
+    def clipping_batches(model):
+        return masked_batches(model.config.vocab_size, [3], seed=5)
+
+    def clipped_step():
+        model, opt, sched = clipping_setup()
+        train_step(model, clipping_batches(model), opt, sched, max_grad_norm=1e-4)
+        return parameters(model)
+
+    def clip_changes_the_update(got):
+        ref, ref_opt, ref_sched = clipping_setup()
+        batches = clipping_batches(ref)
         training.train_step(ref, batches, ref_opt, ref_sched, max_grad_norm=1e-4)
-        same_parameters(mine, ref, "with max_grad_norm=1e-4 (clip before the optimizer step)")
-        (unclipped, opt2, sched2), _ = training_setup(1, warmup=0, lr=1e-3)
+        same_parameters(got, ref, "with max_grad_norm=1e-4 (clip before the optimizer step)")
+        unclipped, opt2, sched2 = clipping_setup()
         training.train_step(unclipped, batches, opt2, sched2, max_grad_norm=0.0)
-        before = training_setup(1, warmup=0, lr=1e-3)[0][0]
+        before = dict(clipping_setup()[0].named_parameters())
         with torch.no_grad():
-            moved_clipped = sum(float((a - b).abs().sum()) for a, b in zip(mine.parameters(), before.parameters()))
-            moved_free = sum(float((a - b).abs().sum()) for a, b in zip(unclipped.parameters(), before.parameters()))
+            moved_clipped = sum(float((got[name] - b).abs().sum()) for name, b in before.items())
+            moved_free = sum(float((a - before[name]).abs().sum()) for name, a in unclipped.named_parameters())
         if not moved_clipped < moved_free:
             raise AssertionError("with a tiny max_grad_norm the update should be smaller than without clipping")
 
     run_cases(
         "4.1",
         [
-            ("one micro-batch", same_update([3])),
-            ("two micro-batches with different numbers of masked tokens", same_update([3, 4])),
-            ("clipping", clip_changes_the_update),
-            ("three updates in a row (warmup, zeroed gradients)", same_update([2, 3], steps=3, max_grad_norm=0.5)),
+            ("one micro-batch", *same_update([3])),
+            ("two micro-batches with different numbers of masked tokens", *same_update([3, 4])),
+            ("clipping", clipped_step, clip_changes_the_update),
+            ("three updates in a row (warmup, zeroed gradients)", *same_update([2, 3], steps=3, max_grad_norm=0.5)),
         ],
         hidden_cases=[
-            ("three micro-batches, dropout, other seed", same_update([3, 2, 5], seed=3, dropout=0.1, steps=2)),
-            ("masked-only head", same_update([4, 3], seed=4, masked_only=True, steps=2)),
+            ("three micro-batches, dropout, other seed", *same_update([3, 2, 5], seed=3, dropout=0.1, steps=2)),
+            ("masked-only head", *same_update([4, 3], seed=4, masked_only=True, steps=2)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -145,36 +186,45 @@ def check_evaluate(evaluate: Callable, hidden: bool | None = None, first_failure
     token-weighted over every masked token, in eval mode, leaving the model's mode as it was."""
 
     def same_metrics(sizes, seed=0, dropout=0.1, train_mode=True, **config):
-        def case():
+        def setup():
             (model, _, _), _ = training_setup(seed, dropout=dropout, **config)
-            batches = masked_batches(model.config.vocab_size, sizes, seed=seed)
             model.train(train_mode)
+            return model, masked_batches(model.config.vocab_size, sizes, seed=seed)
+
+        def observe():
+            model, batches = setup()
+            torch.manual_seed(seed)  # an evaluate that leaves dropout on draws from the global RNG
+            metrics = evaluate(model, batches)
+            return {"metrics": metrics, "training": bool(model.training)}
+
+        def judge(got):
+            model, batches = setup()
             expected = training.evaluate(model, batches)
-            got = evaluate(model, batches)
-            if model.training != train_mode:
+            if got["training"] != train_mode:
                 raise AssertionError(
-                    f"the model was left in {'train' if model.training else 'eval'} mode; "
+                    f"the model was left in {'train' if got['training'] else 'eval'} mode; "
                     f"put it back in the mode it was in"
                 )
-            if not isinstance(got, dict) or not {"loss", "ppl", "acc"} <= set(got):
-                raise AssertionError(f"evaluate should return a dict with loss, ppl and acc; got {got!r}")
+            metrics = got["metrics"]
+            if not isinstance(metrics, dict) or not {"loss", "ppl", "acc"} <= set(metrics):
+                raise AssertionError(f"evaluate should return a dict with loss, ppl and acc; got {metrics!r}")
             for key, tolerance in (("loss", 1e-5), ("ppl", 1e-4), ("acc", 1e-9)):
-                value = float(got[key])
+                value = float(metrics[key])
                 if abs(value - expected[key]) > tolerance * max(1.0, abs(expected[key])):
                     raise AssertionError(f"{key}: got {value:.6f}, expected {expected[key]:.6f}")
 
-        return case
+        return observe, judge
 
     run_cases(
         "4.2",
         [
-            ("one batch, model in train mode (dropout must be off)", same_metrics([3])),
-            ("batches with different numbers of masked tokens", same_metrics([3, 5, 2], seed=1)),
-            ("a model in eval mode stays in eval mode", same_metrics([4], seed=2, train_mode=False)),
+            ("one batch, model in train mode (dropout must be off)", *same_metrics([3])),
+            ("batches with different numbers of masked tokens", *same_metrics([3, 5, 2], seed=1)),
+            ("a model in eval mode stays in eval mode", *same_metrics([4], seed=2, train_mode=False)),
         ],
         hidden_cases=[
-            ("other sizes and seed", same_metrics([1, 6], seed=5, hidden=48, layers=1)),
-            ("four batches, untrained logits near uniform", same_metrics([2, 2, 3, 1], seed=6)),
+            ("other sizes and seed", *same_metrics([1, 6], seed=5, hidden=48, layers=1)),
+            ("four batches, untrained logits near uniform", *same_metrics([2, 2, 3, 1], seed=6)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -188,6 +238,7 @@ def check_checkpoint(
     `load_checkpoint(path, model, optimizer, scheduler) -> step` restores enough that training goes on
     exactly as if it had never stopped (dropout included: the RNG state is part of it)."""
 
+    # the training steps around a save and a load are exercise 4.1's reference: that exercise comes earlier
     def run(model, opt, sched, steps, first):
         losses = []
         for step in range(first, first + steps):
@@ -196,27 +247,41 @@ def check_checkpoint(
         return losses
 
     def resume_exactly(seed, before, after):
-        def case():
+        def setup():
+            return training_setup(seed, dropout=0.1, warmup=3)
+
+        def observe():
+            """Train `before` steps, save, train on (as the run that never stops would), load the checkpoint
+            into a fresh model and train `after` steps from there: the losses and parameters of that resumed run."""
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "checkpoint.pt"
-                (model, opt, sched), (fresh, fresh_opt, fresh_sched) = training_setup(seed, dropout=0.1, warmup=3)
+                (model, opt, sched), (fresh, fresh_opt, fresh_sched) = setup()
                 torch.manual_seed(seed)
                 run(model, opt, sched, before, 0)
                 save_checkpoint(path, model, opt, sched, before)
-                straight = run(model, opt, sched, after, before)
+                run(model, opt, sched, after, before)
                 torch.manual_seed(12345)  # whatever happened in between
                 step = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
-                if step != before:
-                    raise AssertionError(
-                        f"load_checkpoint returned step {step!r}, the checkpoint was saved at step {before}"
-                    )
                 resumed = run(fresh, fresh_opt, fresh_sched, after, before)
-                expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, RNG?")
-                same_parameters(fresh, model, "after resuming and training on", atol=0)
+                return {"step": step, "resumed": resumed, "parameters": parameters(fresh)}
 
-        return case
+        def judge(got):
+            (model, opt, sched), _ = setup()
+            torch.manual_seed(seed)
+            run(model, opt, sched, before, 0)
+            straight = run(model, opt, sched, after, before)
+            if got["step"] != before:
+                raise AssertionError(
+                    f"load_checkpoint returned step {got['step']!r}, the checkpoint was saved at step {before}"
+                )
+            expect_same_losses(got["resumed"], straight, before, "weights, optimizer, scheduler, RNG?")
+            same_parameters(got["parameters"], model, "after resuming and training on", atol=0)
 
-    def atomic():
+        return observe, judge
+
+    def interrupted_save():
+        """Save at step 2, train a step, save again with a torch.save that dies half-way: the checkpoint's
+        bytes after each save, and what load_checkpoint makes of what is left."""
         real_save = torch.save
 
         def dying_save(obj, f, *args, **kwargs):
@@ -229,35 +294,47 @@ def check_checkpoint(
             (model, opt, sched), (fresh, fresh_opt, fresh_sched) = training_setup(0)
             run(model, opt, sched, 2, 0)
             save_checkpoint(path, model, opt, sched, 2)
+            saved = path.read_bytes() if path.is_file() else None
             run(model, opt, sched, 1, 2)
             torch.save = dying_save
             try:
                 save_checkpoint(path, model, opt, sched, 3)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # the crash this case simulates, not an error in the student's code
                 pass
             finally:
                 torch.save = real_save
+            seen = {"saved": saved, "after": path.read_bytes() if path.is_file() else None}
+            # whether what is left can be loaded is what this case observes: a failed load is recorded (with
+            # where in the student's code it failed), not raised
             try:
-                step = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
+                seen["step"] = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
             except Exception as e:
-                raise AssertionError(
-                    f"a save interrupted half-way left {path.name} unreadable ({type(e).__name__}); "
-                    f"write to a temporary file, then rename it over the checkpoint"
-                ) from None
-            if step != 2:
-                raise AssertionError(
-                    f"after an interrupted save the checkpoint holds step {step!r}, expected the previous one (2)"
-                )
+                seen["load_error"] = [type(e).__name__, f"{type(e).__name__}: {e}{where_in_your_code(e)}"]
+            return seen
+
+    def atomic(got):
+        if "load_error" in got:
+            kind, detail = got["load_error"]
+            if got["saved"] is not None and got["after"] == got["saved"]:  # the file is intact: the load is wrong
+                raise AssertionError(f"load_checkpoint could not read the checkpoint saved at step 2: {detail}")
+            raise AssertionError(
+                f"a save interrupted half-way left checkpoint.pt unreadable ({kind}); "
+                f"write to a temporary file, then rename it over the checkpoint"
+            )
+        if got["step"] != 2:
+            raise AssertionError(
+                f"after an interrupted save the checkpoint holds step {got['step']!r}, expected the previous one (2)"
+            )
 
     run_cases(
         "4.3",
         [
-            ("save at step 2, resume, 3 more steps with dropout: same losses", resume_exactly(0, 2, 3)),
-            ("save at step 5 (past warmup): same losses", resume_exactly(1, 5, 2)),
-            ("a save interrupted half-way leaves the previous checkpoint", atomic),
+            ("save at step 2, resume, 3 more steps with dropout: same losses", *resume_exactly(0, 2, 3)),
+            ("save at step 5 (past warmup): same losses", *resume_exactly(1, 5, 2)),
+            ("a save interrupted half-way leaves the previous checkpoint", interrupted_save, atomic),
         ],
         hidden_cases=[
-            ("save at step 1, other seed", resume_exactly(7, 1, 4)),
+            ("save at step 1, other seed", *resume_exactly(7, 1, 4)),
         ],
         hidden=hidden,
         first_failure=first_failure,

@@ -30,8 +30,10 @@ def check_language_probabilities(
     `course_lib.multilingual.language_probabilities`."""
 
     def same(counts, alpha):
-        def case():
-            got = language_probabilities(dict(counts), alpha)
+        def observe():
+            return language_probabilities(dict(counts), alpha)
+
+        def judge(got):
             if not isinstance(got, dict) or set(got) != set(counts):
                 raise AssertionError(f"expected a dict with one probability per language {sorted(counts)}, got {got!r}")
             expected = multilingual.language_probabilities(counts, alpha)
@@ -42,21 +44,21 @@ def check_language_probabilities(
                         f"alpha={alpha}, language {lang!r}: got {float(got[lang]):.6f}, expected {expected[lang]:.6f}"
                     )
 
-        return case
+        return observe, judge
 
     issue = {"zul": 10_000, "xho": 8_000, "swa": 5_000, "ven": 3_000}
     run_cases(
         "5.1",
         [
-            ("alpha = 1: in proportion to the data", same(issue, 1.0)),
-            ("alpha = 0.7 (mBERT)", same(issue, 0.7)),
-            ("alpha = 0.3 (XLM-R)", same(issue, 0.3)),
-            ("alpha = 0: uniform", same(issue, 0.0)),
-            ("one language gets probability 1", same({"eng": 123}, 0.3)),
+            ("alpha = 1: in proportion to the data", *same(issue, 1.0)),
+            ("alpha = 0.7 (mBERT)", *same(issue, 0.7)),
+            ("alpha = 0.3 (XLM-R)", *same(issue, 0.3)),
+            ("alpha = 0: uniform", *same(issue, 0.0)),
+            ("one language gets probability 1", *same({"eng": 123}, 0.3)),
         ],
         hidden_cases=[
-            ("the shipped corpus, alpha 0.5", same(_SHIPPED_COUNTS, 0.5)),
-            ("a million to one, alpha 0.1", same({"big": 1_000_000, "tiny": 1}, 0.1)),
+            ("the shipped corpus, alpha 0.5", *same(_SHIPPED_COUNTS, 0.5)),
+            ("a million to one, alpha 0.1", *same({"big": 1_000_000, "tiny": 1}, 0.1)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -68,16 +70,19 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
     each batch one language, drawn with probability p_i; each language's sentences walked in shuffled
     epochs (every sentence once before any twice); the same seed gives the same batches."""
 
-    def draw(sizes, batch_size, alpha, num_batches, seed=0):
-        batches = language_batches(dict(sizes), batch_size, alpha, num_batches, seed)
-        batches = list(batches)
+    def draw(sizes, batch_size, alpha, num_batches, seed=0) -> list:
+        """The batches the student's function gives, as it gives them (a generator read to the end)."""
+        return list(language_batches(dict(sizes), batch_size, alpha, num_batches, seed))
+
+    def valid(batches, sizes, batch_size, num_batches) -> list[tuple[str, list[int]]]:
+        """Drawn batches as (language, [index]) pairs, after checking their number, form, language and indices."""
         if len(batches) != num_batches:
             raise AssertionError(f"asked for {num_batches} batches, got {len(batches)}")
         for k, item in enumerate(batches):
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
                 raise AssertionError(f"batch {k} should be a (language, indices) pair, got {item!r}")
             lang, indices = item
-            if lang not in sizes:
+            if not isinstance(lang, str) or lang not in sizes:
                 raise AssertionError(f"batch {k}: {lang!r} is not one of the languages {sorted(sizes)}")
             indices = [int(i) for i in indices]
             if len(indices) != batch_size:
@@ -87,8 +92,11 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
         return [(str(lang), [int(i) for i in indices]) for lang, indices in batches]
 
     def frequencies(sizes, alpha, batch_size=4, num_batches=4_000, seed=0):
-        def case():
-            batches = draw(sizes, batch_size, alpha, num_batches, seed)
+        def observe():
+            return draw(sizes, batch_size, alpha, num_batches, seed)
+
+        def judge(got):
+            batches = valid(got, sizes, batch_size, num_batches)
             probs = multilingual.language_probabilities(sizes, alpha)
             for lang, p in probs.items():
                 seen = sum(b[0] == lang for b in batches) / num_batches
@@ -100,12 +108,15 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
                         f"deviations off)"
                     )
 
-        return case
+        return observe, judge
 
     def epochs(sizes, batch_size, alpha=0.5, num_batches=600, seed=0):
-        def case():
+        def observe():
+            return draw(sizes, batch_size, alpha, num_batches, seed)
+
+        def judge(got):
             walked = {lang: [] for lang in sizes}
-            for lang, indices in draw(sizes, batch_size, alpha, num_batches, seed):
+            for lang, indices in valid(got, sizes, batch_size, num_batches):
                 walked[lang] += indices
             for lang, n in sizes.items():
                 full = [walked[lang][e * n : (e + 1) * n] for e in range(len(walked[lang]) // n)]
@@ -123,29 +134,37 @@ def check_language_batches(language_batches: Callable, hidden: bool | None = Non
                         f"(first epoch {full[0][:8]}..., second {full[1][:8]}...)"
                     )
 
-        return case
+        return observe, judge
 
-    def seeded():
-        sizes = {"a": 300, "b": 40, "c": 7}
-        first, again = draw(sizes, 5, 0.3, 50, seed=1), draw(sizes, 5, 0.3, 50, seed=1)
+    seeded_sizes = {"a": 300, "b": 40, "c": 7}
+
+    def seeded_draws():
+        """Seed 1 twice, then seed 2."""
+        return [draw(seeded_sizes, 5, 0.3, 50, seed=seed) for seed in (1, 1, 2)]
+
+    def seeded(got):
+        first, again, other = (valid(batches, seeded_sizes, 5, 50) for batches in got)
         if first != again:
             raise AssertionError(
                 "the same seed gave different batches: draw every random number from a generator seeded with `seed`"
             )
-        if draw(sizes, 5, 0.3, 50, seed=2) == first:
+        if other == first:
             raise AssertionError("seeds 1 and 2 gave the same batches: use `seed`")
 
     run_cases(
         "5.2",
         [
-            ("alpha 0.3: languages drawn with p_i", frequencies({"big": 5_000, "mid": 800, "small": 37}, 0.3)),
-            ("alpha 1: in proportion to the data", frequencies({"big": 5_000, "mid": 800, "small": 37}, 1.0)),
-            ("every sentence of a language once per (shuffled) epoch", epochs({"a": 50, "b": 13}, 5)),
-            ("the same seed gives the same batches", seeded),
+            ("alpha 0.3: languages drawn with p_i", *frequencies({"big": 5_000, "mid": 800, "small": 37}, 0.3)),
+            ("alpha 1: in proportion to the data", *frequencies({"big": 5_000, "mid": 800, "small": 37}, 1.0)),
+            ("every sentence of a language once per (shuffled) epoch", *epochs({"a": 50, "b": 13}, 5)),
+            ("the same seed gives the same batches", seeded_draws, seeded),
         ],
         hidden_cases=[
-            ("alpha 0: uniform, other batch size and seed", frequencies({"x": 900, "y": 90, "z": 9}, 0.0, 3, 3_000, 7)),
-            ("a language smaller than a batch", epochs({"big": 100, "tiny": 3}, 8, num_batches=300, seed=3)),
+            (
+                "alpha 0: uniform, other batch size and seed",
+                *frequencies({"x": 900, "y": 90, "z": 9}, 0.0, 3, 3_000, 7),
+            ),
+            ("a language smaller than a batch", *epochs({"big": 100, "tiny": 3}, 8, num_batches=300, seed=3)),
         ],
         hidden=hidden,
         first_failure=first_failure,

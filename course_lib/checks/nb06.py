@@ -12,7 +12,10 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 from course_lib.data import load_multilingual
 from course_lib.transfer import encode, masked_eval_set, swap_embeddings, train_target_tokenizer
 
-from .framework import run_cases
+from .framework import run_cases, where_in_your_code
+
+EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+OUTPUT_BIAS = "cls.predictions.bias"
 
 
 def _tiny_bert(vocab: int = 30522, hidden: int = 32, seed: int = 0, tie: bool = True):
@@ -41,7 +44,7 @@ def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None
     the count returned; a ValueError for an untied decoder."""
 
     def only_embeddings(vocab=30522, hidden_size=32, seed=0, swap_to=None, unfreeze_first=True):
-        def case():
+        def observe():
             model = _tiny_bert(vocab, hidden_size, seed)
             if swap_to is not None:
                 swap_embeddings(model, torch.randn(swap_to, hidden_size) * 0.02)
@@ -49,44 +52,65 @@ def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None
                 for param in model.parameters():
                     param.requires_grad_(False)
             count = freeze(model)
-            rows = model.get_input_embeddings().weight.shape[0]
-            trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-            if trainable != ["bert.embeddings.word_embeddings.weight"]:
+            return {
+                "count": count,
+                "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+                "tied": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+            }
+
+        def judge(got):
+            rows = vocab if swap_to is None else swap_to
+            trainable = [name for name, flag in got["requires_grad"].items() if flag]
+            if trainable != [EMBEDDINGS]:
                 raise AssertionError(f"trainable parameters should be the word embeddings only, got {trainable}")
-            if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+            if not got["tied"]:
                 raise AssertionError("the decoder is no longer tied to the word embeddings")
-            if model.cls.predictions.bias.requires_grad:
+            if got["requires_grad"].get(OUTPUT_BIAS, False):
                 raise AssertionError("the MLM output bias should stay frozen")
+            count = got["count"]
             if count != rows * hidden_size:
                 raise AssertionError(
                     f"returned {count!r} trainable parameters, expected vocab x hidden = "
                     f"{rows} x {hidden_size} = {rows * hidden_size}"
                 )
 
-        return case
+        return observe, judge
 
     def untied():
         model = _tiny_bert(vocab=200, tie=False)
         try:
             freeze(model)
-        except ValueError:
-            return
-        raise AssertionError(
-            "a model whose decoder is not tied to the word embeddings must raise a ValueError "
-            "(its decoder would stay frozen with the old vocabulary)"
-        )
+        except NotImplementedError:  # a stub: the framework says so
+            raise
+        except Exception as e:  # caught on purpose: raising is what this case asks for; the judge says which
+            return {
+                "raised": [kind.__name__ for kind in type(e).__mro__],
+                "message": str(e),
+                "where": where_in_your_code(e),
+            }
+        return {"raised": None}
+
+    def raises_value_error(got):
+        raised = got["raised"]
+        if raised is None:
+            raise AssertionError(
+                "a model whose decoder is not tied to the word embeddings must raise a ValueError "
+                "(its decoder would stay frozen with the old vocabulary)"
+            )
+        if "ValueError" not in raised:  # another error: a crash, reported as the framework reports one
+            raise AssertionError(f"{raised[0]}: {got['message']}{got['where']}")
 
     run_cases(
         "6.1",
         [
-            ("a BERT with 30,522 tokens, hidden 32", only_embeddings()),
-            ("after swapping in a 500-token vocabulary", only_embeddings(swap_to=500)),
-            ("a model whose parameters were all frozen already", only_embeddings(unfreeze_first=False)),
-            ("an untied decoder raises a ValueError", untied),
+            ("a BERT with 30,522 tokens, hidden 32", *only_embeddings()),
+            ("after swapping in a 500-token vocabulary", *only_embeddings(swap_to=500)),
+            ("a model whose parameters were all frozen already", *only_embeddings(unfreeze_first=False)),
+            ("an untied decoder raises a ValueError", untied, raises_value_error),
         ],
         hidden_cases=[
-            ("hidden 48, 1,000 tokens, other seed", only_embeddings(1000, 48, seed=3)),
-            ("swapped to 77 tokens, hidden 16", only_embeddings(300, 16, seed=1, swap_to=77)),
+            ("hidden 48, 1,000 tokens, other seed", *only_embeddings(1000, 48, seed=3)),
+            ("swapped to 77 tokens, hidden 16", *only_embeddings(300, 16, seed=1, swap_to=77)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -100,20 +124,29 @@ def check_new_embedding_matrix(
     special rows copied by token, the others N(0, std of the source), seeded, detached."""
     source_tok, target_tok, _ = _transfer_tokenizers()
 
-    def matrix(hidden_size=16, seed=0, offset=0.0, scale=0.05, generator_seed=0, dtype=torch.float32):
+    def source_matrix(hidden_size=16, offset=0.0, scale=0.05, generator_seed=0, dtype=torch.float32):
         gen = torch.Generator().manual_seed(100 + generator_seed)
-        source = (torch.randn(len(source_tok), hidden_size, generator=gen) * scale + offset).to(dtype)
-        return source, new_embedding_matrix(source.clone().requires_grad_(True), source_tok, target_tok, seed)
+        return (torch.randn(len(source_tok), hidden_size, generator=gen) * scale + offset).to(dtype)
 
-    def rows_and_scale(**kwargs):
-        def case():
-            source, weight = matrix(**kwargs)
+    def matrix(hidden_size=16, seed=0, offset=0.0, scale=0.05, generator_seed=0, dtype=torch.float32):
+        source = source_matrix(hidden_size, offset, scale, generator_seed, dtype)
+        return new_embedding_matrix(source.clone().requires_grad_(True), source_tok, target_tok, seed)
+
+    def rows_and_scale(hidden_size=16, seed=0, offset=0.0, scale=0.05, generator_seed=0, dtype=torch.float32):
+        def observe():
+            weight = matrix(hidden_size, seed, offset, scale, generator_seed, dtype)
+            # requires_grad does not survive the plain-data round trip: sent on its own
+            return {"weight": weight, "requires_grad": weight.requires_grad if torch.is_tensor(weight) else None}
+
+        def judge(got):
+            source = source_matrix(hidden_size, offset, scale, generator_seed, dtype)
+            weight = got["weight"]
             if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (len(target_tok), source.shape[1]):
                 raise AssertionError(
                     f"expected a tensor of shape {(len(target_tok), source.shape[1])}, got "
                     f"{getattr(weight, 'shape', type(weight))}"
                 )
-            if weight.requires_grad:
+            if got["requires_grad"]:
                 raise AssertionError("the new matrix carries gradient history from the source: detach() it")
             special = set(target_tok.all_special_ids)
             for i in sorted(special):
@@ -139,19 +172,21 @@ def check_new_embedding_matrix(
                     f"(the source's mean is {float(source.mean()):.4f}: use mean 0, not the source's rows)"
                 )
 
-        return case
+        return observe, judge
 
     def seeded():
         torch.manual_seed(1234)
-        state = torch.get_rng_state()
-        _, a = matrix(seed=1)
-        if not torch.equal(torch.get_rng_state(), state):
+        a = matrix(seed=1)
+        state = torch.get_rng_state()  # the global random state after the call
+        return {"state": state, "a": a, "b": matrix(seed=1), "c": matrix(seed=2)}
+
+    def same_seed_same_matrix(got):
+        if not torch.equal(got["state"], torch.Generator().manual_seed(1234).get_state()):
             raise AssertionError(
                 "torch's global random state changed (the notebook's other random numbers would "
                 "change with it): draw from torch.Generator().manual_seed(seed)"
             )
-        _, b = matrix(seed=1)
-        _, c = matrix(seed=2)
+        a, b, c = got["a"], got["b"], got["c"]
         if not torch.equal(a, b):
             raise AssertionError("the same seed gave different matrices: draw from torch.Generator().manual_seed(seed)")
         if torch.equal(a, c):
@@ -160,16 +195,16 @@ def check_new_embedding_matrix(
     run_cases(
         "6.2",
         [
-            ("special rows copied, ordinary rows new, source scale", rows_and_scale()),
+            ("special rows copied, ordinary rows new, source scale", *rows_and_scale()),
             (
                 "a source with std 0.2 and a non-zero mean",
-                rows_and_scale(hidden_size=24, offset=0.01, scale=0.2, generator_seed=1),
+                *rows_and_scale(hidden_size=24, offset=0.01, scale=0.2, generator_seed=1),
             ),
-            ("the same seed gives the same matrix", seeded),
+            ("the same seed gives the same matrix", seeded, same_seed_same_matrix),
         ],
         hidden_cases=[
-            ("hidden 40, other seeds", rows_and_scale(hidden_size=40, seed=5, generator_seed=2)),
-            ("a float64 source", rows_and_scale(hidden_size=8, dtype=torch.float64, generator_seed=3)),
+            ("hidden 40, other seeds", *rows_and_scale(hidden_size=40, seed=5, generator_seed=2)),
+            ("a float64 source", *rows_and_scale(hidden_size=8, dtype=torch.float64, generator_seed=3)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -188,32 +223,47 @@ def check_embedding_only_run(
     eval_data = masked_eval_set(texts[300:360], target_tok, batch_size=16, max_length=48)
 
     def arm(hidden_size=32, seed=0, steps=12, lr=1e-2):
-        def case():
-            body = _tiny_bert(len(source_tok), hidden_size, seed)
-            before = {name: p.detach().clone() for name, p in body.named_parameters()}
+        def observe():
+            body = _tiny_bert(len(source_tok), hidden_size, seed)  # seeds torch's global generator (dropout)
             model, history = embedding_only_run(
                 body, source_tok, target_tok, train_examples, eval_data, steps, lr, batch_size=8, seed=seed
             )
-            for name, p in body.named_parameters():
-                if not torch.equal(p, before[name]):
-                    raise AssertionError(f"the body passed in was changed ({name}): work on a copy.deepcopy")
-            if body.config.vocab_size != len(source_tok):
-                raise AssertionError("the body passed in lost its vocabulary: work on a copy.deepcopy")
             weight = model.get_input_embeddings().weight
+            return {
+                "body": {name: p for name, p in body.named_parameters()},
+                "body_vocab_size": body.config.vocab_size,
+                "embeddings": weight,
+                "tied": model.get_output_embeddings().weight is weight,
+                "parameters": {name: p for name, p in model.named_parameters()},
+                "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+                "output_bias": model.cls.predictions.bias,
+                "history": history,
+            }
+
+        def judge(got):
+            before = {name: p.detach() for name, p in _tiny_bert(len(source_tok), hidden_size, seed).named_parameters()}
+            body = got["body"]
+            for name, p in before.items():
+                if name not in body or not torch.equal(body[name], p):
+                    raise AssertionError(f"the body passed in was changed ({name}): work on a copy.deepcopy")
+            if got["body_vocab_size"] != len(source_tok):
+                raise AssertionError("the body passed in lost its vocabulary: work on a copy.deepcopy")
+            weight = got["embeddings"]
             if tuple(weight.shape) != (len(target_tok), hidden_size):
                 raise AssertionError(
                     f"the model's embeddings are {tuple(weight.shape)}, expected "
                     f"{(len(target_tok), hidden_size)} (the new vocabulary)"
                 )
-            if model.get_output_embeddings().weight is not weight:
+            if not got["tied"]:
                 raise AssertionError("the decoder is not tied to the new embeddings (use transfer.swap_embeddings)")
-            for name, p in model.named_parameters():
-                if name in ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias"):
+            for name, p in got["parameters"].items():
+                if name in (EMBEDDINGS, OUTPUT_BIAS):
                     continue
-                if p.requires_grad or not torch.equal(p, before[name] if name in before else p):
+                if got["requires_grad"][name] or not torch.equal(p, before[name] if name in before else p):
                     raise AssertionError(f"{name} was trained or is trainable: only the word embeddings may train")
-            if float(model.cls.predictions.bias.abs().max()) != 0.0:
+            if float(got["output_bias"].abs().max()) != 0.0:
                 raise AssertionError("the output bias should be zeros for the new vocabulary (and stay frozen)")
+            history = got["history"]
             if not history or not all("loss" in row for row in history):
                 raise AssertionError("return the history of train_mlm: a list of rows with 'loss'")
             if not history[-1]["loss"] < history[0]["loss"] - 0.05:
@@ -222,16 +272,16 @@ def check_embedding_only_run(
                     f"the embeddings did not learn"
                 )
 
-        return case
+        return observe, judge
 
     run_cases(
         "6.3",
         [
-            ("a tiny body: copied, new vocabulary, embeddings only, loss down", arm()),
-            ("hidden 48, other seed", arm(hidden_size=48, seed=1)),
+            ("a tiny body: copied, new vocabulary, embeddings only, loss down", *arm()),
+            ("hidden 48, other seed", *arm(hidden_size=48, seed=1)),
         ],
         hidden_cases=[
-            ("hidden 16, seed 4, 16 steps", arm(hidden_size=16, seed=4, steps=16)),
+            ("hidden 16, seed 4, 16 steps", *arm(hidden_size=16, seed=4, steps=16)),
         ],
         hidden=hidden,
         first_failure=first_failure,

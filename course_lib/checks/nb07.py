@@ -12,8 +12,34 @@ import torch
 
 from course_lib import distributed
 
-from .framework import expect_same_losses, run_cases
+from .framework import expect_same_losses, run_cases, where_in_your_code
 from .nb04 import masked_batches, training_setup
+
+
+def _raised(call: Callable) -> dict:
+    """For a case where the student's code must refuse: what it raised (its class and base classes, the
+    message, where in their code), caught on purpose; {"raised": None} if it returned. The judge decides."""
+    try:
+        call()
+    except NotImplementedError:  # a stub: the framework says so
+        raise
+    except Exception as e:
+        return {
+            "raised": [kind.__name__ for kind in type(e).__mro__],
+            "message": str(e),
+            "where": where_in_your_code(e),
+        }
+    return {"raised": None}
+
+
+def _expect_value_error(got: dict, missing: str) -> None:
+    """A `_raised` observation must be a ValueError (or a subclass); another error is a crash, said as the
+    framework says one."""
+    raised = got["raised"]
+    if raised is None:
+        raise AssertionError(missing)
+    if "ValueError" not in raised:
+        raise AssertionError(f"{raised[0]}: {got['message']}{got['where']}")
 
 
 def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -32,8 +58,8 @@ def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None, f
         return get(config, "zero_optimization.offload_optimizer.device", "none") or "none"
 
     def same(micro, accum, world, precision="fp32", stage=0, offload_optimizer=False, max_grad_norm=1.0):
-        def case():
-            got = make_ds_config(
+        def observe():
+            return make_ds_config(
                 micro,
                 accum,
                 world,
@@ -42,6 +68,8 @@ def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None, f
                 offload_optimizer=offload_optimizer,
                 max_grad_norm=max_grad_norm,
             )
+
+        def judge(got):
             if not isinstance(got, dict):
                 raise AssertionError(f"make_ds_config should return a dict, got {type(got).__name__}")
             expected = distributed.ds_config(
@@ -74,37 +102,40 @@ def check_make_ds_config(make_ds_config: Callable, hidden: bool | None = None, f
                 )
             distributed.check_ds_config(got, world)  # nothing DeepSpeed would reject
 
-        return case
+        return observe, judge
 
     def refuses(what, **kwargs):
-        def case():
+        def observe():
             args = dict(
                 micro_batch_size=8, grad_accum=1, world_size=1, precision="fp32", stage=0, offload_optimizer=False
             )
             args.update(kwargs)
-            try:
-                make_ds_config(args.pop("micro_batch_size"), args.pop("grad_accum"), args.pop("world_size"), **args)
-            except ValueError:
-                return
-            raise AssertionError(f"{what}: make_ds_config should raise a ValueError")
+            return _raised(
+                lambda: make_ds_config(
+                    args.pop("micro_batch_size"), args.pop("grad_accum"), args.pop("world_size"), **args
+                )
+            )
 
-        return case
+        def judge(got):
+            _expect_value_error(got, f"{what}: make_ds_config should raise a ValueError")
+
+        return observe, judge
 
     run_cases(
         "7.1",
         [
-            ("one CPU process, fp32, ZeRO 0", same(32, 1, 1)),
-            ("8 GPUs, bf16, ZeRO 2, accumulation 4", same(16, 4, 8, "bf16", 2, max_grad_norm=0.5)),
-            ("64 GPUs, fp16, ZeRO 3, optimizer offloaded", same(8, 2, 64, "fp16", 3, True)),
+            ("one CPU process, fp32, ZeRO 0", *same(32, 1, 1)),
+            ("8 GPUs, bf16, ZeRO 2, accumulation 4", *same(16, 4, 8, "bf16", 2, max_grad_norm=0.5)),
+            ("64 GPUs, fp16, ZeRO 3, optimizer offloaded", *same(8, 2, 64, "fp16", 3, True)),
             (
                 "optimizer offload with ZeRO 0 is refused",
-                refuses("offload_optimizer=True with stage=0", offload_optimizer=True),
+                *refuses("offload_optimizer=True with stage=0", offload_optimizer=True),
             ),
-            ("an unknown precision is refused", refuses("precision='fp8'", precision="fp8")),
+            ("an unknown precision is refused", *refuses("precision='fp8'", precision="fp8")),
         ],
         hidden_cases=[
-            ("2 GPUs, bf16, ZeRO 1, offload, accumulation 8", same(4, 8, 2, "bf16", 1, True, 0.0)),
-            ("a ZeRO stage that does not exist is refused", refuses("stage=4", stage=4)),
+            ("2 GPUs, bf16, ZeRO 1, offload, accumulation 8", *same(4, 8, 2, "bf16", 1, True, 0.0)),
+            ("a ZeRO stage that does not exist is refused", *refuses("stage=4", stage=4)),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -142,17 +173,25 @@ def _ds_engine(
     return engine
 
 
-def _same_engine_parameters(mine, reference, what: str, atol: float = 1e-6) -> None:
+def _engine_parameters(engine) -> dict:
+    """The engine's model parameters, name -> a copy (gathered whole under ZeRO 3)."""
     deepspeed = distributed._deepspeed()
-    params = list(mine.module.parameters()) + list(reference.module.parameters())
-    with deepspeed.zero.GatheredParameters(params, enabled=mine.zero_optimization_stage() == 3):
-        for (name, x), y in zip(mine.module.named_parameters(), reference.module.parameters()):
-            x, y = x.detach(), y.detach()
-            if not torch.allclose(x.float(), y.float(), rtol=1e-5, atol=atol):
-                raise AssertionError(
-                    f"{what}: parameter {name} differs from the reference's "
-                    f"(largest difference {float((x.float() - y.float()).abs().max()):.3g})"
-                )
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, enabled=engine.zero_optimization_stage() == 3):
+        return {name: p.detach().clone() for name, p in engine.module.named_parameters()}
+
+
+def _same_parameters(got: dict, expected: dict, what: str, atol: float = 1e-6) -> None:
+    """Parameters observed (name -> tensor) against the reference's, name by name."""
+    for name, y in expected.items():
+        x = got.get(name) if isinstance(got, dict) else None
+        if not isinstance(x, torch.Tensor) or x.shape != y.shape:
+            raise AssertionError(f"{what}: parameter {name} is missing or has another shape")
+        if not torch.allclose(x.float(), y.float(), rtol=1e-5, atol=atol):
+            raise AssertionError(
+                f"{what}: parameter {name} differs from the reference's "
+                f"(largest difference {float((x.float() - y.float()).abs().max()):.3g})"
+            )
 
 
 def check_ds_train_step(ds_train_step: Callable, hidden: bool | None = None, first_failure: bool = False) -> None:
@@ -161,45 +200,58 @@ def check_ds_train_step(ds_train_step: Callable, hidden: bool | None = None, fir
     `engine.backward`, `engine.step` after every micro-batch."""
 
     def same_update(sizes, stage=0, bf16=False, steps=2, seed=0, clip=0.0, dropout=0.0):
-        def case():
+        def observe():
             mine = _ds_engine(stage, bf16, len(sizes), seed, dropout, clip)
-            reference = _ds_engine(stage, bf16, len(sizes), seed, dropout, clip)
+            updates = []
             for step in range(steps):
                 batches = masked_batches(mine.module.config.vocab_size, sizes, seed=seed + 10 * step)
-                torch.manual_seed(step)
-                got = ds_train_step(mine, batches)
+                torch.manual_seed(step)  # dropout draws from torch's global generator
+                loss = ds_train_step(mine, batches)
+                updates.append(
+                    {"loss": loss, "global_steps": mine.global_steps, "parameters": _engine_parameters(mine)}
+                )
+            return updates
+
+        def judge(got):
+            reference = _ds_engine(stage, bf16, len(sizes), seed, dropout, clip)
+            for step in range(steps):
+                batches = masked_batches(reference.module.config.vocab_size, sizes, seed=seed + 10 * step)
                 torch.manual_seed(step)
                 expected = distributed.ds_train_step(reference, batches)["loss"]
-                if not isinstance(got, (float, int)) and not (torch.is_tensor(got) and got.numel() == 1):
-                    raise AssertionError(f"ds_train_step should return the loss as a number, got {type(got).__name__}")
-                if abs(float(got) - expected) > 1e-5 * max(1.0, abs(expected)):
+                loss = got[step]["loss"]
+                if not isinstance(loss, (float, int)) and not (torch.is_tensor(loss) and loss.numel() == 1):
+                    raise AssertionError(f"ds_train_step should return the loss as a number, got {type(loss).__name__}")
+                if abs(float(loss) - expected) > 1e-5 * max(1.0, abs(expected)):
                     raise AssertionError(
-                        f"step {step + 1}: returned loss {float(got):.6f}, expected {expected:.6f} "
+                        f"step {step + 1}: returned loss {float(loss):.6f}, expected {expected:.6f} "
                         f"(the mean over every masked token of the micro-batches)"
                     )
-                if mine.global_steps != reference.global_steps:
+                if got[step]["global_steps"] != reference.global_steps:
                     raise AssertionError(
-                        f"after update {step + 1} the engine has made {mine.global_steps} optimizer "
+                        f"after update {step + 1} the engine has made {got[step]['global_steps']} optimizer "
                         f"steps, expected {reference.global_steps}: call engine.step() after every "
                         f"micro-batch (DeepSpeed updates at the last one)"
                     )
-                _same_engine_parameters(mine, reference, f"after update {step + 1}")
+                _same_parameters(got[step]["parameters"], _engine_parameters(reference), f"after update {step + 1}")
 
-        return case
+        return observe, judge
 
     run_cases(
         "7.2",
         [
-            ("ZeRO 0, fp32, one micro-batch", same_update([3])),
-            ("ZeRO 0, fp32, two micro-batches with different numbers of masked tokens", same_update([3, 3], seed=1)),
-            ("ZeRO 2, bf16, two micro-batches", same_update([3, 3], stage=2, bf16=True, seed=2)),
+            ("ZeRO 0, fp32, one micro-batch", *same_update([3])),
+            ("ZeRO 0, fp32, two micro-batches with different numbers of masked tokens", *same_update([3, 3], seed=1)),
+            ("ZeRO 2, bf16, two micro-batches", *same_update([3, 3], stage=2, bf16=True, seed=2)),
         ],
         hidden_cases=[
             (
                 "ZeRO 1, bf16, three micro-batches, dropout",
-                same_update([3, 3, 3], stage=1, bf16=True, seed=3, dropout=0.1),
+                *same_update([3, 3, 3], stage=1, bf16=True, seed=3, dropout=0.1),
             ),
-            ("ZeRO 3, bf16, two micro-batches, clipping", same_update([3, 3], stage=3, bf16=True, seed=4, clip=0.05)),
+            (
+                "ZeRO 3, bf16, two micro-batches, clipping",
+                *same_update([3, 3], stage=3, bf16=True, seed=4, clip=0.05),
+            ),
         ],
         hidden=hidden,
         first_failure=first_failure,
@@ -220,41 +272,57 @@ def check_ds_checkpoint(
             losses.append(distributed.ds_train_step(engine, batches)["loss"])
         return losses
 
+    def data_state(before):
+        return {"stream": {"epoch": 1, "index": 24 * before}}
+
     def resume_exactly(stage, bf16, seed, before, after):
-        def case():
+        def observe():
             with tempfile.TemporaryDirectory() as tmp:
                 engine = _ds_engine(stage, bf16, 2, seed, dropout=0.1, optimizer="adamw")
                 torch.manual_seed(seed)
                 run(engine, before, 0)
-                data_state = {"stream": {"epoch": 1, "index": 24 * before}}
-                path = save_ds_checkpoint(engine, tmp, before, data_state)
-                straight = run(engine, after, before)
+                path = save_ds_checkpoint(engine, tmp, before, data_state(before))
+                run(engine, after, before)  # the saved run goes on, as a training would
                 fresh = _ds_engine(stage, bf16, 2, seed + 1, dropout=0.1, optimizer="adamw")
                 torch.manual_seed(12345)  # whatever happened in between
                 state = load_ds_checkpoint(fresh, path)
-                if not isinstance(state, dict) or state.get("step") != before or state.get("data") != data_state:
-                    got = {k: state.get(k) for k in ("step", "data")} if isinstance(state, dict) else state
-                    raise AssertionError(
-                        f"load_ds_checkpoint returned {got!r}; expected step {before} and the data "
-                        f"state {data_state!r} (keep them in the client state)"
-                    )
                 resumed = run(fresh, after, before)
-                expect_same_losses(resumed, straight, before, "weights, optimizer, scheduler, random state?")
-                _same_engine_parameters(fresh, engine, "after resuming and training on", atol=0)
+                return {
+                    # what the judge reads of the client state (the rest, random states, need not be plain)
+                    "state": {k: state.get(k) for k in ("step", "data")} if isinstance(state, dict) else None,
+                    "state_type": type(state).__name__,
+                    "state_repr": None if isinstance(state, dict) else repr(state)[:300],
+                    "resumed": resumed,
+                    "parameters": _engine_parameters(fresh),
+                }
 
-        return case
+        def judge(got):
+            engine = _ds_engine(stage, bf16, 2, seed, dropout=0.1, optimizer="adamw")
+            torch.manual_seed(seed)
+            straight = run(engine, before + after, 0)[before:]  # the run that never stopped
+            state, expected_data = got["state"], data_state(before)
+            if state is None or state.get("step") != before or state.get("data") != expected_data:
+                shown = repr(state) if state is not None else got["state_repr"]
+                raise AssertionError(
+                    f"load_ds_checkpoint returned {shown}; expected step {before} and the data "
+                    f"state {expected_data!r} (keep them in the client state)"
+                )
+            expect_same_losses(got["resumed"], straight, before, "weights, optimizer, scheduler, random state?")
+            _same_parameters(got["parameters"], _engine_parameters(engine), "after resuming and training on", atol=0)
+
+        return observe, judge
 
     run_cases(
         "7.3",
         [
             (
                 "ZeRO 0, fp32: save at step 2, resume, 2 more steps with dropout: same losses",
-                resume_exactly(0, False, 0, 2, 2),
+                *resume_exactly(0, False, 0, 2, 2),
             ),
-            ("ZeRO 2, bf16: save at step 3: same losses", resume_exactly(2, True, 1, 3, 2)),
+            ("ZeRO 2, bf16: save at step 3: same losses", *resume_exactly(2, True, 1, 3, 2)),
         ],
         hidden_cases=[
-            ("ZeRO 3, bf16, save at step 1", resume_exactly(3, True, 2, 1, 3)),
+            ("ZeRO 3, bf16, save at step 1", *resume_exactly(3, True, 2, 1, 3)),
         ],
         hidden=hidden,
         first_failure=first_failure,

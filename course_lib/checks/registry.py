@@ -22,9 +22,12 @@ HERE = Path(__file__).resolve().parent
 class Exercise:
     """One exercise. `checker`: the name of its checker function in `course_lib.checks.nbNN` (NN =
     `notebook`). `hidden_cases`: how many hidden cases that checker runs in the grader's hidden mode.
-    `references`: names an exercise cell may not use, because they are the answer it should write (the
-    course's reference in course_lib, or the library the checker compares with). `reference_bases`: course
-    classes the exercise's class inherits from, whose `forward` it may not call (that is the answer too)."""
+    `references`: names that hand in the answer instead of writing it (the course's reference in course_lib,
+    or the library the checker compares with); the grader only mentions them in its feedback, as a hint.
+    `reference_bases`: course classes the exercise's class inherits from, whose `forward` is the answer too.
+    `implementations`: where course_lib implements the answer ("module:function" or "module:Class.method",
+    module under course_lib): while grading, the kernel's copy of course_lib has each replaced by a stub that
+    raises, until the exercise has been judged."""
 
     id: str
     notebook: str
@@ -34,10 +37,12 @@ class Exercise:
     hidden_cases: int
     references: frozenset[str]
     reference_bases: frozenset[str] = frozenset()
+    implementations: frozenset[str] = frozenset()
 
     def __post_init__(self):
         object.__setattr__(self, "references", frozenset(self.references))
         object.__setattr__(self, "reference_bases", frozenset(self.reference_bases))
+        object.__setattr__(self, "implementations", frozenset(self.implementations))
         number = self.id.split(".")[0]
         if not (len(self.notebook) == 2 and self.notebook.isdigit() and number == str(int(self.notebook))):
             raise ValueError(f"exercise {self.id!r}: its number must start with its notebook's ({self.notebook!r})")
@@ -64,17 +69,23 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
     # notebook 01: Byte-pair encoding
     Exercise("1.1", "01", "the BPE training loop (train_bpe)", points=6, checker="check_train_bpe", hidden_cases=3,
-             references={"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"}),
+             references={"train_bpe", "tokenizers_bpe", "tokenizers_vocab_and_merges", "BpeTrainer"},
+             implementations={"tokenization:train_bpe", "tokenization:tokenizers_bpe",
+                              "tokenization:tokenizers_vocab_and_merges"}),
     Exercise("1.2", "01", "encode a word with the learned merges (bpe_encode_word)", points=4,
-             checker="check_bpe_encode_word", hidden_cases=2, references={"bpe_encode_word", "bpe_encode", "BPE"}),
+             checker="check_bpe_encode_word", hidden_cases=2, references={"bpe_encode_word", "bpe_encode", "BPE"},
+             implementations={"tokenization:bpe_encode_word"}),
     # notebook 02: the masking collator
     Exercise("2.1", "02", "dynamic 80/10/10 masking (mask_tokens)", points=5, checker="check_mask_tokens",
              hidden_cases=3, references={"mask_tokens", "apply_replacement", "MLMCollator", "fixed_eval_masks",
-                                         "torch_mask_tokens", "DataCollatorForLanguageModeling"}),
+                                         "torch_mask_tokens", "DataCollatorForLanguageModeling"},
+             implementations={"masking:mask_tokens", "masking:apply_replacement"}),
     Exercise("2.2", "02", "whole-word masking (whole_word_mask)", points=3, checker="check_whole_word_mask",
-             hidden_cases=2, references={"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"}),
+             hidden_cases=2, references={"whole_word_mask", "MLMCollator", "DataCollatorForWholeWordMask"},
+             implementations={"masking:whole_word_mask"}),
     Exercise("2.3", "02", "sequence packing (pack_sequences)", points=2, checker="check_pack_sequences", hidden_cases=2,
-             references={"pack_sequences"}),
+             references={"pack_sequences"},
+             implementations={"masking:pack_sequences"}),
     # notebook 03: the Transformer encoder
     Exercise("3.1", "03", "attention from matrix products (attention)", points=3, checker="check_attention",
              hidden_cases=2,
@@ -82,40 +93,56 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
     Exercise("3.2", "03", "multi-head self-attention (MultiHeadSelfAttention.forward)", points=3,
              checker="check_multi_head_attention", hidden_cases=2,
              references={"MultiheadAttention", "multi_head_attention_forward"},
-             reference_bases={"MultiHeadSelfAttention"}),
+             reference_bases={"MultiHeadSelfAttention"},
+             implementations={"model:MultiHeadSelfAttention.forward"}),
     Exercise("3.3", "03", "a post-norm encoder block (EncoderBlock.forward)", points=2, checker="check_encoder_block",
-             hidden_cases=1, references={"RobertaLayer"}, reference_bases={"EncoderBlock"}),
+             hidden_cases=1, references={"RobertaLayer"}, reference_bases={"EncoderBlock"},
+             implementations={"model:EncoderBlock.forward"}),
     Exercise("3.4", "03", "the tied MLM head (TiedMLMHead)", points=2, checker="check_mlm_head", hidden_cases=1,
-             references={"MLMHead", "RobertaLMHead"}, reference_bases={"MLMHead"}),
+             references={"MLMHead", "RobertaLMHead"}, reference_bases={"MLMHead"},
+             implementations={"model:MLMHead.forward"}),
     Exercise("3.5", "03", "rotary positions (rotate)", points=2, checker="check_rotary", hidden_cases=2,
              references={"apply_rotary", "rotary_tables", "apply_rotary_position_embeddings",
-                         "RoFormerSinusoidalPositionalEmbedding", "RoFormerSelfAttention"}),
+                         "RoFormerSinusoidalPositionalEmbedding", "RoFormerSelfAttention"},
+             implementations={"model:apply_rotary", "model:rotary_tables"}),
     # notebook 04: the training loop
     Exercise("4.1", "04", "train_step", points=4, checker="check_train_step", hidden_cases=2,
-             references={"train_step", "Trainer"}),
+             references={"train_step", "Trainer"},
+             implementations={"training:train_step"}),
     Exercise("4.2", "04", "evaluate", points=3, checker="check_evaluate", hidden_cases=2,
-             references={"evaluate", "Trainer"}),
+             references={"evaluate", "Trainer"},
+             implementations={"training:evaluate"}),
     Exercise("4.3", "04", "save and resume", points=3, checker="check_checkpoint", hidden_cases=1,
-             references={"save_checkpoint", "load_checkpoint"}),
+             references={"save_checkpoint", "load_checkpoint"},
+             implementations={"training:save_checkpoint", "training:load_checkpoint"}),
     # notebook 05: multilingual sampling
     Exercise("5.1", "05", "language_probabilities", points=4, checker="check_language_probabilities", hidden_cases=2,
-             references={"language_probabilities", "expected_sentences"}),
+             references={"language_probabilities", "expected_sentences"},
+             implementations={"multilingual:language_probabilities", "multilingual:expected_sentences"}),
     Exercise("5.2", "05", "language_batches", points=6, checker="check_language_batches", hidden_cases=2,
-             references={"LanguageBatchSampler"}),
+             references={"LanguageBatchSampler"},
+             implementations={"multilingual:LanguageBatchSampler._order", "multilingual:LanguageBatchSampler._take",
+                              "multilingual:LanguageBatchSampler.__next__"}),
     # notebook 06: embedding-only transfer
     Exercise("6.1", "06", "freeze_all_but_embeddings", points=3, checker="check_freeze_all_but_embeddings",
-             hidden_cases=2, references={"freeze_all_but_embeddings", "freeze_all_but"}),
+             hidden_cases=2, references={"freeze_all_but_embeddings", "freeze_all_but"},
+             implementations={"transfer:freeze_all_but_embeddings"}),
     Exercise("6.2", "06", "new_embedding_matrix", points=3, checker="check_new_embedding_matrix", hidden_cases=2,
-             references={"new_embedding_matrix"}),
+             references={"new_embedding_matrix"},
+             implementations={"transfer:new_embedding_matrix"}),
     Exercise("6.3", "06", "embedding_only_run", points=4, checker="check_embedding_only_run", hidden_cases=1,
-             references={"embedding_only_run"}),
+             references={"embedding_only_run"},
+             implementations={"transfer:embedding_only_run"}),
     # notebook 07: scaling with DeepSpeed
     Exercise("7.1", "07", "make_ds_config", points=3, checker="check_make_ds_config", hidden_cases=2,
-             references={"ds_config"}),
+             references={"ds_config"},
+             implementations={"distributed:ds_config"}),
     Exercise("7.2", "07", "ds_train_step", points=4, checker="check_ds_train_step", hidden_cases=2,
-             references={"ds_train_step"}),
+             references={"ds_train_step"},
+             implementations={"distributed:ds_train_step"}),
     Exercise("7.3", "07", "save_ds_checkpoint / load_ds_checkpoint", points=3, checker="check_ds_checkpoint",
-             hidden_cases=1, references={"save_ds_checkpoint", "load_ds_checkpoint"}),
+             hidden_cases=1, references={"save_ds_checkpoint", "load_ds_checkpoint"},
+             implementations={"distributed:save_ds_checkpoint", "distributed:load_ds_checkpoint"}),
 ]}
 
 # checker name -> the module that defines it (what `course_lib.checks` loads on first use)
