@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -74,6 +75,14 @@ CHECKS = """\
 # (grader) this cell observes your code; the grader's own process judges what it gives
 from course_lib.checks.grading import Checks as _Checks
 checks = _Checks()
+"""
+# ... and if the call cannot even start (the function is not defined), it tells the judge so
+CHECK_CALL = """\
+try:
+{call}
+except BaseException as _error:
+    checks.unreached({number!r}, _error)
+    raise
 """
 
 
@@ -238,7 +247,8 @@ def assemble(reference, sources: dict[str, str], skip=()):
             expected = pass_line(number, int(found.group(1)), registry.get(number).hidden_cases) + "\n"
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=expected)]
             marker, _, rest = cell.source.partition("\n")
-            cell.source = f"{marker}\n{CHECKS}{rest}"
+            call = CHECK_CALL.format(call=textwrap.indent(rest.strip(), "    "), number=number)
+            cell.source = f"{marker}\n{CHECKS}{call}"
         elif index in skip:
             cell.source = "# NBVAL_SKIP\n# (grader: this cell needs an answer still withheld)\n" + cell.source
         if role:
@@ -571,7 +581,7 @@ def grade_file(
         undecided = [n for n in info if n not in decided]
         for number in undecided:
             cells = {role: i for i, (n, role) in roles.items() if n == number}
-            if stop in cells.values() and number not in run.verdicts:
+            if stop in cells.values():
                 decided[number] = row(
                     number,
                     "timeout",
@@ -579,7 +589,7 @@ def grade_file(
                     f"{timeout} s (an endless loop?), or the kernel died",
                 )
                 sources[number] = solutions[number]
-            elif stop is None or cells["check"] < stop or number in run.verdicts:
+            elif stop is None or cells["check"] < stop:  # after the stop, a new kernel ran on without it
                 decided[number] = row(number, *_score(run, number, cells))
         if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
             decided.update(

@@ -442,7 +442,7 @@ def test_the_run_takes_only_exercise_sources_from_a_submission():
             assert cell.outputs == [] and cell.source in ("x = 1\n  # NBVAL-ignored_SKIP", "y = 2")
         else:
             assert cell.source.startswith("# NBVAL_CHECK_OUTPUT\n" + grade.CHECKS)
-            assert cell.source.endswith(ref.source.split("\n", 1)[1])
+            assert "    " + ref.source.split("\n", 1)[1] in cell.source and "checks.unreached(" in cell.source
     assert [o.text for o in by_id(nb, "check-1-1").outputs] == ["Exercise 1.1 passed: 6/6 checks, 3/3 hidden checks\n"]
 
 

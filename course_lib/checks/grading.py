@@ -35,6 +35,12 @@ class Checks:
             raise AttributeError(f"no checker {name!r}")
         return lambda *objects, **ignored: submit(found[0].id, *objects)
 
+    def unreached(self, exercise: str, error: BaseException) -> None:
+        """The check cell failed before it could observe (the function is not defined, say): the judge
+        records that, and hands back what the exercise kept withheld, for the cells after it."""
+        if exercise not in _submitted:
+            _exchange({"exercise": exercise, "error": f"{type(error).__name__}: {error}"})
+
 
 def send(connection: socket.socket, data: bytes) -> None:
     connection.sendall(struct.pack("!Q", len(data)) + data)
@@ -73,17 +79,26 @@ def observe(exercise: str, *objects) -> dict:
         framework.session = None
 
 
-def submit(exercise: str, *objects) -> None:
-    """Observe, have the judge judge, put back what it restores; print its pass line or raise its failure."""
-    message = {"exercise": exercise, **observe(exercise, *objects)}
+_submitted: set[str] = set()  # exercises this kernel sent to the judge
+
+
+def _exchange(message: dict) -> dict:
+    """Send one message to the judge, put back what it restores, return its answer."""
     path = os.environ.get(SOCKET)
     if not path:
         raise RuntimeError(f"{SOCKET} is not set: grading.submit runs only under the grader (course-grade)")
+    _submitted.add(message["exercise"])
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.connect(path)
         send(connection, wire.encode(message))
         reply = json.loads(receive(connection).decode())
     restore(reply.get("restore", []))
+    return reply
+
+
+def submit(exercise: str, *objects) -> None:
+    """Observe, have the judge judge, put back what it restores; print its pass line or raise its failure."""
+    reply = _exchange({"exercise": exercise, **observe(exercise, *objects)})
     if reply["status"] == "passed":
         print(reply["text"])
     elif reply["status"] == "not_implemented":
