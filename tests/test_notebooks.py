@@ -52,6 +52,8 @@ def test_student_version_replaces_the_solution_and_keeps_the_rest():
     before = nbs.dumps(solution)
     student = nbs.student_version(solution, "x.ipynb", REGISTRY)
     assert nbs.dumps(solution) == before, "the solution must not be modified"
+    rules = student.cells.pop(1)  # after the title: how the notebook is graded
+    assert rules.id == nbs.RULES_ID and rules.source == nbs.GRADING_RULES
     assert [c.id for c in student.cells] == [c.id for c in solution.cells]
     exercise, check, plain = student.cells[2], student.cells[3], student.cells[4]
     assert exercise.source == (
@@ -213,7 +215,7 @@ def test_a_registry_exercise_without_its_cells_or_metadata_fails():
 def test_the_student_notebook_takes_titles_and_points_from_the_registry():
     """What `validate` lets through equals the registry already; the build writes the registry's values."""
     student = nbs.student_version(make_solution(), "09_x.ipynb", REGISTRY)
-    assert 'raise NotImplementedError("Exercise 9.1: double it")' in student.cells[2].source
+    assert 'raise NotImplementedError("Exercise 9.1: double it")' in student.cells[3].source
     assert student.metadata.course.exercises == {"9.1": REGISTRY["9.1"].info()}
 
 
@@ -392,6 +394,7 @@ SOLUTIONS = nbs.solution_paths()
 def test_student_notebook_matches_its_solution_cell_for_cell(path):
     solution = nbformat.read(str(path), as_version=4)
     student = nbformat.read(str(nbs.NOTEBOOKS / path.name), as_version=4)
+    student.cells = [c for c in student.cells if c.get("id") != nbs.RULES_ID]  # tested in test_grade.py
     assert [c.id for c in student.cells] == [c.id for c in solution.cells]
     for s_cell, t_cell in zip(solution.cells, student.cells):
         if nbs.cell_role(s_cell) == "exercise":
