@@ -12,7 +12,9 @@ For each submission (also installed as the console script `course-grade`):
    `course_admin.sandbox`: under bubblewrap where it works, with no network, a read-only system and a
    private folder, HOME and /tmp; else process-level measures and a check of the environment afterwards),
    on a copy of course_lib in which the course's implementations of the notebook's exercises are stubs
-   (`judge.stubbed`), under `COURSE_PROFILE=ci`, with a time limit per cell;
+   (`judge.stubbed`), under `COURSE_PROFILE=ci`, with a time limit per cell, skipping the reference's
+   cells that cannot run while answers are withheld (`withheld_cells`: found once per notebook, by
+   grading the reference solution itself);
 4. each check cell there only *observes* the student's code (every case, hidden ones included) and sends
    the observations, as plain data, to the judge (`course_admin.judge`), a process of the grader's own that
    computes what the course expects and compares; its verdicts are the grades, whatever the kernel prints.
@@ -613,6 +615,8 @@ def grade(
 ) -> list[Graded]:
     """Grade several submissions, `jobs` at a time (each run is a kernel of its own)."""
     references, pristine = load_references(solutions), course_files(solutions)
+    if sandbox.level() != "bwrap":
+        print(sandbox.fallback_warning(), file=log or sys.stderr)
 
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))  # the cores shared out between the kernels
 

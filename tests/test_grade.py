@@ -703,6 +703,20 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     )
 
 
+def test_without_bubblewrap_the_grader_says_what_it_falls_back_to(tmp_path, monkeypatch):
+    import io
+
+    (tmp_path / "x.ipynb").write_text("")
+    log = io.StringIO()
+    monkeypatch.setattr(grade.sandbox, "level", lambda prefer=None: "process")
+    grade.grade([tmp_path / "x.ipynb"], notebook="01", log=log)
+    assert log.getvalue().startswith(grade.sandbox.fallback_warning())
+    monkeypatch.setattr(grade.sandbox, "level", lambda prefer=None: "bwrap")
+    log = io.StringIO()
+    grade.grade([tmp_path / "x.ipynb"], notebook="01", log=log)
+    assert "warning" not in log.getvalue()
+
+
 def test_told_the_notebook_an_unreadable_file_gets_a_row_per_exercise(tmp_path):
     (tmp_path / "x.ipynb").write_text("")
     graded = grade.grade([tmp_path / "x.ipynb"], notebook="01")[0]
