@@ -417,7 +417,9 @@ def run_nbval(
                     log = (private / "judge.log").read_text()[-1500:]
                     raise RuntimeError(f"the judge did not start: {log}")
                 time.sleep(0.1)
-            hidden = [Path(nbs.SOLUTIONS).resolve(), LIBRARY.parent, Path(tmp, "judge")]
+            # the checkout (its solutions, tests and course_lib), or an installed course_lib: never in the run
+            course = LIBRARY.parent if paths.in_checkout() else LIBRARY
+            hidden = [Path(nbs.SOLUTIONS).resolve(), course, Path(tmp, "judge")]
             run = sandbox.Run(root, [lib.parent, data, channel], [work, report], hidden=hidden, level=level)
             before = None
             if level != "bwrap":  # no read-only system: look at it before and after
