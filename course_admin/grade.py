@@ -353,6 +353,44 @@ def _backed_up(path: Path) -> bool:
     )
 
 
+def _pythonpath(first: Path, env: dict) -> str:
+    """PYTHONPATH with `first` ahead of what `env` has."""
+    return os.pathsep.join(filter(None, [str(first), env.get("PYTHONPATH")]))
+
+
+def _start_judge(socket_path: str, folder: Path, notebook: str, env: dict) -> subprocess.Popen:
+    """The judge (course_admin.judge) on the pristine course_lib in `folder`/lib, listening once it returns."""
+    with open(folder / "judge.log", "w") as log:
+        referee = subprocess.Popen(
+            [sys.executable, "-m", "course_admin.judge", socket_path, str(folder / "verdicts.json"), notebook],
+            cwd=folder,
+            env={**env, "PYTHONPATH": _pythonpath(folder / "lib", env)},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    started = time.time()
+    while not Path(socket_path + ".ready").exists():
+        if referee.poll() is not None or time.time() - started > 300:
+            referee.kill()
+            raise RuntimeError(f"the judge did not start: {(folder / 'judge.log').read_text()[-1500:]}")
+        time.sleep(0.1)
+    return referee
+
+
+def _read_junit(junit: Path) -> dict:
+    """nbval's outcome per code cell, from its junit file: {index: (outcome, message)}."""
+    outcomes = {}
+    for case in ET.parse(junit).iter("testcase"):
+        index = int(case.get("name", "Cell -1").split()[-1])
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if problem is None:
+            outcomes[index] = ("skipped", "") if case.find("skipped") is not None else ("passed", "")
+            continue
+        text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
+        outcomes[index] = ("timeout" if "Timeout of" in text else "failed", _error_text(text))
+    return outcomes
+
+
 def run_nbval(
     nb,
     timeout: int,
@@ -401,30 +439,17 @@ def run_nbval(
         if threads:
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(key, str(threads))
-        verdicts = private / "verdicts.json"
-        judge_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(private / "lib"), env.get("PYTHONPATH")]))}
-        referee = subprocess.Popen(
-            [sys.executable, "-m", "course_admin.judge", env[grading.SOCKET], str(verdicts), notebook or "00"],
-            cwd=private,
-            env=judge_env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(private / "judge.log", "w"),
-        )
+        referee = _start_judge(env[grading.SOCKET], private, notebook or "00", env)
         try:
-            started = time.time()
-            while not Path(env[grading.SOCKET] + ".ready").exists():
-                if referee.poll() is not None or time.time() - started > 300:
-                    log = (private / "judge.log").read_text()[-1500:]
-                    raise RuntimeError(f"the judge did not start: {log}")
-                time.sleep(0.1)
             # the checkout (its solutions, tests and course_lib), or an installed course_lib: never in the run
             course = LIBRARY.parent if paths.in_checkout() else LIBRARY
-            hidden = [Path(nbs.SOLUTIONS).resolve(), course, Path(tmp, "judge")]
+            hidden = [Path(nbs.SOLUTIONS).resolve(), course, private]
             run = sandbox.Run(root, [lib.parent, data, channel], [work, report], hidden=hidden, level=level)
-            before = None
+            roots = before = None
             if level != "bwrap":  # no read-only system: look at it before and after
-                before = sandbox.snapshot(_environment_roots(), keep=_backed_up)
-            kernel_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(lib.parent), env.get("PYTHONPATH")]))}
+                roots = _environment_roots()
+                before = sandbox.snapshot(roots, keep=_backed_up)
+            kernel_env = {**env, "PYTHONPATH": _pythonpath(lib.parent, env)}
             command = [
                 sys.executable,
                 "-m",
@@ -460,9 +485,9 @@ def run_nbval(
                 f"a process the run started was still running and was ended: {p}" for p in sandbox.finish(run, process)
             ]
             if before is not None:
-                changed = sandbox.changes(before, _environment_roots())
+                changed = sandbox.changes(before, roots)
                 if changed:
-                    kept = sandbox.undo(before, _environment_roots())
+                    kept = sandbox.undo(before, roots)
                     notes.append(
                         "the run changed the Python environment or the course's files: "
                         + "; ".join(changed[:10])
@@ -479,18 +504,8 @@ def run_nbval(
             referee.wait()
         if not junit.exists():
             raise RuntimeError(f"nbval did not run: {Path(tmp, 'nbval.log').read_text()[-1500:]}")
-        outcomes = {}
-        for case in ET.parse(junit).iter("testcase"):
-            index = int(case.get("name", "Cell -1").split()[-1])
-            problem = case.find("failure") if case.find("failure") is not None else case.find("error")
-            if problem is None:
-                outcomes[index] = ("skipped", "") if case.find("skipped") is not None else ("passed", "")
-                continue
-            text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
-            outcome = "timeout" if "Timeout of" in text else "failed"
-            outcomes[index] = (outcome, _error_text(text))
-        found = json.loads(verdicts.read_text()) if verdicts.exists() else {}
-        return Run(outcomes, found, notes)
+        verdicts = private / "verdicts.json"
+        return Run(_read_junit(junit), json.loads(verdicts.read_text()) if verdicts.exists() else {}, notes)
 
 
 def _score(run: Run, number: str, cells: dict) -> tuple[str, str]:

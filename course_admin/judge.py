@@ -109,14 +109,14 @@ def judge(exercise: str, message: dict) -> dict:
         framework.session = None
 
 
-def serve(path: str, verdicts: Path, notebook: str, library: dict[str, bytes] | None = None) -> None:
-    """Judge the exercises of `notebook` as their check cells send them, until killed."""
+def serve(path: str, verdicts: Path, notebook: str) -> None:
+    """Judge the exercises of `notebook` as their check cells send them, until killed. The implementations it
+    hands back are read, like the checkers, from the course_lib this process imports (the grader's copy)."""
     exercises = registry.for_notebook(notebook)
     for module in {e.module for e in exercises}:  # imported now, before any student code runs
         importlib.import_module(module)
-    if library is None:
-        root = Path(framework.__file__).resolve().parents[1]
-        library = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.py")}
+    root = Path(framework.__file__).resolve().parents[1]
+    library = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.py")}
     done: dict[str, dict] = {}
     sent: set[str] = set()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

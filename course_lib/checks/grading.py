@@ -18,7 +18,6 @@ import json
 import os
 import socket
 import struct
-import sys
 import textwrap
 
 from . import framework, registry, wire
@@ -130,5 +129,3 @@ def restore(items: list[dict]) -> None:
         inner_stub, inner_real = inspect.unwrap(stub), inspect.unwrap(real)
         inner_stub.__code__ = inner_real.__code__
         inner_stub.__defaults__, inner_stub.__kwdefaults__ = inner_real.__defaults__, inner_real.__kwdefaults__
-    if items:
-        sys.stdout.flush()

@@ -23,10 +23,8 @@ class NotPlain(TypeError):
 def plain(value, where: str = "the result"):
     """`value` as a tree of JSON values, its arrays as {"$": "array"|"tensor", "data": ndarray}."""
     kind = type(value)
-    if value is None or kind in (bool, str):
+    if value is None or kind in (bool, str):  # bool cannot be subclassed
         return value
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, int):
         return {"$": "int", "text": str(int(value))} if abs(int(value)) >= 2**53 else int(value)
     if isinstance(value, float):
