@@ -1,134 +1,305 @@
-"""Which parts of notebook 04's recipe matter: masking rate and initial weight scale, at equal updates, two seeds.
+"""The budget recipe by equal-cost measurement: batch size x masking rate x peak learning rate, seeds.
 
-    python benchmarks/recipe.py --out benchmarks/results/recipe_cpu.json     # ~7 minutes, 2 CPU cores
-    python benchmarks/recipe.py --steps 570 --only "mask 15%, init 0.05" \
-        --out benchmarks/results/recipe_cpu_equal_time.json
+    python benchmarks/recipe.py --budget demo --out benchmarks/results/recipe_demo_cpu.json
+    python benchmarks/recipe.py --budget nb04 --arms "b16 m40 lr4e-3" "b32 m40 lr2e-3" \
+        --out benchmarks/results/recipe_nb04_cpu.json
 
-Notebook 04's `cpu` setting (Brown sentences, vocabulary 8,000, packed blocks of 128, batch 32; hidden 128,
-2 layers, 2 heads, rotary positions, no dropout, masked-only head; peak lr 2e-3, 100 warmup updates, linear
-decay to 0 at `--steps`), trained with the training masking rate in {15%, 40%} and the initial weight
-standard deviation in {0.02, 0.05}, each with seeds 0 and 1 (model, batch order and masks all follow the
-seed). Every run is evaluated at the end on notebook 04's held-out set, masked once at 15% with seed 0, next
-to the no-context baseline and the neighbour-count model on the same masks. Runs are compared in updates;
-40% masking costs more per update at this size (its masked-only head scores 40% of the positions against
-the 8,000-token vocabulary instead of 15%), so the second command gives 15% masking the updates that fit
-in the time 40% masking took, for an equal-time comparison.
+A budget is a model, its data and a cost: the seconds one reference run takes on this machine.
+
+* `demo`: `configs/tiny.yaml` as `make demo` runs it (Brown, vocabulary 4,000, packed blocks of 64 tokens,
+  hidden 128, 2 layers; held-out: 500 sentences masked once at 15%, `cli.pretrain.prepare`); reference:
+  600 updates of 32 blocks, 40% masking;
+* `nb04`: notebook 04's `cpu` setting (vocabulary 8,000, blocks of 128, hidden 128, 2 layers, 2,000
+  held-out sentences masked once at 15%); reference: 2,000 updates of 32 blocks, 40% masking.
+
+Every arm has the budget's model (rotary positions, no dropout, masked-only head, init std 0.05, fp32) and
+differs in batch size (b), training masking rate (m) and peak learning rate (lr; warmup 10% of the updates,
+then linear decay to 0). First the cost: one update of every (batch, rate) pair is timed, interleaved in one
+process with the thread count a run uses (`--threads`, default: torch's, all cores), nothing else running;
+each arm then gets the updates that fit in the reference run's time (reference updates x reference step time
+/ its step time). Then the runs, compared in updates and tokens, `--jobs` at a time with one thread each
+(their wall time is not their cost). Each run is judged on the budget's fixed held-out masks, next to the
+no-context baseline and the neighbour-count model on the same masks; per-seed losses, means and spreads
+(max - min) are written to `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing
 import platform
+import re
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ARMS = {
-    "mask 15%, init 0.02": (0.15, 0.02),
-    "mask 15%, init 0.05": (0.15, 0.05),
-    "mask 40%, init 0.02": (0.40, 0.02),
-    "mask 40%, init 0.05": (0.40, 0.05),
+BUDGETS = {
+    "demo": {"reference": "b32 m40 lr2e-3", "reference_steps": 600},
+    "nb04": {"reference": "b32 m40 lr2e-3", "reference_steps": 2000},
 }
+GRID = {"batch": (8, 16, 32), "rate": (0.15, 0.25, 0.40), "lr": (2e-3, 4e-3)}
+ARM = re.compile(r"b(\d+) m(\d+) lr([0-9.e-]+)(?: std([0-9.]+))?$")
+
+
+def arm_name(batch: int, rate: float, lr: float) -> str:
+    return f"b{batch} m{round(rate * 100)} lr{lr:g}"
+
+
+def parse_arm(name: str) -> tuple[int, float, float, float]:
+    """'b16 m40 lr4e-3' -> (batch 16, rate 0.4, lr 4e-3, init std 0.05); 'b32 m15 lr2e-3 std0.02' sets the std."""
+    match = ARM.match(name)
+    if not match:
+        raise SystemExit(
+            f"error: arm {name!r} is not 'b<batch> m<rate %> lr<lr> [std<init std>]', e.g. 'b16 m40 lr4e-3'"
+        )
+    return int(match[1]), int(match[2]) / 100, float(match[3]), float(match[4] or 0.05)
+
+
+# --------------------------------------------------------------------------- data and model of a budget
+_CACHE: dict = {}
+
+
+def setup(budget: str):
+    """(tokenizer, training blocks, eval batches, model settings) of a budget, built once per process."""
+    if budget in _CACHE:
+        return _CACHE[budget]
+    from course_lib import data, masking, paths, tokenization, training
+    from course_lib.cli import pretrain, schema
+
+    if budget == "demo":  # exactly what make demo trains on and is judged on
+        config = schema.load_pretrain(paths.course_path("configs", "tiny.yaml"), [])
+        texts = {split: pretrain.corpus_texts(config.data, split) for split in ("train", "eval")}
+        tokenizer = tokenization.train_tokenizer(
+            texts["train"], vocab_size=config.data.vocab_size, max_length=config.data.max_length
+        )
+        blocks, eval_data = pretrain.prepare(config, tokenizer, texts)
+        length = config.data.max_length
+        sizes = dict(
+            hidden_size=config.model.hidden_size,
+            num_layers=config.model.num_layers,
+            num_heads=config.model.num_heads,
+            intermediate_size=config.model.intermediate_size,
+        )
+    else:  # notebook 04's cpu profile
+        train_texts, eval_texts = data.english_sentences("train"), data.english_sentences("valid", limit=2000)
+        tokenizer = tokenization.train_tokenizer(train_texts, vocab_size=8000, max_length=128)
+        blocks = masking.pack_sequences(tokenizer(train_texts, verbose=False)["input_ids"], 128)
+        eval_blocks = masking.pack_sequences(tokenizer(eval_texts, verbose=False)["input_ids"], 128, drop_last=False)
+        eval_data = training.eval_batches(
+            masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0), 32, tokenizer.pad_token_id
+        )
+        length = 128
+        sizes = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512)
+    settings = dict(
+        vocab_size=len(tokenizer),
+        max_length=length,
+        pad_token_id=tokenizer.pad_token_id,
+        **sizes,
+        position="rotary",
+        init_std=0.05,
+        dropout=0.0,
+        attention_dropout=0.0,
+        masked_only=True,
+    )
+    _CACHE[budget] = tokenizer, blocks, eval_data, settings
+    return _CACHE[budget]
+
+
+def _model(settings: dict, seed: int, init_std: float = 0.05):
+    from course_lib import model as M
+    from course_lib.seeding import set_seed
+
+    set_seed(seed)
+    return M.EncoderForMaskedLM(M.EncoderConfig(**{**settings, "init_std": init_std}))
+
+
+# --------------------------------------------------------------------------- cost
+def step_costs(budget: str, pairs: list[tuple[int, float]], threads: int | None, rounds: int = 12, warmup: int = 3):
+    """Median seconds per update of each (batch, rate), steps interleaved round by round in this process."""
+    import torch
+
+    from course_lib import masking, training
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer, blocks, _, settings = setup(budget)
+    state = []
+    for batch, rate in pairs:
+        model = _model(settings, 0)
+        config = training.TrainConfig(max_steps=10_000, batch_size=batch, lr=1e-3, warmup_steps=10)
+        optimizer = training.make_optimizer(model, config)
+        state.append(
+            (
+                model,
+                optimizer,
+                training.make_scheduler(optimizer, config),
+                training.BatchStream(len(blocks), batch, seed=0),
+                masking.MLMCollator(tokenizer, mlm_probability=rate, seed=0),
+            )
+        )
+    times = [[] for _ in pairs]
+    for round_ in range(warmup + rounds):
+        order = list(range(len(pairs)))
+        if round_ % 2:
+            order.reverse()
+        for i in order:
+            model, optimizer, scheduler, stream, collator = state[i]
+            started = time.perf_counter()
+            training.train_step(model, [collator(blocks[next(stream)])], optimizer, scheduler)
+            if round_ >= warmup:
+                times[i].append(time.perf_counter() - started)
+    return {pair: statistics.median(t) for pair, t in zip(pairs, times)}
+
+
+# --------------------------------------------------------------------------- one run
+def run_arm(budget: str, name: str, steps: int, seed: int) -> dict:
+    """Train one arm for `steps` updates with `seed` (model, batch order and masks), one thread; judge it."""
+    import torch
+
+    from course_lib import masking, training
+
+    torch.set_num_threads(1)
+    batch, rate, lr, std = parse_arm(name)
+    tokenizer, blocks, eval_data, settings = setup(budget)
+    model = _model(settings, seed, std)
+    config = training.TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=max(1, steps // 10), seed=seed)
+    optimizer = training.make_optimizer(model, config)
+    scheduler = training.make_scheduler(optimizer, config)
+    stream = training.BatchStream(len(blocks), batch, seed=seed)
+    collator = masking.MLMCollator(tokenizer, mlm_probability=rate, seed=seed)
+    started = time.perf_counter()
+    for _ in range(steps):
+        training.train_step(model, [collator(blocks[next(stream)])], optimizer, scheduler)
+    seconds = time.perf_counter() - started
+    result = training.evaluate(model, eval_data)
+    return {
+        "arm": name,
+        "seed": seed,
+        "steps": steps,
+        "eval_loss": round(result["loss"], 4),
+        "eval_acc": round(result["acc"], 4),
+        "seconds_one_thread": round(seconds, 1),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), required=True)
+    parser.add_argument("--arms", nargs="+", help="arms to run, e.g. 'b16 m40 lr4e-3' (default: the whole grid)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--only", choices=sorted(ARMS), help="run one arm only")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
+    parser.add_argument("--threads", type=int, default=None, help="threads for the cost measurement (default: all)")
+    parser.add_argument("--steps", type=int, help="the same updates for every arm instead of equal cost")
+    parser.add_argument(
+        "--costs-from",
+        type=Path,
+        help="take the step costs from an earlier result file "
+        "(measured when the machine was quiet) instead of timing them now",
+    )
+    parser.add_argument("--costs-only", action="store_true", help="time the steps, write them to --out, train nothing")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     import torch
 
-    from course_lib import data, masking, tokenization, training
-    from course_lib import model as M
     from course_lib.baselines import NgramCounts
-    from course_lib.profiles import set_seed
 
     began = time.perf_counter()
-    train_texts, eval_texts = data.english_sentences("train"), data.english_sentences("valid", limit=2000)
-    tokenizer = tokenization.train_tokenizer(train_texts, vocab_size=8000, max_length=128)
-    blocks = masking.pack_sequences(tokenizer(train_texts, verbose=False)["input_ids"], 128)
-    eval_blocks = masking.pack_sequences(tokenizer(eval_texts, verbose=False)["input_ids"], 128, drop_last=False)
-    eval_data = training.eval_batches(
-        masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0), 32, tokenizer.pad_token_id
-    )
+    budget = BUDGETS[args.budget]
+    arms = args.arms or [arm_name(*a) for a in itertools.product(GRID["batch"], GRID["rate"], GRID["lr"])]
+    parsed = {name: parse_arm(name) for name in arms}
+    reference = parse_arm(budget["reference"])
+    pairs = sorted({(b, r) for b, r, _, _ in parsed.values()} | {reference[:2]})
+    if args.costs_from:
+        stored = json.loads(args.costs_from.read_text())["step_seconds"]
+        missing = [f"b{b} m{round(r * 100)}" for b, r in pairs if f"b{b} m{round(r * 100)}" not in stored]
+        if missing:
+            raise SystemExit(f"error: {args.costs_from} has no step cost for {', '.join(missing)}")
+        costs = {(b, r): stored[f"b{b} m{round(r * 100)}"] for b, r in pairs}
+    else:
+        costs = step_costs(args.budget, pairs, args.threads)
+    seconds = budget["reference_steps"] * costs[reference[:2]]
+    steps = {name: args.steps or max(1, round(seconds / costs[(b, r)])) for name, (b, r, _, _) in parsed.items()}
+    for (b, r), cost in costs.items():
+        print(
+            f"batch {b:>2}, masking {r:.0%}: {cost * 1000:.0f} ms per update -> {round(seconds / cost):,} updates "
+            f"in the reference's {seconds:.0f} s",
+            flush=True,
+        )
+    if args.costs_only:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(
+                json.dumps(
+                    {
+                        "budget": args.budget,
+                        "step_seconds": {f"b{b} m{round(r * 100)}": round(c, 4) for (b, r), c in costs.items()},
+                    },
+                    indent=1,
+                )
+                + "\n"
+            )
+        return 0
+    tokenizer, blocks, eval_data, _ = setup(args.budget)
     base = NgramCounts.fit(blocks, tokenizer).score(eval_data)
     print(f"no-context {base['no_context_loss']:.3f}, neighbour counts {base['neighbour_loss']:.3f}", flush=True)
-    runs = {}
-    for name, (rate, std) in ARMS.items():
-        if args.only and name != args.only:
-            continue
-        runs[name] = []
-        for seed in args.seeds:
-            set_seed(seed)
-            model = M.EncoderForMaskedLM(
-                M.EncoderConfig(
-                    vocab_size=len(tokenizer),
-                    max_length=128,
-                    pad_token_id=tokenizer.pad_token_id,
-                    hidden_size=128,
-                    num_layers=2,
-                    num_heads=2,
-                    intermediate_size=512,
-                    position="rotary",
-                    init_std=std,
-                    dropout=0.0,
-                    attention_dropout=0.0,
-                    masked_only=True,
-                )
-            )
-            config = training.TrainConfig(max_steps=args.steps, batch_size=32, lr=2e-3, warmup_steps=100, seed=seed)
-            optimizer = training.make_optimizer(model, config)
-            scheduler = training.make_scheduler(optimizer, config)
-            stream = training.BatchStream(len(blocks), 32, seed=seed)
-            collator = masking.MLMCollator(tokenizer, mlm_probability=rate, seed=seed)
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                training.train_step(model, [collator(blocks[next(stream)])], optimizer, scheduler)
-            seconds = time.perf_counter() - started
-            result = training.evaluate(model, eval_data)
-            runs[name].append(
-                {
-                    "seed": seed,
-                    "eval_loss": round(result["loss"], 4),
-                    "eval_acc": round(result["acc"], 4),
-                    "seconds": round(seconds, 1),
-                }
-            )
+
+    jobs = [(args.budget, name, steps[name], seed) for name in arms for seed in args.seeds]
+    runs = []
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for row in pool.map(run_arm, *zip(*jobs)):
+            runs.append(row)
             print(
-                f"{name}, seed {seed}: held-out loss {result['loss']:.3f}, accuracy {result['acc']:.1%} "
-                f"({seconds:.0f} s)",
+                f"{row['arm']:>16}, seed {row['seed']}: {row['steps']:>5} updates, held-out {row['eval_loss']:.3f}, "
+                f"accuracy {row['eval_acc']:.1%}",
                 flush=True,
             )
-    summary = {
-        name: {
-            "mean_eval_loss": round(statistics.mean(r["eval_loss"] for r in rs), 4),
-            "spread": round(max(r["eval_loss"] for r in rs) - min(r["eval_loss"] for r in rs), 4),
+    summary = {}
+    for name in arms:
+        losses = [r["eval_loss"] for r in runs if r["arm"] == name]
+        b, r, lr, std = parsed[name]
+        summary[name] = {
+            "batch": b,
+            "mlm_probability": r,
+            "lr": lr,
+            "init_std": std,
+            "steps": steps[name],
+            "tokens_seen": steps[name] * b * blocks.shape[1],
+            "mean_eval_loss": round(statistics.mean(losses), 4),
+            "spread": round(max(losses) - min(losses), 4),
+            "losses": losses,
         }
-        for name, rs in runs.items()
-    }
+    ranked = sorted(summary, key=lambda n: summary[n]["mean_eval_loss"])
+    print("\nequal-cost ranking (mean held-out loss over seeds; spread = max - min):")
+    for name in ranked:
+        s = summary[name]
+        print(f"{name:>16}: {s['mean_eval_loss']:.3f} (spread {s['spread']:.3f}, {s['steps']:,} updates)")
     result = {
-        "benchmark": "recipe ablation (notebook 04, cpu setting)",
-        "steps": args.steps,
+        "benchmark": f"equal-cost recipe sweep, budget {args.budget}",
+        "reference": budget["reference"],
+        "reference_steps": budget["reference_steps"],
+        "equal": "updates" if args.steps else "cost",
+        "budget_seconds": round(seconds, 1),
+        "step_seconds": {f"b{b} m{round(r * 100)}": round(c, 4) for (b, r), c in costs.items()},
+        "costs_from": str(args.costs_from) if args.costs_from else None,
         "seeds": args.seeds,
         "no_context_loss": round(base["no_context_loss"], 4),
         "neighbour_loss": round(base["neighbour_loss"], 4),
         "eval_masked_tokens": base["tokens"],
-        "runs": runs,
         "summary": summary,
+        "ranking": ranked,
+        "runs": runs,
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "cost_threads": args.threads or torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(),
         },
         "total_seconds": round(time.perf_counter() - began, 1),
     }
-    for name, s in summary.items():
-        print(f"{name:>20}: mean held-out loss {s['mean_eval_loss']:.3f} (seed spread {s['spread']:.3f})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -211,7 +211,64 @@ def collators(tokenizer_dir: str, n_sentences: int, repeats: int, threads: int) 
     }
 
 
-WORKERS = {"time": time_rows, "memory": peak_memory, "encoder": encoder_step, "collators": collators}
+NB04_MODEL = dict(vocab_size=8000, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, max_length=SEQ)
+
+
+def head_step(tokenizer_dir: str, n_sentences: int, steps: int, warmup: int, threads: int) -> dict:
+    """The course step with the plain head (full [n_masked, vocab] logits, then cross-entropy) against the
+    chunked head (`model.chunked_mlm_loss`, `loss_chunk` rows at a time), the same weights and batches, fp32,
+    no dropout, steps interleaved; for notebook 04's model (40% masking) and this benchmark's (15%)."""
+    import torch
+
+    from course_lib import masking, model
+
+    tokenizer, sentences = _setup(tokenizer_dir, n_sentences, threads)
+    blocks = masking.pack_sequences(tokenizer(sentences)["input_ids"], SEQ)
+    out = {}
+    for name, size, rate in (
+        ("notebook 04 model, 40% masked", NB04_MODEL, 0.4),
+        ("speed model, 15% masked", MODEL, 0.15),
+    ):
+        collator = masking.MLMCollator(tokenizer, mlm_probability=rate, seed=2)
+        nets, optimizers, times = {}, {}, {"plain": [], "chunked": []}
+        for arm in times:
+            torch.manual_seed(0)
+            config = model.EncoderConfig(
+                **size, dropout=0.0, attention_dropout=0.0, masked_only=True, position="rotary"
+            )
+            nets[arm] = model.EncoderForMaskedLM(config).train()
+            nets[arm].loss_chunk = 0 if arm == "plain" else model.EncoderForMaskedLM.loss_chunk
+            optimizers[arm] = torch.optim.AdamW(nets[arm].parameters(), lr=1e-4)
+        generator = torch.Generator().manual_seed(0)
+        for step in range(warmup + steps):
+            batch = collator(blocks[torch.randint(len(blocks), (BATCH,), generator=generator)])
+            for arm in ("plain", "chunked") if step % 2 else ("chunked", "plain"):
+                start = time.perf_counter()
+                nets[arm](batch["input_ids"], batch["attention_mask"], batch["labels"]).loss.backward()
+                optimizers[arm].step()
+                optimizers[arm].zero_grad(set_to_none=True)
+                if step >= warmup:
+                    times[arm].append(time.perf_counter() - start)
+        plain, chunked = statistics.median(times["plain"]), statistics.median(times["chunked"])
+        out[name] = {
+            "plain_step_s": plain,
+            "chunked_step_s": chunked,
+            "speedup": plain / chunked,
+            "loss_chunk": model.EncoderForMaskedLM.loss_chunk,
+        }
+    return out
+
+
+WORKERS = {"time": time_rows, "memory": peak_memory, "encoder": encoder_step, "collators": collators, "head": head_step}
+
+
+def _cpu_bf16_flags() -> list[str]:
+    """The CPU's bf16 units as /proc/cpuinfo names them (AVX512-BF16, AMX): without them bf16 autocast is slow."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))
 
 
 def _in_fresh_process(worker: str, *args):
@@ -312,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  encoders alone: {encoder}", file=sys.stderr)
     collate = _in_fresh_process("collators", tokenizer_dir, args.sentences, 20, args.threads)
     print(f"  collators: {collate}", file=sys.stderr)
+    head = _in_fresh_process("head", *common)
+    print(f"  plain vs chunked head: {head}", file=sys.stderr)
 
     pad, group, course, course_bf16, budget = rows
     result = {
@@ -321,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "cpu_bf16_units": _cpu_bf16_flags(),
         },
         "model": MODEL,
         "batch": BATCH,
@@ -335,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         "collator_examples_per_s": collate,
         "collator_ratio": collate["course_packed_tensor"] / collate["hf_list_of_dicts"],
         "collator_ratio_same_input": collate["course_list_of_dicts"] / collate["hf_list_of_dicts"],
+        "head_step": head,
+        "bf16_step_ratio": course["step_s"] / course_bf16["step_s"],
     }
     print(table(rows))
     print()
@@ -353,6 +415,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{collate['course_packed_tensor']:,.0f} vs HF on a list of dicts {collate['hf_list_of_dicts']:,.0f} "
         f"examples/s; course on the same list of dicts {collate['course_list_of_dicts']:,.0f}: "
         f"{result['collator_ratio_same_input']:.2f}x)"
+    )
+    for name, h in head.items():
+        print(
+            f"head: {name}: plain {h['plain_step_s']:.3f} s, chunked {h['chunked_step_s']:.3f} s per step "
+            f"({h['speedup']:.2f}x; fp32, same batches)"
+        )
+    print(
+        f"bf16 autocast vs fp32, course step: {result['bf16_step_ratio']:.2f}x the speed "
+        f"(CPU bf16 units: {', '.join(result['machine']['cpu_bf16_units']) or 'none'})"
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -7,7 +7,8 @@ scored on the very same fixed eval masks as the model:
   (80% of the predicted positions) it answers the unigram distribution: how often each token occurs in
   the training text. Where the 80/10/10 rule left a visible token t (the original, 10%, or one drawn at
   random, 10%), Bayes' rule gives P(original = x | t) proportional to
-  u(x) * (keep * [x == t] + random / R), R the number of tokens random replacement draws from.
+  u(x) * (keep * [x == t] + random / R), R the number of tokens random replacement draws from
+  (`no_context_token_loss`, token by token: exercise 4.4).
   A model whose loss is not below this one has learned token frequencies and "copy what you see",
   nothing that needs context.
 * **neighbour counts** - a bigram model of the training tokens, read in both directions:
@@ -21,6 +22,14 @@ scored on the very same fixed eval masks as the model:
     counts.score(eval_data)                                # {"no_context_loss", ..., "neighbour_accuracy"}
     counts.fill_mask(tokenizer, examples)                  # neighbour-count top-1 / top-5 on fill-mask pairs
 
+Where does a model beat them? Split the loss by what the predicted token's two neighbours show: both visible,
+one `<mask>`, or both `<mask>`. The counts lose their context as the neighbours get masked; a model that
+reads further than one token a side loses less:
+
+    losses = counts.token_losses(eval_data)                # {"no_context": [n], "neighbour": [n]}, per token
+    losses["model"] = model_token_losses(model, eval_data)
+    loss_by_neighbours(losses, neighbour_status(eval_data, tokenizer.mask_token_id))
+
 Bigram counts are kept as a sorted list of (left, right) pairs, not a V x V table, so a 50,000-token
 vocabulary costs no more memory than the training text.
 """
@@ -30,8 +39,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .masking import IGNORE_INDEX
+
+NEIGHBOUR_GROUPS = ("both visible", "one masked", "both masked")  # by the number of <mask> neighbours: 0, 1, 2
 
 
 def _flat_ids(token_ids) -> torch.Tensor:
@@ -48,6 +60,79 @@ def _flat_ids(token_ids) -> torch.Tensor:
         raise ValueError("no training token ids to count")
     sep = torch.full((1,), -1, dtype=torch.long)
     return torch.cat([t for r in rows for t in (r, sep)])
+
+
+def _predicted(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(left, shown, right, target) ids of every labelled position of a padded batch, in the order of
+    `torch.nonzero(labels != -100)` (row by row); -1 where a neighbour would fall outside the sequence."""
+    ids, labels = batch["input_ids"].long(), batch["labels"].long()
+    rows, cols = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)
+    seq = ids.shape[1]
+    left = torch.where(cols > 0, ids[rows, (cols - 1).clamp(min=0)], torch.full_like(cols, -1))
+    right = torch.where(cols + 1 < seq, ids[rows, (cols + 1).clamp(max=seq - 1)], torch.full_like(cols, -1))
+    return left, ids[rows, cols], right, labels[rows, cols]
+
+
+def neighbour_status(batches, mask_token_id: int) -> torch.LongTensor:
+    """How many of its two neighbours (left, right) each predicted token has masked: 0, 1 or 2, one per
+    labelled position of the padded, already-masked `batches`, batch after batch in the order of
+    `torch.nonzero(labels != -100)` (the order of `NgramCounts.token_losses` and `model_token_losses`).
+
+    A neighbour counts as masked when its input id is `mask_token_id`, whatever the 80/10/10 rule did to
+    it; a neighbour that is missing (the predicted token is first or last of the row) or padding counts as
+    not masked, like `<s>` and `</s>`: it hides no word, so the question "did masking take my context
+    away?" has the answer no. (Where padding follows a short sentence its last token is `</s>`, which is
+    never predicted, so padding is rarely a predicted token's neighbour anyway.)"""
+    found = []
+    for batch in batches:
+        left, _, right, _ = _predicted(batch)
+        found.append((left == mask_token_id).long() + (right == mask_token_id).long())
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
+
+
+LOSS_CAP = float(-torch.log(torch.tensor(1e-12, dtype=torch.float64)))  # `score` counts a token at most -ln 1e-12
+
+
+def no_context_token_loss(
+    unigram: torch.Tensor,
+    visible: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    mask_token_id: int,
+    random_ids,
+    keep_prob: float = 0.1,
+    random_prob: float = 0.1,
+) -> torch.Tensor:
+    """The no-context predictor's loss at each predicted position (exercise 4.4 writes it): [n] float64
+    cross-entropies, nats, of the original tokens `targets` given only the tokens the positions show, `visible`
+    (the mask id, or a token: kept, or drawn at random by the 80/10/10 rule). `NgramCounts.score`'s no-context
+    loss is their mean, each capped at LOSS_CAP.
+
+    unigram: [V] probabilities of the training tokens, u (0 on special tokens); random_ids: the ids random
+    replacement draws from, R of them; keep_prob, random_prob: the share of predicted positions that keep their
+    token, and that show a random one (0.1 and 0.1). Where `<mask>` is shown, P(x) = u(x). Where token t is
+    shown, Bayes' rule with the chance that an original x shows t, keep [x = t] + r_t, r_t = random_prob / R if
+    t is in random_ids, else 0 (`NgramCounts._visible_rule`, which does it for every x at once):
+
+        P(x | t) = u(x) (keep [x = t] + r_t) / (keep u(t) + r_t sum_y u(y))
+
+    A token that nothing shows at a predicted position (a special one: never chosen, never drawn) has no
+    explanation (0 / 0): its loss is inf, as is that of a target of probability 0."""
+    u = torch.as_tensor(unigram, dtype=torch.float64).flatten()
+    visible, targets = torch.as_tensor(visible).long().flatten(), torch.as_tensor(targets).long().flatten()
+    random_ids = torch.as_tensor(random_ids, dtype=torch.long).flatten()
+    if visible.shape != targets.shape:
+        raise ValueError(f"visible has {visible.numel()} ids, targets {targets.numel()}: one of each per position")
+    if random_ids.numel() == 0:
+        raise ValueError("random_ids is empty: random replacement needs at least one id to draw")
+    random_share = torch.zeros_like(u)
+    random_share[random_ids] = random_prob / random_ids.numel()
+    shown = visible != mask_token_id
+    r = random_share[visible]
+    likelihood = torch.where(shown, keep_prob * (targets == visible).double() + r, 1.0)  # P(shows t | original target)
+    evidence = torch.where(shown, keep_prob * u[visible] + r * u.sum(), 1.0)  # P(shows t), up to a common factor
+    p = torch.where(evidence > 0, u[targets] * likelihood / evidence.clamp_min(1e-300), 0.0)
+    return -torch.log(p)
 
 
 @dataclass
@@ -191,6 +276,17 @@ class NgramCounts:
         out[shown] = posterior / posterior.sum(1, keepdim=True).clamp_min(1e-300)
         return out
 
+    @property
+    def replacement_rule(self) -> dict:
+        """The 80/10/10 rule of the eval masks, as `no_context_token_loss` takes it: mask_token_id, random_ids,
+        keep_prob, random_prob."""
+        return {
+            "mask_token_id": self.mask_token_id,
+            "random_ids": self.random_ids,
+            "keep_prob": self.keep_prob,
+            "random_prob": self.random_prob,
+        }
+
     def no_context_probs(self, visible: torch.Tensor) -> torch.Tensor:
         """[n, V] probabilities of the original token, from the shown token alone."""
         prior = self.unigram.unsqueeze(0).expand(len(visible), -1)
@@ -215,37 +311,44 @@ class NgramCounts:
         return self._visible_rule(prior, visible)
 
     # ------------------------------------------------------------------ scoring on the fixed eval masks
-    def score(self, batches, chunk: int = 512) -> dict:
-        """Loss (mean cross-entropy, nats) and accuracy of both predictors over the labelled positions of
-        padded, already-masked batches (`training.eval_batches`), each labelled token counting once."""
-        sums = {"no_context": [0.0, 0], "neighbour": [0.0, 0]}
-        count = 0
+    def _per_token(self, batches, chunk: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Both predictors at every labelled position of `batches`: name -> (cross-entropy [n] float64, nats;
+        whether the top answer is right [n] bool), in the order of `neighbour_status`."""
+        found = {"no_context": ([], []), "neighbour": ([], [])}
         for batch in batches:
-            ids, labels = batch["input_ids"].long(), batch["labels"].long()
-            rows, cols = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)
-            seq = ids.shape[1]
-            left = torch.where(cols > 0, ids[rows, (cols - 1).clamp(min=0)], torch.full_like(cols, -1))
-            right = torch.where(cols + 1 < seq, ids[rows, (cols + 1).clamp(max=seq - 1)], torch.full_like(cols, -1))
-            visible, targets = ids[rows, cols], labels[rows, cols]
+            left, visible, right, targets = _predicted(batch)
             for start in range(0, len(targets), chunk):
                 part = slice(start, start + chunk)
                 for name, probs in (
                     ("no_context", self.no_context_probs(visible[part])),
                     ("neighbour", self.neighbour_probs(left[part], visible[part], right[part])),
                 ):
-                    p = probs.gather(1, targets[part].unsqueeze(1)).squeeze(1)
-                    sums[name][0] += float(-torch.log(p.clamp_min(1e-12)).sum())
-                    sums[name][1] += int((probs.argmax(1) == targets[part]).sum())
-            count += len(targets)
-        if count == 0:
+                    if name == "no_context":  # exercise 4.4's closed form of the same rule, token by token
+                        rule = self.replacement_rule
+                        loss = no_context_token_loss(self.unigram, visible[part], targets[part], **rule)
+                    else:
+                        loss = -torch.log(probs.gather(1, targets[part].unsqueeze(1)).squeeze(1))
+                    found[name][0].append(loss.clamp(max=LOSS_CAP))
+                    found[name][1].append(probs.argmax(1) == targets[part])
+        if not any(len(t) for t in found["no_context"][0]):
             raise ValueError("the eval batches have no masked token (labels are all -100)")
-        return {
-            "no_context_loss": sums["no_context"][0] / count,
-            "no_context_accuracy": sums["no_context"][1] / count,
-            "neighbour_loss": sums["neighbour"][0] / count,
-            "neighbour_accuracy": sums["neighbour"][1] / count,
-            "tokens": count,
-        }
+        return {name: (torch.cat(losses), torch.cat(right)) for name, (losses, right) in found.items()}
+
+    def token_losses(self, batches, chunk: int = 512) -> dict[str, torch.Tensor]:
+        """The loss (cross-entropy, nats) of both predictors at each labelled position of padded,
+        already-masked batches: {"no_context": [n], "neighbour": [n]} float64, in the order of
+        `neighbour_status`, so that `loss_by_neighbours` can split them. Their means are `score`'s losses."""
+        return {name: losses for name, (losses, _) in self._per_token(batches, chunk).items()}
+
+    def score(self, batches, chunk: int = 512) -> dict:
+        """Loss (mean cross-entropy, nats) and accuracy of both predictors over the labelled positions of
+        padded, already-masked batches (`training.eval_batches`), each labelled token counting once."""
+        found = self._per_token(batches, chunk)
+        scores = {}
+        for name, (losses, right) in found.items():
+            scores[f"{name}_loss"] = float(losses.mean())
+            scores[f"{name}_accuracy"] = float(right.double().mean())
+        return {**scores, "tokens": len(found["neighbour"][0])}
 
     def fill_mask(self, tokenizer, examples: list[tuple[str, str]], top_k: int = 5) -> dict:
         """The neighbour-count model on fill-mask pairs (`training.fill_mask_examples`): top-1 and top-k
@@ -270,3 +373,48 @@ class NgramCounts:
             for row, (_, answer) in zip(top.tolist(), examples)
         ) / len(examples)
         return {"top1": top1, f"top{top_k}": topk, "answers": answers, "distinct_answers": len(set(answers))}
+
+
+@torch.no_grad()
+def model_token_losses(model, batches) -> torch.Tensor:
+    """The loss (cross-entropy, nats) of a course model at each labelled position of padded, already-masked
+    batches: [n] float64, in the order of `neighbour_status`; its mean is `training.evaluate`'s loss in fp32.
+
+    The model is an argument, not an import: this module stays below `model` and `training`. It runs in
+    eval mode (no dropout) on the model's device and is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    found = []
+    try:
+        for batch in batches:
+            batch = {key: value.to(device) for key, value in batch.items()}
+            labels = batch["labels"]
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+            where = labels != IGNORE_INDEX
+            if logits.dim() == 3:  # every position; a masked-only head returns the labelled rows already
+                logits = logits[where]
+            found.append(F.cross_entropy(logits.float(), labels[where], reduction="none").double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.float64)
+
+
+def loss_by_neighbours(losses: dict[str, torch.Tensor], status: torch.Tensor) -> dict[str, dict]:
+    """Mean per-token losses split by `neighbour_status`: one row per group of `NEIGHBOUR_GROUPS` and one for
+    "all", each {"tokens": count, name: mean loss for every name of `losses`}; nan for a group with no token.
+
+    losses: name -> [n] losses in the order of `status` (`NgramCounts.token_losses`, `model_token_losses`).
+    The rows' means weighted by their token counts give the "all" row. A plain dict of plain numbers,
+    e.g. `pandas.DataFrame(result).T` prints it as a table."""
+    status = torch.as_tensor(status).long()
+    for name, values in losses.items():
+        if values.shape != status.shape:
+            raise ValueError(f"losses[{name!r}] has shape {tuple(values.shape)}, the status {tuple(status.shape)}")
+    rows = {}
+    for group, where in [*((g, status == i) for i, g in enumerate(NEIGHBOUR_GROUPS)), ("all", status >= 0)]:
+        count = int(where.sum())
+        rows[group] = {"tokens": count}
+        for name, values in losses.items():
+            rows[group][name] = float(values[where].double().mean()) if count else float("nan")
+    return rows

@@ -23,12 +23,21 @@ RoBERTa, recipes for cheaper pretraining that notebook 04 measures:
   last block: it trains stably at higher learning rates, but has no RoBERTa twin;
 * `masked_only=True` runs the MLM head only where there is a label. With 15% masking this skips 85%
   of the biggest matrix product in the model (hidden x vocab) and of its softmax.
+
+One more switch is no part of the config, because it is a measurement, not a recipe: under
+`attention_window(model, k)` every token attends only to the tokens at most k positions away, in every
+layer, so an L-layer model still reaches L * k tokens a side (layer 2 reads what layer 1 gathered).
+`attention_window(model, reach(model, k))` limits the first layer to k and the others to the token itself:
+the output at i then depends on tokens i - k .. i + k exactly, so notebook 04 can measure how much of the
+model's loss needs context beyond the one neighbour a side a bigram table reads (k = 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -120,6 +129,63 @@ def position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.LongTensor
     """
     not_pad = input_ids.ne(pad_token_id).long()
     return torch.cumsum(not_pad, dim=1) * not_pad + pad_token_id
+
+
+def window_mask(seq_len: int, window: int, attention_mask: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """The bool attention mask of a window in one layer: query i may attend to key j when |i - j| <= window
+    (itself included) and key j is not padding. [1, 1, seq, seq] without an attention_mask, else
+    [batch, 1, seq, seq]. (`_layer_windows` turns a model's window into one int or None per layer.)
+
+    A padded query keeps its own key too, so that no row is all False: the softmax of such a row is NaN
+    (in `attention_weights`, and in some GPU kernels), and a NaN value times a zero weight is still NaN in
+    the next layer. The real queries never see a padded key, so their outputs are unchanged."""
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ValueError(f"an attention window must be an integer >= 0 (positions each side), got {window!r}")
+    pos = torch.arange(seq_len, device=device)
+    band = (pos[:, None] - pos[None, :]).abs() <= window  # [seq (queries), seq (keys)]
+    if attention_mask is None:
+        return band[None, None]
+    keys = attention_mask.bool()[:, None, :] | torch.eye(seq_len, dtype=torch.bool, device=device)  # [batch, seq, seq]
+    return (band & keys)[:, None]
+
+
+def _layer_windows(window: int | Sequence[int | None] | None, num_layers: int) -> tuple[int | None, ...]:
+    """One window per layer (None: that layer attends to everything): an int holds in every layer, a
+    sequence must have one entry per layer. Raises ValueError for a bad entry or a wrong length."""
+    if window is None or isinstance(window, int):
+        windows = (window,) * num_layers
+    elif isinstance(window, Sequence) and not isinstance(window, str):
+        windows = tuple(window)
+        if len(windows) != num_layers:
+            raise ValueError(
+                f"a per-layer attention window needs one entry per layer: {window!r} has {len(windows)} "
+                f"entries, the model {num_layers} layers (reach(model, k) builds the right length)"
+            )
+    else:
+        raise ValueError(
+            f"an attention window must be an integer >= 0, None, or one of those per layer, got {window!r}"
+        )
+    for w in windows:
+        if w is not None:
+            window_mask(1, w)  # the check of one entry: an integer >= 0
+    return windows
+
+
+def reach(model_or_num_layers: EncoderForMaskedLM | int, k: int) -> tuple[int, ...]:
+    """The per-layer window under which every output sees exactly k tokens a side: (k, 0, 0, ...), the first
+    layer k positions each side and every later layer only the token itself, so the output at i depends on
+    tokens i - k .. i + k and on none further. (An int window k holds in every layer and reaches L * k.)
+
+        with attention_window(model, reach(model, 1)):   # what a bigram table sees: one neighbour a side
+            training.evaluate(model, eval_data)"""
+    if isinstance(model_or_num_layers, nn.Module):
+        num_layers = len(model_or_num_layers.layers)
+    else:
+        num_layers = model_or_num_layers
+    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+        raise ValueError(f"reach needs a model or a number of layers >= 1, got {model_or_num_layers!r}")
+    window_mask(1, k)  # k: an integer >= 0
+    return (k,) + (0,) * (num_layers - 1)
 
 
 def rotary_tables(
@@ -229,13 +295,72 @@ class MLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)  # weight replaced by the tied embeddings
 
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the projection onto the vocabulary: dense, GELU, LayerNorm."""
+        return self.layer_norm(F.gelu(self.dense(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
+        return self.decoder(self.transform(x))
+
+
+class ChunkedMLMLoss(torch.autograd.Function):
+    """mean cross-entropy(hidden @ weight.T + bias, targets), computed `chunk` rows at a time.
+
+    The plain head writes the whole [n, vocab] logits tensor (at 1,600 masked tokens and 8,000 words,
+    51 MB), then reads and writes it again for the log-softmax, the loss and every backward step: on a CPU
+    that memory traffic, not the matrix products, is half of a small model's update. Here each chunk of
+    rows is scored, turned into its gradient (softmax - one-hot) / n at once while it is still in the
+    cache, and multiplied into the gradients of the hidden states, the weight and the bias; then it is
+    thrown away. The matrix products are the same three as the plain head's (scores, and the two of the
+    backward pass), nothing is computed twice, and the full logits never exist. The gradients are ready
+    after the forward pass; `backward` only scales them by the incoming gradient. Same loss and
+    gradients as `F.cross_entropy(hidden @ weight.T + bias, targets)` (tests: 1e-5).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        n = hidden.shape[0]
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_w = torch.zeros_like(weight) if want_w else None
+        grad_b = torch.zeros_like(bias) if want_b else None
+        total = torch.zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
+        for start in range(0, n, chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            rows = torch.arange(len(t), device=t.device)
+            scores = torch.addmm(bias, h, weight.t())  # [chunk, vocab]: this chunk's logits
+            lse = torch.logsumexp(scores, dim=1)
+            total += (lse - scores[rows, t]).sum()
+            if want_h or want_w or want_b:
+                grad = scores.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+                grad[rows, t] -= 1.0
+                grad.mul_(1.0 / n)  # d(mean loss) / d(logits)
+                if want_h:
+                    torch.mm(grad, weight, out=grad_h[start : start + chunk])
+                if want_w:
+                    grad_w.addmm_(grad.t(), h)
+                if want_b:
+                    grad_b += grad.sum(0)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        scaled = [None if g is None else g * grad_loss for g in (grad_h, grad_w, grad_b)]
+        return (*scaled, None, None)
+
+
+def chunked_mlm_loss(hidden, weight, bias, targets, chunk: int = 128) -> torch.Tensor:
+    """Mean cross-entropy of the tied projection `hidden @ weight.T + bias` against `targets` ([n] ids,
+    all real: no -100), without the full [n, vocab] logits (`ChunkedMLMLoss`). fp32 only."""
+    return ChunkedMLMLoss.apply(hidden, weight, bias, targets, chunk)
 
 
 class MaskedLMOutput(NamedTuple):
     loss: torch.Tensor | None  # mean cross-entropy over labelled positions; None without labels
-    logits: torch.Tensor  # [batch, seq, vocab], or [n_labelled, vocab] when masked_only and labels are given
+    logits: torch.Tensor | None  # [batch, seq, vocab], or [n_labelled, vocab] when masked_only and labels are given
+    # (None in a masked_only training step: the chunked loss never builds them)
 
 
 # --------------------------------------------------------------------------- the model
@@ -245,6 +370,13 @@ class EncoderForMaskedLM(nn.Module):
     `model(input_ids, attention_mask, labels)` returns `MaskedLMOutput(loss, logits)`, like
     `RobertaForMaskedLM(input_ids=..., attention_mask=..., labels=...)` does.
     """
+
+    # None: every token attends to every other one; k: only to those at most k positions away, in every
+    # layer (reach L * k); a tuple: one int or None per layer (`reach(model, k)`: exactly k). A plain
+    # attribute, not a config field: a measurement at evaluation time (`attention_window(model, k)`) that
+    # neither checkpoints nor the transformers export carry
+    attention_window: int | tuple[int | None, ...] | None = None
+    loss_chunk = 128  # rows per chunk of the training loss with masked_only (0: the plain head, full logits)
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -305,7 +437,9 @@ class EncoderForMaskedLM(nn.Module):
         """The encoder without the head: [batch, seq] token ids -> [batch, seq, hidden] hidden states.
 
         attention_mask: 1 for real tokens, 0 for padding (as tokenizers return it); None means attend to
-        everything, as in `transformers` (pad tokens still get the padding position).
+        everything, as in `transformers` (pad tokens still get the padding position). With
+        `self.attention_window` set to k, each token sees only the tokens at most k positions away in every
+        layer (so L * k after L layers); set to a tuple, layer l uses entry l (None: no window there).
         """
         self._check_input(input_ids, attention_mask)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
@@ -320,8 +454,16 @@ class EncoderForMaskedLM(nn.Module):
         mask = None  # with no padding, no mask: scaled_dot_product_attention may then pick a faster kernel
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # [batch, 1 (all heads), 1 (all queries), seq (keys)]
-        for layer in self.layers:  # (x, mask) for learned positions: a block written in notebook 03 fits
-            x = layer(x, mask) if rotary is None else layer(x, mask, rotary)
+        # one mask per layer: a window's band [1 or batch, 1, seq (queries), seq (keys)], padding left out,
+        # built once for each distinct window; a layer without a window keeps the padding mask
+        masks = {None: mask}
+        padding = attention_mask if mask is not None else None
+        windows = _layer_windows(self.attention_window, len(self.layers))
+        for w in windows:
+            if w not in masks:
+                masks[w] = window_mask(input_ids.shape[1], w, padding, input_ids.device)
+        for layer, w in zip(self.layers, windows):  # (x, mask) for learned positions: notebook 03's block fits
+            x = layer(x, masks[w]) if rotary is None else layer(x, masks[w], rotary)
         return self.final_norm(x) if self.final_norm is not None else x
 
     def forward(
@@ -330,7 +472,9 @@ class EncoderForMaskedLM(nn.Module):
         """Logits for every position and, given labels (-100 = no prediction there), the mean MLM loss.
 
         With config.masked_only and labels, only the labelled positions go through the head, and the
-        logits come back as [n_labelled, vocab], in the order of `labels != -100` read row by row.
+        logits come back as [n_labelled, vocab], in the order of `labels != -100` read row by row; in a
+        training step (gradients on, fp32) the loss comes from `chunked_mlm_loss` instead, which never
+        holds the full logits, and `logits` is None (set `model.loss_chunk = 0` for the plain head).
         """
         hidden = self.encode(input_ids, attention_mask)
         if labels is None:
@@ -342,15 +486,61 @@ class EncoderForMaskedLM(nn.Module):
         if self.config.masked_only:
             where = labels != -100
             hidden, labels = hidden[where], labels[where]  # [n_labelled, hidden], [n_labelled]
+            if self._chunked_loss(hidden):  # training: the loss without the full logits (logits=None)
+                transformed = self.head.transform(hidden)
+                loss = chunked_mlm_loss(
+                    transformed, self.head.decoder.weight, self.head.decoder.bias, labels, self.loss_chunk
+                )
+                return MaskedLMOutput(loss, None)
         logits = self.head(hidden)
         # the loss in fp32 even when the weights are 16-bit (DeepSpeed's bf16, notebook 07); autocast does the same
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         return MaskedLMOutput(loss, logits)
 
+    def _chunked_loss(self, hidden: torch.Tensor) -> bool:
+        """The chunked loss serves training steps in fp32 (gradients wanted, no autocast); evaluation wants
+        the logits, and 16-bit runs keep the plain head (its loss is computed in fp32 anyway)."""
+        return (
+            self.loss_chunk > 0
+            and torch.is_grad_enabled()
+            and hidden.shape[0] > 0
+            and hidden.dtype == torch.float32
+            and self.head.decoder.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled(hidden.device.type)
+        )
+
     def num_parameters(self, embeddings: bool = True) -> int:
         """Trainable numbers, each shared Parameter once; embeddings=False leaves out the embedding tables."""
         skip = set() if embeddings else {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+
+@contextlib.contextmanager
+def attention_window(
+    model: EncoderForMaskedLM, window: int | Sequence[int | None] | None
+) -> Iterator[EncoderForMaskedLM]:
+    """Within the `with` block every token of `model` attends only to the tokens at most `window` positions
+    away (None: to all); afterwards the model attends as it did before, also when the block raised.
+
+    An int window holds in every layer, so an L-layer model still reaches L * k tokens a side: under
+    `attention_window(model, 1)` a 2-layer model's output at i depends on i - 2 .. i + 2. A sequence gives
+    one window per layer (None: unrestricted there), and `reach(model, k)` = (k, 0, ..., 0) gives an exact
+    reach of k tokens a side:
+
+        with attention_window(model, reach(model, 1)):   # one neighbour a side, what a bigram table sees
+            training.evaluate(model, eval_data)
+
+    The weights stay as trained: a model that learned to read far context loses it here, and the rise in
+    its loss measures how much it used it."""
+    windows = _layer_windows(window, len(model.layers))  # a bad window fails here, not at the first forward
+    if window is not None and not isinstance(window, int):
+        window = windows  # a list is kept as a tuple
+    before = model.attention_window
+    model.attention_window = window
+    try:
+        yield model
+    finally:
+        model.attention_window = before
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ class Profile:
     num_layers: int
     num_heads: int
     intermediate_size: int
+    lm_batch_size: int  # packed blocks per update of notebook 04's runs (benchmarks/recipe.py chose it at equal cost)
     lm_size: tuple[int, int, int, int]  # the recipe's model (notebooks 04, 05): hidden size, layers, heads, FFN width
     position: str  # the recipe's positions (notebooks 04, 05): "rotary" or "learned"
     init_std: float  # the recipe's initial weight scale (notebooks 04, 05)
@@ -83,6 +84,7 @@ PROFILES = {
         num_layers=2,
         num_heads=2,
         intermediate_size=256,
+        lm_batch_size=32,
         lm_size=(64, 2, 2, 256),
         position="rotary",
         init_std=0.05,
@@ -122,6 +124,7 @@ PROFILES = {
         num_layers=4,
         num_heads=4,
         intermediate_size=1024,
+        lm_batch_size=32,
         lm_size=(128, 2, 2, 512),
         position="rotary",
         init_std=0.05,
@@ -153,6 +156,7 @@ PROFILES["gpu"] = replace(
     PROFILES["cpu"],
     name="gpu",
     batch_size=64,
+    lm_batch_size=64,
     lm_size=(256, 4, 4, 1024),
     init_std=0.02,
     lm_lr=1e-3,

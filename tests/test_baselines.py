@@ -1,12 +1,21 @@
 """course_lib.baselines: the no-context and neighbour-count predictors, on data where the answers are known."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from course_lib import masking, training
-from course_lib.baselines import NgramCounts
+from course_lib import model as M
+from course_lib.baselines import (
+    LOSS_CAP,
+    NgramCounts,
+    loss_by_neighbours,
+    model_token_losses,
+    neighbour_status,
+    no_context_token_loss,
+)
 
 SPECIAL = [0, 1, 2, 3, 4]  # <s>, <pad>, </s>, <unk>, <mask> as the course tokenizer numbers them
 MASK, V = 4, 12
@@ -133,3 +142,104 @@ def test_fill_mask_with_a_real_tokenizer(english_train):
     assert len(result["answers"]) == 2 and 0 <= result["top1"] <= result["top5"] <= 1
     with pytest.raises(ValueError, match="exactly one <mask>"):
         counts.fill_mask(tok, [("no mask here", "x")])
+
+
+# --------------------------------------------------------------------------- loss split by masked neighbours
+def test_neighbour_status_counted_by_hand():
+    first = batch(
+        [[0, MASK, 7, MASK, MASK, 2], [MASK, 6, MASK, 1, 1, 1]],
+        [[-100, 5, 6, 7, 8, -100], [5, 6, 7, -100, -100, -100]],
+    )
+    # row 0: <s> | 7 -> 0; <mask> | <mask> -> 2; 7 | <mask> -> 1; <mask> | </s> -> 1
+    # row 1: nothing | 6 -> 0; <mask> | <mask> -> 2; 6 | <pad> -> 0 (a missing neighbour and padding are not masked)
+    second = batch([[5, MASK]], [[9, 10]])  # 5's right neighbour is masked; the last token has no right one
+    status = neighbour_status([first, second], MASK)
+    assert status.tolist() == [0, 2, 1, 1, 0, 2, 0, 1, 0] and status.dtype == torch.long
+    counts = fit(torch.tensor([[0, 5, 6, 7, 8, 9, 10, 2]]))
+    losses = counts.token_losses([first, second])
+    assert {name: len(v) for name, v in losses.items()} == {"no_context": 9, "neighbour": 9}
+    assert neighbour_status([], MASK).tolist() == []
+
+
+def test_loss_by_neighbours_groups_add_up():
+    status = torch.tensor([0, 0, 1, 2, 1, 0])
+    losses = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64), "b": torch.arange(6.0)}
+    table = loss_by_neighbours(losses, status)
+    assert list(table) == ["both visible", "one masked", "both masked", "all"]
+    assert table["both visible"] == {"tokens": 3, "a": 3.0, "b": 2.0}
+    assert table["one masked"] == {"tokens": 2, "a": 4.0, "b": 3.0}
+    assert table["both masked"] == {"tokens": 1, "a": 4.0, "b": 3.0}
+    assert table["all"] == {"tokens": 6, "a": 3.5, "b": 2.5}
+    empty = loss_by_neighbours({"a": torch.ones(2)}, torch.tensor([0, 0]))["both masked"]
+    assert empty["tokens"] == 0 and math.isnan(empty["a"])
+    with pytest.raises(ValueError, match="losses\\['a'\\] has shape \\(5,\\)"):
+        loss_by_neighbours({"a": torch.ones(5)}, status)
+
+
+@pytest.fixture(scope="module")
+def real_eval(english_train, english_valid):
+    """A 1,000-token tokenizer and neighbour counts from 2,000 training sentences; 400 validation sentences
+    on fixed eval masks, in padded batches; and the config of a tiny course model of that vocabulary."""
+    from course_lib import tokenization
+
+    texts = english_train[:2000]
+    tok = tokenization.train_tokenizer(texts, vocab_size=1000)
+    counts = NgramCounts.fit(masking.pack_sequences(tok(texts, verbose=False)["input_ids"], 64), tok)
+    eval_ids = tok(english_valid[:400], verbose=False, truncation=True, max_length=64)["input_ids"]
+    data = training.eval_batches(masking.fixed_eval_masks(eval_ids, tok, seed=0), 32, tok.pad_token_id)
+    config = M.EncoderConfig(
+        vocab_size=len(tok), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=64
+    )
+    return tok, counts, data, config
+
+
+@pytest.mark.parametrize("masked_only", [False, True])
+def test_model_token_losses_average_to_evaluate(real_eval, masked_only):
+    tok, _, data, config = real_eval
+    torch.manual_seed(0)
+    model = M.EncoderForMaskedLM(dataclasses.replace(config, masked_only=masked_only))  # [n, V] or [b, s, V] logits
+    status = neighbour_status(data, tok.mask_token_id)
+    model.train()
+    per_token = model_token_losses(model, data)
+    assert model.training  # left in the mode it was in
+    assert per_token.dtype == torch.float64 and len(per_token) == len(status)
+    assert float(per_token.mean()) == pytest.approx(training.evaluate(model, data)["loss"], abs=1e-5)
+
+
+def test_neighbour_counts_lose_their_context_when_the_neighbours_are_masked(real_eval):
+    tok, counts, data, config = real_eval
+    torch.manual_seed(0)
+    losses = {**counts.token_losses(data), "model": model_token_losses(M.EncoderForMaskedLM(config), data)}
+    status, scores = neighbour_status(data, tok.mask_token_id), counts.score(data)
+    assert all(len(v) == len(status) == scores["tokens"] for v in losses.values())
+    assert float(losses["no_context"].mean()) == pytest.approx(scores["no_context_loss"], abs=1e-9)
+    assert float(losses["neighbour"].mean()) == pytest.approx(scores["neighbour_loss"], abs=1e-9)
+    table = loss_by_neighbours(losses, status)
+    assert table["both masked"]["tokens"] >= 10 and table["one masked"]["tokens"] > table["both masked"]["tokens"]
+    assert table["both masked"]["neighbour"] > table["both visible"]["neighbour"] + 0.5
+    groups = [table[g] for g in ("both visible", "one masked", "both masked")]
+    assert sum(g["tokens"] for g in groups) == table["all"]["tokens"]
+    for name in losses:
+        weighted = sum(g[name] * g["tokens"] for g in groups) / table["all"]["tokens"]
+        assert weighted == pytest.approx(table["all"][name], abs=1e-9)
+
+
+# --------------------------------------------------------------------------- no_context_token_loss (exercise 4.4)
+def test_no_context_token_loss_is_the_no_context_probabilities_token_by_token():
+    """The closed form `score` averages agrees with the [n, V] posterior of `no_context_probs`, and a shown token
+    that nothing can produce (a special one) has loss inf, which `score` caps at -ln 1e-12."""
+    g = torch.Generator().manual_seed(0)
+    counts = fit(torch.randint(5, V, (50, 16), generator=g))
+    targets = torch.randint(5, V, (60,), generator=g)
+    visible = torch.where(torch.rand(60, generator=g) < 0.5, MASK, torch.randint(5, V, (60,), generator=g))
+    visible[:10] = targets[:10]
+    losses = no_context_token_loss(counts.unigram, visible, targets, **counts.replacement_rule)
+    probs = counts.no_context_probs(visible).gather(1, targets.unsqueeze(1)).squeeze(1)
+    assert losses.dtype == torch.float64 and torch.allclose(losses, -torch.log(probs), rtol=1e-12, atol=0)
+    labels = torch.cat([torch.full((60, 1), -100), targets.unsqueeze(1), torch.full((60, 1), -100)], 1)
+    inputs = torch.cat([torch.zeros(60, 1, dtype=torch.long), visible.unsqueeze(1), torch.full((60, 1), 2)], 1)
+    scores = counts.score([{"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "labels": labels}])
+    assert scores["no_context_loss"] == pytest.approx(float(losses.mean()), rel=1e-12)
+    rule = counts.replacement_rule
+    special = no_context_token_loss(counts.unigram, torch.tensor([0, 2]), torch.tensor([5, 6]), **rule)
+    assert special.tolist() == [math.inf, math.inf] and LOSS_CAP == pytest.approx(-math.log(1e-12))

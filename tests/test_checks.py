@@ -2,13 +2,14 @@
 The wrong ones run with `first_failure=True`: the checker stops at the first case that fails."""
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from course_lib import checks
+from course_lib import baselines, checks
 from course_lib import tokenization as tk
 from course_lib.checks.framework import expect_same_losses
 
@@ -670,6 +671,75 @@ def test_reference_style_checkpointing_passes(capsys):
 def test_wrong_checkpointing_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_checkpoint(*make_checkpointing(**wrong), first_failure=True)
+
+
+# --------------------------------------------------------------------------- exercise 4.4: the no-context baseline
+
+
+def make_no_context_token_loss(rule="bayes", log="ln", per_token=True, normalise=True, drawable="random_ids", r="R"):
+    """no_context_token_loss written out as a student would (the 0 / 0 of a shown special token left as nan),
+    with one thing that can be done wrong."""
+
+    def no_context_token_loss(unigram, visible, targets, *, mask_token_id, random_ids, keep_prob=0.1, random_prob=0.1):
+        u = unigram.double()
+        can_draw = torch.zeros(len(u), dtype=torch.bool)
+        can_draw[random_ids if drawable == "random_ids" else slice(None)] = True
+        R = len(random_ids) if r == "R" else len(u)
+        share = random_prob / R * can_draw[visible].double()  # P(a random draw shows the visible token)
+        if rule == "bayes":
+            likelihood = keep_prob * (visible == targets).double() + share
+        else:  # "kept or random": the original is either kept or replaced, as if a draw never gave it back
+            likelihood = torch.where(visible == targets, keep_prob, share)
+        evidence = keep_prob * u[visible] + share * u.sum() if normalise else 1.0
+        p = torch.where(visible == mask_token_id, u[targets], u[targets] * likelihood / evidence)
+        if rule == "unigram":
+            p = u[targets]
+        losses = -(torch.log2(p) if log == "log2" else torch.log(p))
+        return losses if per_token else losses.mean()
+
+    return no_context_token_loss
+
+
+def test_reference_no_context_token_loss_passes(capsys):
+    checks.check_no_context_token_loss(baselines.no_context_token_loss, hidden=True)
+    checks.check_no_context_token_loss(make_no_context_token_loss(), hidden=True)
+    assert capsys.readouterr().out == "Exercise 4.4 passed: 5/5 checks, 2/2 hidden checks\n" * 2
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (dict(rule="unigram"), "position 2 shows 5, kept, or drawn at random"),  # the kept/random rule ignored
+        (dict(rule="kept or random"), "position 2 shows 5"),  # a random draw can give the original back
+        (dict(log="log2"), "log base 2?"),
+        (dict(per_token=False), "one loss per predicted position: not their mean"),
+        (dict(normalise=False), "position 2 shows 5"),
+        (dict(drawable="every id"), "position 0 shows 0, a special token"),  # special ids as random-replaceable
+        (dict(r="V"), "position 2 shows 5"),  # R counted over the whole vocabulary
+    ],
+    ids=str,
+)
+def test_wrong_no_context_token_loss_fails(wrong, message):
+    with pytest.raises(checks.CheckFailed, match=re.escape(message)):
+        checks.check_no_context_token_loss(make_no_context_token_loss(**wrong), first_failure=True)
+
+
+def test_no_context_token_loss_normalised_over_the_random_ids_only_fails_a_hidden_case(capsys):
+    """P(shown t) sums over every original, not only over the ids random replacement draws: the two differ
+    only when random_ids leaves out tokens the unigram gives probability (a hidden case)."""
+
+    def over_random_ids(unigram, visible, targets, *, mask_token_id, random_ids, keep_prob=0.1, random_prob=0.1):
+        u, drawable = unigram.double(), torch.zeros(len(unigram), dtype=torch.bool)
+        drawable[random_ids] = True
+        share = random_prob / len(random_ids) * drawable[visible].double()
+        likelihood = keep_prob * (visible == targets).double() + share
+        evidence = keep_prob * u[visible] + share * u[random_ids].sum()
+        return -torch.log(torch.where(visible == mask_token_id, u[targets], u[targets] * likelihood / evidence))
+
+    checks.check_no_context_token_loss(over_random_ids)
+    assert capsys.readouterr().out == "Exercise 4.4 passed: 5/5 checks\n"
+    with pytest.raises(checks.CheckFailed, match="hidden: <mask> is id 7, random replacement draws from a subset"):
+        checks.check_no_context_token_loss(over_random_ids, hidden=True, first_failure=True)
 
 
 # --------------------------------------------------------------------------- notebook 05

@@ -231,6 +231,11 @@ WRONG = {  # each wrong in its own way, written out (the course's reference is a
         "    scheduler.load_state_dict(state['scheduler'])\n    torch.set_rng_state(state['rng'])\n"
         "    return state['step']\n"
     ),
+    "4.4": (
+        "def no_context_token_loss(unigram, visible, targets, *, mask_token_id, random_ids, keep_prob=0.1,\n"
+        "                          random_prob=0.1):  # the unigram everywhere: what the position shows is ignored\n"
+        "    return -torch.log(unigram.double()[targets])\n"
+    ),
     "5.1": (
         "def language_probabilities(counts, alpha):  # not normalised again after the power\n"
         "    total = sum(counts.values())\n    return {lang: (n / total) ** alpha for lang, n in counts.items()}\n"
@@ -413,6 +418,19 @@ def test_exercises_are_matched_by_id_then_number_then_text():
             "3.5",
             "def rotate(x):\n    return model.apply_rotary(x, *model.rotary_tables(x.shape[-2], x.shape[-1]))\n",
             "uses apply_rotary",
+        ),
+        (
+            "4.4",
+            "def no_context_token_loss(unigram, visible, targets, **rule):\n"
+            "    return baselines.no_context_token_loss(unigram, visible, targets, **rule)\n",
+            "uses no_context_token_loss",
+        ),
+        (
+            "4.4",
+            "def loss(unigram, visible, targets, **rule):\n"
+            "    probs = counts.no_context_probs(visible)\n"
+            "    return -probs.gather(1, targets[:, None]).log().squeeze(1)\n",
+            "uses no_context_probs",
         ),
     ],
 )
@@ -633,7 +651,7 @@ CLASS = [
     ("dave", "03_transformer_encoder", ("3.1", "3.3")),
     ("erin", "03_transformer_encoder", ("3.2", "3.4")),
     ("frank", "04_training_loop", ("4.1", "4.3")),
-    ("grace", "04_training_loop", ("4.2",)),
+    ("grace", "04_training_loop", ("4.2", "4.4")),
     ("ivan", "05_multilingual_sampling", ("5.1",)),
     ("judy", "05_multilingual_sampling", ("5.2",)),
     ("ken", "06_embedding_transfer", ("6.1", "6.3")),

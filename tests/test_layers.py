@@ -37,6 +37,7 @@ TAUGHT = {
     "course_lib.model",
     "course_lib.baselines",
     "course_lib.training",
+    "course_lib.checkpoints",
     "course_lib.multilingual",
     "course_lib.transfer",
     "course_lib.distributed",

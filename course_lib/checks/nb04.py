@@ -1,17 +1,19 @@
 """Checkers of notebook 04 (the training loop): exercises 4.1 `train_step`, 4.2 `evaluate` and
-4.3 checkpoints, compared with `course_lib.training`. The batch and model builders here serve notebook 03's
+4.3 checkpoints, compared with `course_lib.training`, and 4.4 `no_context_token_loss` (part 4, before 4.3 in
+the notebook), compared with `course_lib.baselines`. The batch and model builders here serve notebook 03's
 checkers (`padded_batch`) and notebook 07's (`training_setup`, `masked_batches`) too."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from course_lib import training
+from course_lib import baselines, training
 from course_lib.model import EncoderConfig, EncoderForMaskedLM
 
 from .framework import expect_same_losses, run_cases, where_in_your_code
@@ -335,6 +337,182 @@ def check_checkpoint(
         ],
         hidden_cases=[
             ("save at step 1, other seed", *resume_exactly(7, 1, 4)),
+        ],
+        hidden=hidden,
+        first_failure=first_failure,
+    )
+
+
+# --------------------------------------------------------------------------- exercise 4.4: the no-context baseline
+
+SPECIAL = [0, 1, 2, 3, 4]  # <s> <pad> </s> <unk> <mask>, as the course tokenizer numbers them; <mask> is 4
+
+
+def tiny_vocabulary(visible: list[int], targets: list[int]) -> dict:
+    """Exercise 4.4's hand-made case: ids 0-2 are <s> <pad> </s>, 3 is <mask>, and the words a b c d (4-7) have
+    u = 0.4 0.3 0.2 0.1; random replacement draws one of the four words (R = 4), keep 0.1, random 0.1."""
+    return {
+        "unigram": torch.tensor([0.0, 0.0, 0.0, 0.0, 0.4, 0.3, 0.2, 0.1], dtype=torch.float64),
+        "visible": torch.tensor(visible),
+        "targets": torch.tensor(targets),
+        "mask_token_id": 3,
+        "random_ids": torch.tensor([4, 5, 6, 7]),
+        "keep_prob": 0.1,
+        "random_prob": 0.1,
+    }
+
+
+def zipf_vocabulary(
+    vocab: int,
+    n: int,
+    seed: int,
+    shows: str = "the rule",
+    special=SPECIAL,
+    mask_token_id: int = 4,
+    random_ids=None,
+    unseen: int = 0,
+    keep_prob: float = 0.1,
+    random_prob: float = 0.1,
+) -> dict:
+    """A unigram falling as 1 / rank over the ordinary ids in a shuffled order (0 on `special` and on `unseen`
+    more ids, tokens the training text never had), and `n` predicted positions whose originals are drawn from
+    it. They show: "<mask>" everywhere, "kept" tokens, "random" replacements (never the target), or what
+    "the rule" gives (<mask>, a token drawn from `random_ids`, or the original, with 1 - keep - random,
+    random and keep). `random_ids`: every ordinary id unless given."""
+    g = torch.Generator().manual_seed(seed)
+    ordinary = torch.tensor([i for i in range(vocab) if i not in set(special)])
+    seen = ordinary[torch.randperm(len(ordinary), generator=g)][: len(ordinary) - unseen]
+    u = torch.zeros(vocab, dtype=torch.float64)
+    u[seen] = 1.0 / torch.arange(1, len(seen) + 1, dtype=torch.float64)
+    u /= u.sum()
+    random_ids = ordinary if random_ids is None else torch.as_tensor(random_ids)
+    targets = torch.multinomial(u, n, replacement=True, generator=g)
+    drawn = random_ids[torch.randint(len(random_ids), (n,), generator=g)]
+    if shows == "<mask>":
+        visible = torch.full_like(targets, mask_token_id)
+    elif shows == "kept":
+        visible = targets.clone()
+    elif shows == "random":  # another of the random ids than the target (random_ids holds every ordinary id)
+        offset = torch.randint(1, len(random_ids), (n,), generator=g)
+        visible = random_ids[(torch.searchsorted(random_ids, targets) + offset) % len(random_ids)]
+    else:
+        draw = torch.rand(n, generator=g, dtype=torch.float64)
+        masked, randomised = draw < 1 - keep_prob - random_prob, draw < 1 - keep_prob
+        visible = torch.where(masked, mask_token_id, torch.where(randomised, drawn, targets))
+    return {
+        "unigram": u,
+        "visible": visible,
+        "targets": targets,
+        "mask_token_id": mask_token_id,
+        "random_ids": random_ids,
+        "keep_prob": keep_prob,
+        "random_prob": random_prob,
+    }
+
+
+def _position(inputs: dict, i: int) -> str:
+    """What position i of a case shows, in words (for a failure message)."""
+    shown, target = int(inputs["visible"][i]), int(inputs["targets"][i])
+    drawable = shown in set(inputs["random_ids"].tolist())
+    if shown == inputs["mask_token_id"]:
+        return f"position {i} shows <mask> (target {target})"
+    if not drawable and float(inputs["unigram"][shown]) == 0:
+        return f"position {i} shows {shown}, a special token: never predicted, never drawn (target {target})"
+    if not drawable:
+        return f"position {i} shows {shown}, which random replacement never draws: it was kept (target {target})"
+    how = "kept, or drawn at random" if shown == target else "a random replacement"
+    return f"position {i} shows {shown}, {how} (target {target})"
+
+
+def same_token_losses(got, inputs: dict, tolerance: float = 1e-6) -> None:
+    """`got` must be what `course_lib.baselines.no_context_token_loss` gives on `inputs`: one loss per position,
+    within `tolerance` (relative; absolute below 1 nat) where it is finite, and inf (or nan, 0 / 0) where the
+    shown token has no explanation at all."""
+    expected = baselines.no_context_token_loss(**inputs)
+    n = expected.numel()
+    if not torch.is_tensor(got):
+        raise AssertionError(f"expected a tensor of {n} losses, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        mean = ": not their mean" if got.numel() == 1 else ""
+        raise AssertionError(f"shape {tuple(got.shape)}, expected ({n},): one loss per predicted position{mean}")
+    if not got.is_floating_point():
+        raise AssertionError(f"losses of dtype {got.dtype}: expected floating-point numbers (float64)")
+    got, finite = got.double(), torch.isfinite(expected)
+    unexplained = ~finite & torch.isfinite(got)  # inf expected: inf or nan (0 / 0) will do, a number will not
+    if bool(unexplained.any()):
+        i = int(unexplained.nonzero()[0])
+        raise AssertionError(
+            f"{_position(inputs, i)}: loss {float(got[i]):.4f}, expected inf: no original token can show it at a "
+            "predicted position (P(shown) = 0), as random replacement draws only from random_ids"
+        )
+    error = torch.where(finite, (got - expected).abs() / expected.abs().clamp_min(1.0), 0.0)
+    error = torch.where(finite & ~torch.isfinite(got), torch.inf, error)
+    if bool((error > tolerance).any()):
+        i = int((error > tolerance).nonzero()[0])
+        hint = ""
+        positive = finite & torch.isfinite(got) & (expected > 1e-6)
+        ratio = got[positive] / expected[positive]
+        if ratio.numel() and torch.allclose(ratio, torch.full_like(ratio, 1 / math.log(2)), rtol=1e-6):
+            hint = " (all of them 1 / ln 2 times the expected ones: log base 2? cross-entropy here is in nats)"
+        raise AssertionError(
+            f"{_position(inputs, i)}: loss {float(got[i]):.6f}, expected {float(expected[i]):.6f}{hint}"
+        )
+
+
+def check_no_context_token_loss(
+    no_context_token_loss: Callable, hidden: bool | None = None, first_failure: bool = False
+) -> None:
+    """Exercise 4.4: `no_context_token_loss(unigram, visible, targets, *, mask_token_id, random_ids, keep_prob,
+    random_prob) -> [n] float64`, the no-context baseline's cross-entropy (nats) at each predicted position, as
+    `course_lib.baselines.no_context_token_loss` gives it (the losses `NgramCounts.score` averages)."""
+
+    def same_losses(build: Callable[[], dict]):
+        def observe():
+            inputs = build()
+            tensors = [inputs.pop(key) for key in ("unigram", "visible", "targets")]
+            return no_context_token_loss(*tensors, **inputs)
+
+        def judge(got):
+            same_token_losses(got, build())
+
+        return observe, judge
+
+    def tiny(visible, targets):
+        return same_losses(lambda: tiny_vocabulary(visible, targets))
+
+    def zipf(*args, **kwargs):
+        return same_losses(lambda: zipf_vocabulary(*args, **kwargs))
+
+    subset = [3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14]  # ids 15-19 are ordinary, and never drawn
+    run_cases(
+        "4.4",
+        [
+            # <mask>, a: -ln 0.4; <mask>, d: -ln 0.1; b shown, b: -ln(0.3 (0.1 + 0.025) / (0.1 * 0.3 + 0.025));
+            # c shown, a: -ln(0.4 * 0.025 / (0.1 * 0.2 + 0.025))
+            ("four words, by hand: shown <mask> <mask> b c, originals a d b a", *tiny([3, 3, 5, 6], [4, 7, 5, 4])),
+            ("every position shows <mask>", *zipf(30, 12, seed=1, shows="<mask>")),
+            ("every position kept its token", *zipf(30, 12, seed=2, shows="kept")),
+            ("every position shows a random replacement", *zipf(30, 12, seed=3, shows="random")),
+            ("a shown <s> and </s> (special: never predicted, never drawn)", *tiny([0, 3, 2, 5], [4, 4, 6, 5])),
+        ],
+        hidden_cases=[
+            (
+                "<mask> is id 7, random replacement draws from a subset, keep 0.15 and random 0.05",
+                *zipf(
+                    20,
+                    400,
+                    seed=4,
+                    special=[0, 1, 2, 7],
+                    mask_token_id=7,
+                    random_ids=subset,
+                    keep_prob=0.15,
+                    random_prob=0.05,
+                ),
+            ),
+            (
+                "5,000 ids, 300 never seen in training: the rule on 3,000 positions",
+                *zipf(5000, 3000, seed=5, unseen=300),
+            ),
         ],
         hidden=hidden,
         first_failure=first_failure,

@@ -114,7 +114,12 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
              implementations={"training:evaluate"}),
     Exercise("4.3", "04", "save and resume", points=3, checker="check_checkpoint", hidden_cases=1,
              references={"save_checkpoint", "load_checkpoint"},
-             implementations={"training:save_checkpoint", "training:load_checkpoint"}),
+             implementations={"checkpoints:save_checkpoint", "checkpoints:load_checkpoint"}),
+    Exercise("4.4", "04", "the no-context baseline, token by token (no_context_token_loss)", points=3,
+             checker="check_no_context_token_loss", hidden_cases=2,
+             references={"no_context_token_loss", "no_context_probs", "NgramCounts"},
+             implementations={"baselines:no_context_token_loss", "baselines:NgramCounts.no_context_probs",
+                              "baselines:NgramCounts._visible_rule"}),
     # notebook 05: multilingual sampling
     Exercise("5.1", "05", "language_probabilities", points=4, checker="check_language_probabilities", hidden_cases=2,
              references={"language_probabilities", "expected_sentences"},
