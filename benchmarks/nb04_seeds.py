@@ -1,6 +1,8 @@
 """Notebook 04's main comparison over seeds: the model against the counts, what context it uses, fill-mask.
 
     python benchmarks/nb04_seeds.py --seeds 0 1 2 --out benchmarks/results/nb04_seeds_cpu.json
+    python benchmarks/nb04_seeds.py --seeds 0 1 --batch 32 --rate 0.4 --lr 2e-3 --steps 2000 \
+        --out benchmarks/results/nb04_seeds_b32_cpu.json      # another recipe, e.g. the one it replaced
 
 Each seed trains notebook 04's main run exactly as the notebook does under the `cpu` profile (its data,
 model, `TrainConfig` and collator; seed s sets the model's initialisation, the batch order and the masks;
@@ -14,8 +16,11 @@ seed 0 is the notebook's own run) and then measures, on the notebook's fixed 15%
 * fill-mask top-1 and top-5 on the notebook's 200 held-out sentences, with standard errors, next to the
   neighbour-count model's.
 
-Runs go `--jobs` at a time with `--threads` each (the notebook uses all cores; a run with other threads differs
-from it by rounding only). Per-seed numbers, their mean, spread (max - min) and standard deviation go to --out.
+`--batch`, `--rate`, `--lr` and `--steps` replace the profile's batch size, training masking rate, peak
+learning rate and updates (for an equal-cost comparison of recipes: `benchmarks/recipe.py --costs-only`
+gives the updates). Runs go `--jobs` at a time with `--threads` each (the notebook uses all cores; a run with
+other threads differs from it by rounding only). Per-seed numbers, their mean, spread (max - min) and standard
+deviation go to --out.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 REACHES = (1, 2, 4, None)  # None: unrestricted
 
 
-def one_seed(seed: int, threads: int) -> dict:
+def one_seed(seed: int, threads: int, changes: dict) -> dict:
     os.environ["COURSE_PROFILE"] = "cpu"
     import torch
 
@@ -44,6 +49,8 @@ def one_seed(seed: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     P = get_profile()
+    batch, rate, lr, steps = (changes.get(k) for k in ("batch", "rate", "lr", "steps"))
+    batch, rate, lr, steps = batch or P.lm_batch_size, rate or P.mlm_probability, lr or P.lm_lr, steps or P.train_steps
     # notebook 04's data cells
     train_texts = data.english_sentences("train", limit=P.train_sentences)
     eval_texts = data.english_sentences("valid", limit=P.eval_sentences)
@@ -79,17 +86,17 @@ def one_seed(seed: int, threads: int) -> dict:
         )
     )
     config = training.TrainConfig(
-        max_steps=P.train_steps,
-        batch_size=P.lm_batch_size,
-        lr=P.lm_lr,
+        max_steps=steps,
+        batch_size=batch,
+        lr=lr,
         warmup_steps=P.train_warmup,
-        eval_every=max(1, P.train_steps // 10),
-        save_every=P.train_steps,
+        eval_every=max(1, steps // 10),
+        save_every=steps,
         keep_last=1,
         log_every=1,
         seed=seed,
     )
-    collator = masking.MLMCollator(tokenizer, mlm_probability=P.mlm_probability, seed=seed)
+    collator = masking.MLMCollator(tokenizer, mlm_probability=rate, seed=seed)
     with tempfile.TemporaryDirectory() as work:
         folder = training.new_experiment(work, "main", config.to_dict())
         started = time.perf_counter()
@@ -127,9 +134,10 @@ def one_seed(seed: int, threads: int) -> dict:
         neighbour_fill = counts.fill_mask(tokenizer, examples)
     return {
         "seed": seed,
+        "recipe": {"batch_size": batch, "mlm_probability": rate, "lr": lr, "warmup_steps": P.train_warmup},
         "seconds": round(seconds, 1),
         "threads": threads,
-        "steps": P.train_steps,
+        "steps": steps,
         "eval_loss": final["loss"],
         "eval_acc": final["acc"],
         "curve": curve,
@@ -165,12 +173,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
+    parser.add_argument("--batch", type=int, help="blocks per update (default: the profile's lm_batch_size)")
+    parser.add_argument("--rate", type=float, help="training masking rate (default: mlm_probability)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: lm_lr)")
+    parser.add_argument("--steps", type=int, help="updates (default: train_steps)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(one_seed, args.seeds, [threads] * len(args.seeds)))
+        changes = {"batch": args.batch, "rate": args.rate, "lr": args.lr, "steps": args.steps}
+        runs = list(pool.map(one_seed, args.seeds, [threads] * len(args.seeds), [changes] * len(args.seeds)))
     for r in runs:
         print(
             f"seed {r['seed']}: held-out {r['eval_loss']:.3f} ({r['eval_acc']:.1%}); neighbour counts "

@@ -117,8 +117,14 @@ def _model(settings: dict, seed: int, init_std: float = 0.05):
 
 
 # --------------------------------------------------------------------------- cost
-def step_costs(budget: str, pairs: list[tuple[int, float]], threads: int | None, rounds: int = 12, warmup: int = 3):
-    """Median seconds per update of each (batch, rate), steps interleaved round by round in this process."""
+def cost_key(pair: tuple) -> str:
+    """'b32 m40' for (32, 0.4); 'b32 m40 plain head' for (32, 0.4, "plain"): the head without chunking."""
+    return f"b{pair[0]} m{round(pair[1] * 100)}" + (" plain head" if len(pair) > 2 else "")
+
+
+def step_costs(budget: str, pairs: list[tuple], threads: int | None, rounds: int = 12, warmup: int = 3):
+    """Median seconds per update of each (batch, rate) or (batch, rate, "plain") (the plain head, full logits: the
+    course's code before `model.chunked_mlm_loss`), steps interleaved round by round in this process."""
     import torch
 
     from course_lib import masking, training
@@ -127,8 +133,10 @@ def step_costs(budget: str, pairs: list[tuple[int, float]], threads: int | None,
         torch.set_num_threads(threads)
     tokenizer, blocks, _, settings = setup(budget)
     state = []
-    for batch, rate in pairs:
+    for batch, rate, *plain in pairs:
         model = _model(settings, 0)
+        if plain:
+            model.loss_chunk = 0
         config = training.TrainConfig(max_steps=10_000, batch_size=batch, lr=1e-3, warmup_steps=10)
         optimizer = training.make_optimizer(model, config)
         state.append(
@@ -200,6 +208,13 @@ def main(argv=None) -> int:
         "(measured when the machine was quiet) instead of timing them now",
     )
     parser.add_argument("--costs-only", action="store_true", help="time the steps, write them to --out, train nothing")
+    parser.add_argument(
+        "--reference-head",
+        choices=("chunked", "plain"),
+        default="chunked",
+        help="the budget is the reference run with this head: chunked (today's code) or plain (the "
+        "full-logits head the course used before; what the demo cost before the chunked head)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -213,19 +228,22 @@ def main(argv=None) -> int:
     parsed = {name: parse_arm(name) for name in arms}
     reference = parse_arm(budget["reference"])
     pairs = sorted({(b, r) for b, r, _, _ in parsed.values()} | {reference[:2]})
+    budget_pair = (*reference[:2], "plain") if args.reference_head == "plain" else reference[:2]
+    if budget_pair not in pairs:
+        pairs.append(budget_pair)
     if args.costs_from:
         stored = json.loads(args.costs_from.read_text())["step_seconds"]
-        missing = [f"b{b} m{round(r * 100)}" for b, r in pairs if f"b{b} m{round(r * 100)}" not in stored]
+        missing = [cost_key(pair) for pair in pairs if cost_key(pair) not in stored]
         if missing:
             raise SystemExit(f"error: {args.costs_from} has no step cost for {', '.join(missing)}")
-        costs = {(b, r): stored[f"b{b} m{round(r * 100)}"] for b, r in pairs}
+        costs = {pair: stored[cost_key(pair)] for pair in pairs}
     else:
         costs = step_costs(args.budget, pairs, args.threads)
-    seconds = budget["reference_steps"] * costs[reference[:2]]
+    seconds = budget["reference_steps"] * costs[budget_pair]
     steps = {name: args.steps or max(1, round(seconds / costs[(b, r)])) for name, (b, r, _, _) in parsed.items()}
-    for (b, r), cost in costs.items():
+    for pair, cost in costs.items():
         print(
-            f"batch {b:>2}, masking {r:.0%}: {cost * 1000:.0f} ms per update -> {round(seconds / cost):,} updates "
+            f"{cost_key(pair):>20}: {cost * 1000:.0f} ms per update -> {round(seconds / cost):,} updates "
             f"in the reference's {seconds:.0f} s",
             flush=True,
         )
@@ -236,7 +254,7 @@ def main(argv=None) -> int:
                 json.dumps(
                     {
                         "budget": args.budget,
-                        "step_seconds": {f"b{b} m{round(r * 100)}": round(c, 4) for (b, r), c in costs.items()},
+                        "step_seconds": {cost_key(pair): round(c, 4) for pair, c in costs.items()},
                     },
                     indent=1,
                 )
@@ -283,7 +301,8 @@ def main(argv=None) -> int:
         "reference_steps": budget["reference_steps"],
         "equal": "updates" if args.steps else "cost",
         "budget_seconds": round(seconds, 1),
-        "step_seconds": {f"b{b} m{round(r * 100)}": round(c, 4) for (b, r), c in costs.items()},
+        "reference_head": args.reference_head,
+        "step_seconds": {cost_key(pair): round(c, 4) for pair, c in costs.items()},
         "costs_from": str(args.costs_from) if args.costs_from else None,
         "seeds": args.seeds,
         "no_context_loss": round(base["no_context_loss"], 4),

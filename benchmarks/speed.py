@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = the course's laptop)")
     parser.add_argument("--sentences", type=int, default=20_000, help="Brown sentences to draw batches from")
+    parser.add_argument("--head-only", action="store_true", help="only the plain vs chunked head comparison")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one measurement, print JSON
     parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -322,6 +323,26 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer_dir
     )
     common = (tokenizer_dir, args.sentences, args.steps, args.warmup, args.threads)
+    if args.head_only:
+        head = _in_fresh_process("head", *common)
+        for name, h in head.items():
+            print(
+                f"head: {name}: plain {h['plain_step_s']:.3f} s, chunked {h['chunked_step_s']:.3f} s per step "
+                f"({h['speedup']:.2f}x; fp32, same batches)"
+            )
+        if args.out:
+            result = {
+                "machine": {
+                    "platform": platform.platform(),
+                    "threads": args.threads,
+                    "torch": torch.__version__,
+                    "cpu_bf16_units": _cpu_bf16_flags(),
+                },
+                "steps": args.steps,
+                "head_step": head,
+            }
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
 
     specs = [
         {

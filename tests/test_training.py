@@ -430,6 +430,38 @@ def test_step_numbering(tmp_path, tokenizer, blocks, eval_data):
     assert [r["step"] for r in rows if "eval_loss" in r] == [0, 2, 3]
 
 
+def test_training_text_is_evaluated_beside_the_held_out_text(tmp_path, tokenizer, blocks, eval_data):
+    """train_eval_data: the same fixed masks on training blocks, logged as train_eval_loss at every evaluation,
+    equal to evaluate() on them; the run itself (losses, held-out losses) does not change."""
+    seen = training.eval_batches(
+        masking.fixed_eval_masks(list(blocks[:8]), tokenizer, seed=0), 8, tokenizer.pad_token_id
+    )
+    config = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, warmup_steps=0, eval_every=2, save_every=3)
+
+    def go(folder, **extra):
+        model = small_model(seed=1, dropout=0.0, attention_dropout=0.0)
+        training.train(
+            model,
+            blocks,
+            eval_data,
+            config,
+            collator=masking.MLMCollator(tokenizer, seed=0),
+            folder=folder,
+            progress=False,
+            **extra,
+        )
+        return model, training.read_metrics(folder)
+
+    model, rows = go(tmp_path / "with", train_eval_data=seen)
+    _, plain = go(tmp_path / "without")
+    logged = [(r["step"], r["train_eval_loss"]) for r in rows if "train_eval_loss" in r]
+    assert [step for step, _ in logged] == [0, 2, 3]
+    assert logged[-1][1] == pytest.approx(training.evaluate(model, seen)["loss"], abs=1e-6)
+    assert logged[-1][1] != pytest.approx([r for r in rows if "eval_loss" in r][-1]["eval_loss"], abs=1e-3)
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "train_eval_loss")} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in plain]
+
+
 def test_in_process_resume_gives_the_same_losses(tmp_path, tokenizer, blocks, eval_data):
     straight = _run(tmp_path / "straight", tokenizer, blocks, eval_data, 6, grad_accum=2)
     _run(tmp_path / "stopped", tokenizer, blocks, eval_data, 3, grad_accum=2)

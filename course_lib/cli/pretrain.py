@@ -268,6 +268,17 @@ def final_report(
             f"  the model is {abs(gain):.2f} nats {'below' if gain > 0 else 'above'} the no-context baseline"
             f"{'' if gain > 0.1 else ': it has not learned to use context yet'}"
         )
+        lead = base["neighbour_loss"] - result["loss"]
+        show(
+            f"  and {abs(lead):.2f} nats {'below' if lead > 0 else 'above'} the neighbour-count model: "
+            + (
+                "it predicts better than counts of the tokens next to each mask (one run: notebook 04 "
+                "measures the spread between seeds)"
+                if lead > 0
+                else "counts of the tokens next to each mask still predict better; a bigger model trained "
+                "longer gets below them (notebook 04, and models/brown-small)"
+            )
+        )
     keys = (
         "fill_mask_top1",
         "fill_mask_top5",
