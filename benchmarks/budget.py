@@ -22,7 +22,8 @@ stops when it reaches the target (`--full` trains on to the end of the budget):
   exports to RoFormerForMaskedLM), no dropout, MLM head on masked positions only, 40% masking, packed
   128-token blocks, batch 32, peak lr 1e-3 (betas 0.9/0.98, eps 1e-6, weight decay 0.01), warmup 100
   updates, linear decay; fp32, or `--precision bf16` on a CPU or GPU with bf16 units (on a CPU without them,
-  such as the one the stored result comes from, bf16 autocast is about 3x slower than fp32).
+  such as the one the stored result comes from, bf16 autocast was measured 12.9x slower than fp32 for notebook
+  04's model).
 
 Each run's schedule must end when its time does, so the number of updates is set from the speed of
 its first steps (`max_steps = seconds / seconds per update`). Runs go one after the other; keep the

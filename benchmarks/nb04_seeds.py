@@ -89,7 +89,7 @@ def one_seed(seed: int, threads: int, changes: dict) -> dict:
         max_steps=steps,
         batch_size=batch,
         lr=lr,
-        warmup_steps=P.train_warmup,
+        warmup_steps=max(1, steps // 10),  # 10% of the updates, as the profile's (and recipe.py's)
         eval_every=max(1, steps // 10),
         save_every=steps,
         keep_last=1,
@@ -134,7 +134,7 @@ def one_seed(seed: int, threads: int, changes: dict) -> dict:
         neighbour_fill = counts.fill_mask(tokenizer, examples)
     return {
         "seed": seed,
-        "recipe": {"batch_size": batch, "mlm_probability": rate, "lr": lr, "warmup_steps": P.train_warmup},
+        "recipe": {"batch_size": batch, "mlm_probability": rate, "lr": lr, "warmup_steps": max(1, steps // 10)},
         "seconds": round(seconds, 1),
         "threads": threads,
         "steps": steps,
@@ -177,13 +177,19 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, help="training masking rate (default: mlm_probability)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: lm_lr)")
     parser.add_argument("--steps", type=int, help="updates (default: train_steps)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="train nothing: combine the runs of these result files")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     began = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        changes = {"batch": args.batch, "rate": args.rate, "lr": args.lr, "steps": args.steps}
-        runs = list(pool.map(one_seed, args.seeds, [threads] * len(args.seeds), [changes] * len(args.seeds)))
+    if args.merge:  # runs made apart (two processes side by side), one summary
+        runs = sorted((r for path in args.merge for r in json.loads(path.read_text())["runs"]), key=lambda r: r["seed"])
+        if len({json.dumps(r["recipe"], sort_keys=True) for r in runs}) != 1:
+            raise SystemExit(f"error: {', '.join(map(str, args.merge))} hold runs of different recipes")
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            changes = {"batch": args.batch, "rate": args.rate, "lr": args.lr, "steps": args.steps}
+            runs = list(pool.map(one_seed, args.seeds, [threads] * len(args.seeds), [changes] * len(args.seeds)))
     for r in runs:
         print(
             f"seed {r['seed']}: held-out {r['eval_loss']:.3f} ({r['eval_acc']:.1%}); neighbour counts "
@@ -205,7 +211,9 @@ def main(argv=None) -> int:
         summary[f"fill_mask_{key}"]["standard_error_one_run"] = math.sqrt(p * (1 - p) / n)
     result = {
         "benchmark": "notebook 04 main comparison over seeds (cpu profile)",
-        "seeds": args.seeds,
+        "seeds": [r["seed"] for r in runs],
+        "recipe": runs[0]["recipe"],
+        "steps": runs[0]["steps"],
         "runs": runs,
         "summary": summary,
         "no_context_loss": runs[0]["no_context_loss"],

@@ -40,13 +40,14 @@ class Profile:
     num_layers: int
     num_heads: int
     intermediate_size: int
-    lm_batch_size: int  # packed blocks per update of notebook 04's runs (benchmarks/recipe.py chose it at equal cost)
+    lm_batch_size: int  # packed blocks per update of notebook 04's runs (benchmarks/recipe.py: equal-cost sweep)
     lm_size: tuple[int, int, int, int]  # the recipe's model (notebooks 04, 05): hidden size, layers, heads, FFN width
     position: str  # the recipe's positions (notebooks 04, 05): "rotary" or "learned"
     init_std: float  # the recipe's initial weight scale (notebooks 04, 05)
     mlm_probability: float  # the masking rate the recipe trains with (notebooks 04, 05; eval masks stay at 15%)
     train_lr: float  # peak learning rate of notebook 07
-    lm_lr: float  # peak learning rate of the recipe (notebooks 04, 05)
+    lm_lr: float  # peak learning rate of notebook 04's runs (benchmarks/recipe.py chose it at equal cost)
+    ml_lr: float  # peak learning rate of notebook 05's runs
     train_warmup: int  # warmup updates of the notebook's main run
     train_steps: int  # optimizer updates of the notebook's main run
     position_steps: int  # updates of the learned-positions run compared with the main (rotary) run
@@ -91,6 +92,7 @@ PROFILES = {
         mlm_probability=0.4,
         train_lr=3e-3,
         lm_lr=3e-3,
+        ml_lr=3e-3,
         train_warmup=6,
         train_steps=40,
         position_steps=20,
@@ -124,15 +126,16 @@ PROFILES = {
         num_layers=4,
         num_heads=4,
         intermediate_size=1024,
-        lm_batch_size=32,
+        lm_batch_size=16,
         lm_size=(128, 2, 2, 512),
         position="rotary",
         init_std=0.05,
         mlm_probability=0.4,
         train_lr=1e-3,
-        lm_lr=2e-3,
-        train_warmup=100,
-        train_steps=2000,
+        lm_lr=4e-3,
+        ml_lr=2e-3,
+        train_warmup=490,
+        train_steps=4900,
         position_steps=300,
         compare_steps=60,
         curve_steps=60,
@@ -160,7 +163,9 @@ PROFILES["gpu"] = replace(
     lm_size=(256, 4, 4, 1024),
     init_std=0.02,
     lm_lr=1e-3,
+    ml_lr=1e-3,
     train_steps=4000,
+    train_warmup=400,
     position_steps=1000,
     compare_steps=200,
     curve_steps=200,

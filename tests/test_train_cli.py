@@ -268,7 +268,7 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
         return common.experiment_folder(later.run, later.to_dict())
 
     assert resumed(max_steps=999) == (folder, "auto")  # more steps: fine
-    with pytest.raises(ConfigError, match=r"train.lr: 0.002 -> 0.5"):
+    with pytest.raises(ConfigError, match=r"train.lr: 0.004 -> 0.5"):
         resumed(lr=0.5)
     with pytest.raises(ConfigError, match="no hparams.json"):
         resumed({"resume": str(tmp_path)})
