@@ -342,7 +342,7 @@ def test_command_line_refuses_a_contradicting_deepspeed_config(tmp_path):
     config.write_text(json.dumps({"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 1}}))
     done = _cli(["--deepspeed", str(config)], tmp_path / "runs", check=False)
     assert done.returncode == 2
-    assert "ds.json: train_micro_batch_size_per_gpu=4 but train.batch_size=32" in done.stderr
+    assert "ds.json: train_micro_batch_size_per_gpu=4 but train.batch_size=16" in done.stderr
 
 
 @pytest.mark.slow  # a launcher starting two processes
