@@ -122,8 +122,13 @@ def english_sentences(split: str = "train", max_words: int | None = None, limit:
 
 def brown_genres(split: str = "train") -> list[tuple[str, str]]:
     """(genre, sentence) pairs from the Brown corpus: 15 genres, a small classification task."""
+    return [(genre, text) for _, genre, text in brown_rows(split)]
+
+
+def brown_rows(split: str = "train") -> list[tuple[str, str, str]]:
+    """(file, genre, sentence) rows of the Brown corpus, in corpus order (notebook 08 splits by file)."""
     _check_choice("split", split, SPLITS)
-    return [(genre, text) for _, genre, text in _read_tsv(f"en/brown.{split}.tsv.gz", ("file", "genre", "text"))]
+    return _read_tsv(f"en/brown.{split}.tsv.gz", ("file", "genre", "text"))
 
 
 def english_paragraphs(split: str = "train", limit: int | None = None) -> list[str]:

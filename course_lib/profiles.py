@@ -68,6 +68,17 @@ class Profile:
     transfer_steps: int  # updates of each transfer arm (pretrained body, random body, full fine-tuning)
     transfer_seeds: int  # seeds of the transfer and control arms (their spread is measured)
     ds_steps: int  # updates of each DeepSpeed run in notebook 07 (plain vs stage 0, each ZeRO stage, resume)
+    # notebook 08: what pretraining buys
+    task_pool: int | None  # training-file sentences the labels are drawn from (None: all 46,865)
+    task_test: int | None  # test-file sentences scored (None: all 5,621 of brown.valid)
+    task_sizes: tuple[int, ...]  # label counts of the learning curve (a count equal to the pool is drawn once)
+    task_draws: int  # random draws of labelled sentences per label count
+    finetune_sizes: tuple[int, ...]  # label counts the whole encoder is fine-tuned on
+    finetune_draws: int  # draws per fine-tuning label count (the probe's first draws)
+    finetune_steps: int  # updates of each fine-tuning run (batch 16), at least
+    finetune_epochs: float  # passes over the labels of each fine-tuning run, at least
+    finetune_lrs: tuple[float, ...]  # learning rates tried on the dev files
+    finetune_dev: int  # dev-file sentences the learning rate is chosen on
 
 
 PROFILES = {
@@ -111,6 +122,16 @@ PROFILES = {
         transfer_steps=6,
         transfer_seeds=2,
         ds_steps=4,
+        task_pool=600,
+        task_test=300,
+        task_sizes=(20, 60),
+        task_draws=2,
+        finetune_sizes=(20,),
+        finetune_draws=1,
+        finetune_steps=3,
+        finetune_epochs=0.0,
+        finetune_lrs=(1e-3,),
+        finetune_dev=50,
     ),
     "cpu": Profile(
         name="cpu",
@@ -152,6 +173,16 @@ PROFILES = {
         transfer_steps=600,
         transfer_seeds=2,
         ds_steps=40,
+        task_pool=15_000,
+        task_test=None,
+        task_sizes=(50, 100, 300, 1_000, 3_000),
+        task_draws=3,
+        finetune_sizes=(100,),
+        finetune_draws=3,
+        finetune_steps=100,
+        finetune_epochs=16.0,
+        finetune_lrs=(3e-4, 1e-3),
+        finetune_dev=1_000,
     ),
 }
 # a GPU runs what a laptop runs, with bigger batches (later notebooks: bigger models, more steps)
@@ -175,6 +206,12 @@ PROFILES["gpu"] = replace(
     transfer_steps=2000,
     transfer_seeds=3,
     ds_steps=200,
+    task_pool=None,
+    task_sizes=(50, 100, 300, 1_000, 3_000, 10_000, 46_865),
+    finetune_sizes=(100, 1_000, 10_000),
+    finetune_steps=600,
+    finetune_epochs=10.0,
+    finetune_lrs=(1e-4, 3e-4, 1e-3),
 )
 
 

@@ -293,6 +293,24 @@ WRONG = {  # each wrong in its own way, written out (the course's reference is a
         "def load_ds_checkpoint(engine, path):\n"
         "    return engine.load_checkpoint(str(Path(path).parent), tag=Path(path).name)[1]\n"
     ),
+    "8.1": ("def mean_pool(hidden, attention_mask):  # the padding is averaged in\n    return hidden.mean(1)\n"),
+    "8.2": (
+        "def fit_probe(features, labels, num_classes, C=1.0):  # the bias is penalised too\n"
+        "    x = torch.as_tensor(features, dtype=torch.float64)\n"
+        "    y = torch.as_tensor(labels, dtype=torch.long)\n"
+        "    weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)\n"
+        "    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)\n"
+        "    optimizer = torch.optim.LBFGS([weight, bias], max_iter=300, tolerance_grad=1e-6,\n"
+        "                                  line_search_fn='strong_wolfe')\n\n"
+        "    def closure():\n"
+        "        optimizer.zero_grad()\n"
+        "        penalty = ((weight ** 2).sum() + (bias ** 2).sum()) / (2 * C * len(y))\n"
+        "        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + penalty\n"
+        "        loss.backward()\n"
+        "        return loss\n\n"
+        "    optimizer.step(closure)\n"
+        "    return weight.detach(), bias.detach()\n"
+    ),
 }
 PATCH_CHECKER = 'checks.check_train_bpe = lambda f: print("Exercise 1.1 passed: 6/6 checks")\n'
 PATCH_PRINT = (
@@ -642,7 +660,7 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
     assert "01_bpe_tokenizer_schema.ipynb: not a readable notebook" in schema.results[0].message
 
 
-# Through the command line, against the light solutions: notebook 01 solved, and for 02 to 07 two submissions
+# Through the command line, against the light solutions: notebook 01 solved, and for 02 to 08 two submissions
 # each, whose wrong exercises together cover every exercise once and whose others are solved.
 CLASS = [
     ("alice", "01_bpe_tokenizer", ()),
@@ -658,13 +676,15 @@ CLASS = [
     ("liz", "06_embedding_transfer", ("6.2",)),
     ("mia", "07_deepspeed_scaling", ("7.1", "7.3")),
     ("nick", "07_deepspeed_scaling", ("7.2",)),
+    ("olivia", "08_downstream", ("8.1",)),
+    ("pat", "08_downstream", ("8.2",)),
 ]
 # Graded two at a time (--jobs 2): each kernel gets one math thread on a 2-core machine. (Against the full
 # solutions, with two threads each, the kernels fought for the cores and the training cells of notebooks 05
 # and 06 ran past 120 s.)
 
 
-@pytest.mark.slow  # 14 kernels, among them 07's DeepSpeed engines
+@pytest.mark.slow  # 16 kernels, among them 07's DeepSpeed engines
 def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     paths = [
         save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")

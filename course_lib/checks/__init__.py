@@ -11,7 +11,7 @@ on (`COURSE_HIDDEN_CHECKS=1`, or `hidden=True`); the pass line then reads
 `Exercise N.k passed: c/c checks, h/h hidden checks`, with h = `HIDDEN_CASES[N.k]`.
 
 The package: `registry` (every exercise: notebook, title, points, checker, hidden cases), `framework`
-(running cases, the pass line, comparisons), and one module of checkers per notebook, `nb01` ... `nb07`.
+(running cases, the pass line, comparisons), and one module of checkers per notebook, `nb01` ... `nb08`.
 A checker's module is imported when the checker is first used, so `import course_lib.checks` is cheap
 and notebook 01 never loads notebook 07's DeepSpeed.
 """

@@ -148,6 +148,14 @@ EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in [
     Exercise("7.3", "07", "save_ds_checkpoint / load_ds_checkpoint", points=3, checker="check_ds_checkpoint",
              hidden_cases=1, references={"save_ds_checkpoint", "load_ds_checkpoint"},
              implementations={"distributed:save_ds_checkpoint", "distributed:load_ds_checkpoint"}),
+    # notebook 08: what pretraining buys
+    Exercise("8.1", "08", "mean pooling over the real tokens (mean_pool)", points=3, checker="check_mean_pool",
+             hidden_cases=2, references={"mean_pool", "sentence_features"},
+             implementations={"downstream:mean_pool"}),
+    Exercise("8.2", "08", "a linear probe: logistic regression by L-BFGS (fit_probe)", points=4,
+             checker="check_fit_probe", hidden_cases=2,
+             references={"fit_probe", "probe_objective", "probe_arm", "sklearn_probe", "LogisticRegression"},
+             implementations={"downstream:fit_probe", "downstream:probe_objective", "downstream:sklearn_probe"}),
 ]}
 
 # checker name -> the module that defines it (what `course_lib.checks` loads on first use)
