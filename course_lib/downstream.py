@@ -133,6 +133,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def _fitting_length(model, max_length: int) -> int:
+    """`max_length`, or fewer: the most positions `model` has (a model trained on shorter blocks, such as
+    notebook 04's under `ci`, has fewer than 128, and a longer input would index past them)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
+
+
 def _batches(texts, batch_size: int, tokenizer, max_length: int):
     """Length-sorted batches of (indices, encoding), so that little padding is computed."""
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
@@ -159,7 +166,7 @@ def sentence_features(
     """[len(texts), hidden] float32 features, in the order of `texts`, from a transformers encoder (a
     `*ForMaskedLM` or its base model): `pool(states, attention_mask)` of the last layer's states
     (`layer="last"`) or of the input word embeddings alone (`layer="embeddings"`: the lexicon, no attention,
-    no positions). Sentences longer than `max_length` tokens are cut."""
+    no positions). Sentences longer than `max_length` tokens, or than the model's positions, are cut."""
     if layer not in ("last", "embeddings"):
         raise ValueError(f"layer={layer!r}: choose 'last' (the encoder's output) or 'embeddings' (the input rows)")
     if len(texts) == 0:
@@ -169,7 +176,7 @@ def sentence_features(
     device = next(model.parameters()).device
     body = model.base_model
     out = torch.empty(len(texts), model.config.hidden_size)
-    batches = _batches(list(texts), batch_size, tokenizer, max_length)
+    batches = _batches(list(texts), batch_size, tokenizer, _fitting_length(model, max_length))
     for chunk, encoding in tqdm(batches, total=math.ceil(len(texts) / batch_size), disable=not progress, leave=False):
         ids, mask = encoding["input_ids"].to(device), encoding["attention_mask"].to(device)
         if layer == "embeddings":
@@ -419,7 +426,7 @@ def classify(model, tokenizer, texts, batch_size: int = 64, max_length: int = 12
     model.eval()
     device = next(model.parameters()).device
     predicted = np.empty(len(texts), dtype=np.int64)
-    for chunk, encoding in _batches(list(texts), batch_size, tokenizer, max_length):
+    for chunk, encoding in _batches(list(texts), batch_size, tokenizer, _fitting_length(model, max_length)):
         logits = model(**{k: v.to(device) for k, v in encoding.items() if k in ("input_ids", "attention_mask")}).logits
         predicted[chunk] = logits.argmax(-1).cpu().numpy()
     model.train(was_training)
@@ -453,6 +460,7 @@ def fine_tune(
     if len(texts) != len(labels) or len(texts) == 0:
         raise ValueError(f"need as many labels as texts (and at least one); got {len(texts)} and {len(labels)}")
     device = next(model.parameters()).device
+    length = _fitting_length(model, max_length)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -469,7 +477,7 @@ def fine_tune(
             order += torch.randperm(len(texts), generator=generator).tolist()
         chunk, order = order[:batch_size], order[batch_size:]
         encoding = tokenizer(
-            [texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            [texts[i] for i in chunk], padding=True, truncation=True, max_length=length, return_tensors="pt"
         )
         logits = model(
             input_ids=encoding["input_ids"].to(device), attention_mask=encoding["attention_mask"].to(device)

@@ -113,14 +113,26 @@ def test_features_follow_the_texts_order_and_do_not_depend_on_the_batch(tokenize
         D.sentence_features(model, tokenizer, texts, layer="middle")
 
 
-def _tiny_roformer_config(num_labels=3):
+def _tiny_roformer_config(num_labels=3, positions=128):
     from transformers import RoFormerConfig
 
     return RoFormerConfig(
         vocab_size=8000, embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, pad_token_id=1, num_labels=num_labels,
+        intermediate_size=64, max_position_embeddings=positions, pad_token_id=1, num_labels=num_labels,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
+
+
+def test_a_model_with_fewer_positions_gets_sentences_cut_to_them(tokenizer):
+    """Notebook 04's model under `ci` has 64 positions: a longer sentence must be cut, not index past them."""
+    model = AutoModelForSequenceClassification.from_config(_tiny_roformer_config(positions=16)).eval()
+    long = " ".join(["word"] * 60)
+    assert len(tokenizer(long)["input_ids"]) > 16
+    features = D.sentence_features(model, tokenizer, [long, "short"])
+    cut = tokenizer.decode(tokenizer(long, truncation=True, max_length=16)["input_ids"], skip_special_tokens=True)
+    assert torch.allclose(features[0], D.sentence_features(model, tokenizer, [cut])[0], atol=1e-5)
+    assert D.classify(model, tokenizer, [long]).shape == (1,)
+    D.fine_tune(model, tokenizer, [long, "short"], [0, 1], steps=1, lr=1e-3)
 
 
 def test_random_like_has_the_shape_and_new_weights_and_leaves_the_random_state_alone():

@@ -1,7 +1,7 @@
 """The import rules of course_lib: every arrow points down, and there is no circle.
 
     support   paths, seeding, config, quiet, device, profiles     import nothing of the course but support
-    taught    one module per notebook topic (data ... distributed) import support and each other, never upwards
+    taught    one module per notebook topic (data ... downstream) import support and each other, never upwards
     checks    course_lib.checks.*  (the exercise checkers)       import taught and support, never the command lines
     cli       course_lib.cli.*, course_lib.train (entry point)   import taught and support, never the checkers
     admin     course_admin.*  (notebook builder, grader)         may import anything in course_lib; course_lib never
@@ -41,6 +41,7 @@ TAUGHT = {
     "course_lib.multilingual",
     "course_lib.transfer",
     "course_lib.distributed",
+    "course_lib.downstream",
 }
 
 
