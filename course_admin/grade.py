@@ -54,6 +54,7 @@ import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,22 +127,43 @@ def load_references(solutions: Path = nbs.SOLUTIONS) -> dict[str, object]:
     return references
 
 
+def by_content(nb, references: dict) -> str | None:
+    """The reference a notebook's metadata (`course.notebook`) or, failing that, its cell ids say it is."""
+    number = str(nb.metadata.get("course", {}).get("notebook", ""))
+    by_number = [stem for stem in references if number and stem.startswith(number + "_")]
+    if len(by_number) == 1:
+        return by_number[0]
+    ids = {cell.get("id") for cell in nb.cells}
+    shared = {stem: len(ids & {c.id for c in ref.cells}) for stem, ref in references.items()}
+    best = max(shared, key=shared.get)
+    return best if shared[best] >= 3 else None
+
+
 def identify(nb, path: Path, references: dict, notebook: str | None = None) -> str | None:
     """Which reference a submission (or, with nb=None, an unreadable file) is; `notebook` ("01") decides."""
     if notebook:
         return next((stem for stem in references if stem == notebook or stem.startswith(notebook + "_")), None)
-    if nb is not None:
-        number = str(nb.metadata.get("course", {}).get("notebook", ""))
-        by_number = [stem for stem in references if number and stem.startswith(number + "_")]
-        if len(by_number) == 1:
-            return by_number[0]
-        ids = {cell.get("id") for cell in nb.cells}
-        shared = {stem: len(ids & {c.id for c in ref.cells}) for stem, ref in references.items()}
-        best = max(shared, key=shared.get)
-        if shared[best] >= 3:
-            return best
+    found = by_content(nb, references) if nb is not None else None
+    if found is not None:
+        return found
     by_name = [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
     return by_name[0] if len(by_name) == 1 else None
+
+
+def which_notebook(nb, path: Path, references: dict, notebook: str | None = None) -> tuple[str | None, str | None]:
+    """The reference a submission is graded as, and a note or None. `notebook` ("01") decides; else the file
+    or folder name when it names exactly one course notebook (`05_multilingual_sampling.ipynb`,
+    `01_bpe_tokenizer/alice.ipynb`), with a note when the notebook's content (its metadata, its cell ids)
+    says another; else the content (`identify`)."""
+    if notebook:
+        return identify(nb, path, references, notebook), None
+    named = [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
+    content = by_content(nb, references) if nb is not None else None
+    if len(named) == 1:
+        if content is not None and content != named[0]:
+            return named[0], f"the file is named as {named[0]} but its content is {content}'s: graded as {named[0]}"
+        return named[0], None
+    return identify(nb, path, references), None
 
 
 def student_name(nb, path: Path, references: dict) -> str:
@@ -353,6 +375,21 @@ def _backed_up(path: Path) -> bool:
     )
 
 
+# What the kernel and the judge inherit from the grader's environment: the interpreter's paths, locale, time
+# zone, math threads and the course's own variables, nothing else (an instructor's token, a launcher's
+# RANK / MASTER_ADDR, a PYTHONSTARTUP stay out of every run and so out of every feedback file).
+ALLOWED_ENVIRONMENT = {
+    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "TMPDIR", "LANG", "LANGUAGE", "TZ", "TERM",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_CBWR", "JUPYTER_PLATFORM_DIRS",
+}  # fmt: skip
+ALLOWED_PREFIXES = ("LC_", "COURSE_")
+
+
+def allowed_environment(environ) -> dict[str, str]:
+    """The part of `environ` a grading run may see (`ALLOWED_ENVIRONMENT`, `LC_*`, `COURSE_*`)."""
+    return {k: v for k, v in environ.items() if k in ALLOWED_ENVIRONMENT or k.startswith(ALLOWED_PREFIXES)}
+
+
 def _pythonpath(first: Path, env: dict) -> str:
     """PYTHONPATH with `first` ahead of what `env` has."""
     return os.pathsep.join(filter(None, [str(first), env.get("PYTHONPATH")]))
@@ -424,7 +461,7 @@ def run_nbval(
         path.write_text(nbs.dumps(nb))
         data = Path(os.environ.get("COURSE_DATA_DIR") or paths.course_path("data")).resolve()
         env = {
-            **os.environ,
+            **allowed_environment(os.environ),
             "COURSE_PROFILE": "ci",
             "COURSE_OFFLINE": "1",
             "COURSE_HIDDEN_CHECKS": "1",
@@ -434,8 +471,6 @@ def run_nbval(
             "COURSE_ROOT": str(lib.parent),  # the copy's configs, results and models (course_lib.paths)
             grading.SOCKET: str(channel / "judge.sock"),
         }
-        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTHONSTARTUP"):
-            env.pop(key, None)  # a grading kernel is a process of its own, not part of a launched group
         if threads:
             for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(key, str(threads))
@@ -538,13 +573,17 @@ def grade_file(
     """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
     bad submission. `pristine`: `course_files()` when grading began (default: now); threads: see run_nbval."""
     path = Path(path)
+    if path.is_symlink():  # it could be anyone's file: read nothing of it
+        student = student_name(None, path, references)
+        message = f"{path.name}: a symbolic link, not a file: not graded (hand in the notebook itself)"
+        return Graded(path, student, "?", [Result(student, "?", "-", 0, 0, "error", message, str(path))])
     try:
         nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
         nbformat.validate(nb)
         error = None
     except Exception as e:  # not JSON, not a notebook, not nbformat 4: a row per exercise says so
         nb, error = None, f"{path.name}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
-    stem = identify(nb, path, references, notebook)
+    stem, named = which_notebook(nb, path, references, notebook)
     student = student_name(nb, path, references)
     claimed = claimed_name(nb, student)
     if stem is None:
@@ -568,7 +607,7 @@ def grade_file(
             hint = reference_use(number, source)
             hints[number] = f"hint for the instructor: the cell {hint}" if hint else ""
         sources[number] = solutions[number] if number in decided else source
-    graded = Graded(path, student, stem, [], [claimed] if claimed else [])
+    graded = Graded(path, student, stem, [], [note for note in (named, claimed) if note])
     pristine = pristine or course_files()
     library = library_files(pristine)
     try:
@@ -723,10 +762,28 @@ def feedback(graded: list[Graded], student: str) -> str:
         for r in g.results:
             title = f", {registry.EXERCISES[r.exercise].title}" if r.exercise in registry.EXERCISES else ""
             lines.append(f"- Exercise {r.exercise}{title}: {r.points:g}/{r.max_points:g}, {r.status}")
-            if r.message:
-                lines += ["", "  ```", *("  " + line for line in r.message.splitlines()), "  ```", ""]
+            if r.message:  # a fence longer than any run of backticks in the message: it cannot close it
+                fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", r.message)), default=0))
+                lines += ["", "  " + fence, *("  " + line for line in r.message.splitlines()), "  " + fence, ""]
         lines += [f"- note: {note}" for note in g.notes] + [""]
     return "\n".join(lines)
+
+
+def feedback_names(students) -> dict[str, str]:
+    """Each student's feedback file name: the name with anything but letters, digits, `.`, `-` and `_` made
+    `_`, and, where two students' names would give the same file (`o'brien`, `o_brien`), a short hash of the
+    name after it, so that no one's feedback overwrites another's."""
+    safe = {s: re.sub(r"[^\w.-]", "_", s) for s in students}
+    counts = Counter(safe.values())
+    return {
+        s: f"{name}-{hashlib.sha256(s.encode()).hexdigest()[:8]}.md" if counts[name] > 1 else f"{name}.md"
+        for s, name in safe.items()
+    }
+
+
+def refused(path: Path, why: str) -> Graded:
+    """An error row for a file that is not graded; it quotes nothing of the file."""
+    return Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", f"{path.name}: {why}", str(path))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -745,30 +802,33 @@ def main(argv: list[str] | None = None) -> int:
         "--solutions", type=Path, default=nbs.SOLUTIONS, help="reference notebooks (default: the course's)"
     )
     args = parser.parse_args(argv)
-    paths = [
-        found
-        for path in args.submissions
-        for found in (
-            sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts) if path.is_dir() else [path]
-        )
-    ]
-    if not paths:
+    paths, outside = [], []
+    for path in args.submissions:
+        if not path.is_dir():
+            paths.append(path)
+            continue
+        for found in sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts):
+            # a file the folder only points to (through a link) is someone else's: refused, unread
+            inside = found.is_symlink() or found.resolve().is_relative_to(path.resolve())
+            (paths if inside else outside).append(found)
+    if not paths and not outside:
         parser.error("no notebooks among the submissions")
     try:
         graded = grade(paths, args.solutions, args.timeout, args.jobs, args.notebook, log=sys.stderr)
     except nbs.NotebookFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    graded += [refused(p, "lies outside the submissions folder (a link): not graded") for p in outside]
     write_csv(graded, args.report)
     table = summary(graded)
     if args.summary:
         args.summary.write_text(table)
     students = list(dict.fromkeys(g.student for g in graded))
+    names = feedback_names(students)
     for student in students:
         if args.feedback:
             args.feedback.mkdir(parents=True, exist_ok=True)
-            safe = re.sub(r"[^\w.-]", "_", student)
-            (args.feedback / f"{safe}.md").write_text(feedback(graded, student))
+            (args.feedback / names[student]).write_text(feedback(graded, student))
         else:
             print(feedback(graded, student))
     print(table)

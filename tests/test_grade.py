@@ -13,7 +13,9 @@ import builtins
 import copy
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -620,8 +622,41 @@ def graded_01(light_solutions, tmp_path_factory):
     (folder / "broken.ipynb").write_text('{"cells": [')
     (folder / "01_bpe_tokenizer_schema.ipynb").write_text(json.dumps({"cells": "none", "nbformat": 4}))
     paths += [folder / "broken.ipynb", folder / "01_bpe_tokenizer_schema.ipynb"]
+    paths.append(save(submission(stem, {"1.2": LEAKER}), folder / "leaker.ipynb"))
     # 30 s a cell: none loops here, and the suite may run beside another worker (make test: pytest -n 2)
-    return {g.student: g for g in grade.grade(paths, light_solutions, timeout=30, jobs=2)}
+    os.environ[SECRET] = "tok-5ecret-of-the-instructor"
+    try:
+        return {g.student: g for g in grade.grade(paths, light_solutions, timeout=30, jobs=2)}
+    finally:
+        del os.environ[SECRET]
+
+
+SECRET = "INSTRUCTOR_API_TOKEN"
+LEAKER = (
+    "import os\n\n\ndef bpe_encode_word(word, merges):  # says what the grader's environment holds\n"
+    f"    raise RuntimeError('token: ' + os.environ.get('{SECRET}', 'absent'))\n"
+)
+
+
+def test_the_graders_environment_does_not_reach_a_run(graded_01):
+    row = graded_01["leaker"].results[1]
+    assert (row.exercise, row.status, row.points) == ("1.2", "failed", 0)
+    assert "token: absent" in row.message and "5ecret" not in row.message
+    assert "5ecret" not in grade.feedback(list(graded_01.values()), "leaker")
+
+
+def test_the_run_environment_is_an_allowlist():
+    env = grade.allowed_environment(
+        {
+            "PATH": "/bin",
+            "LC_ALL": "C",
+            "COURSE_DATA_DIR": "/d",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "RANK": "3",
+            "HOME": "/root",
+        }
+    )
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "COURSE_DATA_DIR": "/d"}
 
 
 def test_code_special_cased_to_the_visible_checks_loses_that_exercise(graded_01):
@@ -870,3 +905,53 @@ def test_an_installed_course_lib_is_hidden_from_the_run_but_not_the_packages_bes
     finally:
         shutil.rmtree(installed)
     assert run.outcomes == {0: ("passed", "")}, run.outcomes
+
+
+# --------------------------------------------------------------------------- identity and reports
+
+
+def test_a_file_named_for_a_notebook_is_graded_as_that_notebook_with_a_note(tmp_path):
+    references = grade.load_references()
+    path = save(submission("01_bpe_tokenizer"), tmp_path / "mallory" / "05_multilingual_sampling.ipynb")
+    stem, note = grade.which_notebook(nbs.read(path), path, references)
+    assert stem == "05_multilingual_sampling" and "01_bpe_tokenizer" in note and "graded as 05" in note
+    plain = save(submission("01_bpe_tokenizer"), tmp_path / "01" / "alice.ipynb")
+    assert grade.which_notebook(nbs.read(plain), plain, references) == ("01_bpe_tokenizer", None)
+    unnamed = save(submission("02_masking_collator"), tmp_path / "bob.ipynb")
+    assert grade.which_notebook(nbs.read(unnamed), unnamed, references) == ("02_masking_collator", None)
+
+
+def test_feedback_file_names_never_collide():
+    names = grade.feedback_names(["o'brien", "o_brien", "alice", "a b"])
+    assert len(set(names.values())) == 4 and names["alice"] == "alice.md" and names["a b"] == "a_b.md"
+    assert names["o'brien"].startswith("o_brien-") and names["o_brien"].startswith("o_brien-")
+
+
+def test_a_message_cannot_close_its_fence_in_the_feedback():
+    message = "AssertionError\n```\n- Exercise 1.1: 6/6, passed\n```"
+    result = grade.Result("eve", "01_bpe_tokenizer", "1.2", 0, 4, "failed", message, "eve.ipynb")
+    text = grade.feedback([grade.Graded(Path("eve.ipynb"), "eve", "01_bpe_tokenizer", [result])], "eve")
+    lines = text.splitlines()
+    opening = lines.index("  ````")
+    closing = lines.index("  ````", opening + 1)
+    assert "  - Exercise 1.1: 6/6, passed" in lines[opening:closing]  # inside the block, not a line of its own
+    assert not any(line.startswith("- Exercise 1.1") for line in lines)
+
+
+def test_links_are_refused_and_quote_nothing(tmp_path):
+    private = tmp_path / "private"
+    secret = submission("01_bpe_tokenizer")
+    secret.cells[0].source = "TOP-SECRET grading key"
+    save(secret, private / "key.ipynb")
+    save(secret, private / "folder" / "01_bpe_tokenizer.ipynb")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "mallory.ipynb").symlink_to(private / "key.ipynb")
+    (subs / "trudy").symlink_to(private / "folder", target_is_directory=True)
+    report, feedback = tmp_path / "grades.csv", tmp_path / "feedback"
+    assert grade.main([str(subs), "--report", str(report), "--feedback", str(feedback)]) == 0
+    rows = list(csv.DictReader(report.open()))
+    assert {r["student"]: r["status"] for r in rows}.get("mallory") == "error"
+    assert all(r["status"] == "error" and r["points"] == "0" for r in rows)
+    written = report.read_text() + "".join(f.read_text() for f in feedback.iterdir())
+    assert "TOP-SECRET" not in written and str(private) not in written
