@@ -510,6 +510,36 @@ def test_the_kernel_only_observes_and_the_judge_decides():
         wire.unplain({"$": "object", "items": []})
 
 
+def test_the_judge_refuses_a_message_that_would_unpack_to_more_than_it_holds():
+    """Issue 26, finding 6: a deflated .npz member sent to the judge grew a thousandfold when decoded. Now a
+    compressed member, or an array header that claims more bytes than its member holds, is refused first."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from course_lib.checks import wire
+
+    text = np.frombuffer(b'{"x": {"$": "array", "data": 0}}', dtype=np.uint8)
+    bomb = io.BytesIO()
+    np.savez_compressed(bomb, json=text, a0=np.zeros(1_000_000))
+    assert len(bomb.getvalue()) < 100_000  # 8 MB of zeros in a few kB
+    with pytest.raises(ValueError, match="'json.npy' is compressed"):
+        wire.decode(bomb.getvalue())
+    header, member = io.BytesIO(), io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    np.save(member, text)
+    liar = io.BytesIO()
+    with zipfile.ZipFile(liar, "w") as archive:  # stored, as encode writes: only the header lies
+        archive.writestr("json.npy", member.getvalue())
+        archive.writestr("a0.npy", header.getvalue() + bytes(64))
+    with pytest.raises(ValueError, match="'a0.npy' claims 8000000000000 bytes"):
+        wire.decode(liar.getvalue())
+    with pytest.raises(ValueError, match="not a message"):
+        wire.decode(b"not a zip")
+    assert wire.decode(wire.encode({"x": wire.plain(np.arange(3.0))}))["x"]["data"].tolist() == [0.0, 1.0, 2.0]
+
+
 def test_the_kernels_library_has_stubs_that_the_judge_restores():
     """While grading, the course's implementation of an exercise is a stub that raises; the judge hands its
     source back once every exercise that stubs it has been judged, and restoring keeps the function object."""

@@ -121,12 +121,43 @@ def encode(message) -> bytes:
     return buffer.getvalue()
 
 
+def _check_members(data: bytes) -> None:
+    """Refuse, before anything is allocated, an archive that would unpack to more than it holds: a compressed
+    member (`encode` never compresses; a deflated one can grow a thousandfold), members adding up to more than
+    `LIMIT`, or an array whose header claims more bytes than its member holds."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"not a message of the grader's: {e}") from None
+    left = LIMIT
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"member {info.filename!r} is compressed: the grader reads stored members only")
+        if info.file_size > left:
+            raise ValueError(f"member {info.filename!r} of {info.file_size} bytes: past the {LIMIT}-byte limit")
+        left -= info.file_size
+        with archive.open(info) as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            need = dtype.itemsize * int(np.prod(shape, dtype=object))
+            if dtype.hasobject or need > info.file_size:
+                raise ValueError(
+                    f"member {info.filename!r} claims {need} bytes of {dtype} in a member of {info.file_size} bytes"
+                )
+
+
 def decode(data: bytes):
     """What `encode` wrote; arrays are read without pickle, so bytes from anywhere are safe to decode."""
     import numpy as np
 
     if len(data) > LIMIT:
         raise ValueError(f"a message of {len(data)} bytes: more than the {LIMIT} the grader reads")
+    _check_members(data)
     with np.load(io.BytesIO(data), allow_pickle=False) as found:
         message = json.loads(found["json"].tobytes().decode())
         arrays = {name: found[name] for name in found.files if name != "json"}
