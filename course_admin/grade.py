@@ -146,24 +146,30 @@ def identify(nb, path: Path, references: dict, notebook: str | None = None) -> s
     found = by_content(nb, references) if nb is not None else None
     if found is not None:
         return found
-    by_name = [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
-    return by_name[0] if len(by_name) == 1 else None
+    named = by_name(path, references)
+    return named[0] if len(named) == 1 else None
+
+
+def by_name(path: Path, references: dict) -> list[str]:
+    """The references that the file's path names (`01_bpe_tokenizer` in a folder or file name, or a file name
+    starting `01_`)."""
+    return [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
 
 
 def which_notebook(nb, path: Path, references: dict, notebook: str | None = None) -> tuple[str | None, str | None]:
     """The reference a submission is graded as, and a note or None. `notebook` ("01") decides; else the file
     or folder name when it names exactly one course notebook (`05_multilingual_sampling.ipynb`,
     `01_bpe_tokenizer/alice.ipynb`), with a note when the notebook's content (its metadata, its cell ids)
-    says another; else the content (`identify`)."""
+    says another; else the content (`by_content`)."""
     if notebook:
         return identify(nb, path, references, notebook), None
-    named = [stem for stem in references if stem in str(path) or path.name.startswith(stem[:3])]
+    named = by_name(path, references)
     content = by_content(nb, references) if nb is not None else None
     if len(named) == 1:
         if content is not None and content != named[0]:
             return named[0], f"the file is named as {named[0]} but its content is {content}'s: graded as {named[0]}"
         return named[0], None
-    return identify(nb, path, references), None
+    return content, None
 
 
 def student_name(nb, path: Path, references: dict) -> str:
