@@ -42,6 +42,7 @@ import argparse
 import ast
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -53,7 +54,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -256,16 +256,32 @@ def reference_use(number: str, source: str) -> str | None:
 # --------------------------------------------------------------------------- assembling and running
 
 
-def assemble(reference, sources: dict[str, str], skip=()):
+STAND_IN = """\
+# (grader) exercise {number} is not graded from this run (no cell for it, or it ran past the time limit):
+# the course's own implementation stands in, for the cells after it
+from course_lib.checks.grading import Checks as _Checks
+_Checks().unreached({number!r}, RuntimeError("not graded from this run"))
+del _Checks
+{stand_in}"""
+
+
+def assemble(reference, sources: dict[str, str], skip=(), standing_in=()):
     """The reference with `sources` in its exercise cells and check cells that submit to the judge
     (`CHECKS`), which then expect the hidden pass line; the code cells at the indexes in `skip` are not run
-    (`withheld_cells`). Returns (notebook, {code cell index: (number, role)})."""
+    (`withheld_cells`). The exercises in `standing_in` (already decided: missing, or past the time limit) get
+    `STAND_IN` instead, the course's implementation from the judge (registry.STAND_INS: never the solution
+    cell's text), and their check cells are not run. Returns (notebook, {code cell index: (number, role)})."""
     nb = copy.deepcopy(reference)
     nb.metadata.pop("widgets", None)
     roles = {}
     for index, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         role, number = nbs.cell_role(cell), nbs.cell_exercise(cell)
-        if role == "exercise":
+        if role == "exercise" and number in standing_in:
+            cell.source = STAND_IN.format(number=number, stand_in=registry.STAND_INS[number])
+            cell.outputs = []
+        elif role == "check" and number in standing_in:
+            cell.source = "# NBVAL_SKIP\n# (grader: this exercise is already decided)\n"
+        elif role == "exercise":
             # a student's `# NBVAL_...` comment must not change how nbval treats the cell
             cell.source = re.sub(r"^(\s*#+\s*)NBVAL_", r"\1NBVAL-ignored_", sources[number], flags=re.M)
             cell.outputs = []
@@ -325,7 +341,7 @@ def withheld_cells(reference, stem: str, library: dict[str, bytes], timeout: int
 
 
 def _clean(text: str) -> str:
-    return re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text or "")  # junit xml writes ESC as #x1B
+    return re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text or "")  # colour codes, as text or as junit would write them
 
 
 def _error_text(report: str) -> str:
@@ -420,18 +436,56 @@ def _start_judge(socket_path: str, folder: Path, notebook: str, env: dict) -> su
     return referee
 
 
-def _read_junit(junit: Path) -> dict:
-    """nbval's outcome per code cell, from its junit file: {index: (outcome, message)}."""
-    outcomes = {}
-    for case in ET.parse(junit).iter("testcase"):
-        index = int(case.get("name", "Cell -1").split()[-1])
-        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
-        if problem is None:
-            outcomes[index] = ("skipped", "") if case.find("skipped") is not None else ("passed", "")
-            continue
-        text = _clean((problem.get("message") or "") + "\n" + (problem.text or ""))
-        outcomes[index] = ("timeout" if "Timeout of" in text else "failed", _error_text(text))
-    return outcomes
+def _outcome(text: str) -> tuple[str, str]:
+    """A failed cell's outcome and message from nbval's report of it: timeout (nbval's own limit) or failed."""
+    text = _clean(text)
+    return ("timeout" if "Timeout of" in text else "failed"), _error_text(text)
+
+
+class Progress:
+    """What the run's pytest tells the grader through a pipe (course_admin/nbval_progress.py): which cell
+    runs since when, and each ended cell's outcome ({index: (outcome, message)}, as `Run.outcomes`)."""
+
+    def __init__(self, descriptor: int):
+        self.outcomes: dict[int, tuple[str, str]] = {}
+        self.running: tuple[int, float] | None = None  # (cell, when it started)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(descriptor,), daemon=True)
+        self._thread.start()
+
+    def _read(self, descriptor: int) -> None:
+        with open(descriptor, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                    cell, event = int(record["cell"]), record["event"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                with self._lock:
+                    if event == "start":
+                        self.running = (cell, time.monotonic())
+                    elif event == "end" and cell not in self.outcomes:
+                        outcome = record.get("outcome")
+                        done = ("passed", "") if outcome == "passed" else ("skipped", "")
+                        self.outcomes[cell] = _outcome(str(record.get("text"))) if outcome == "failed" else done
+                        self.running = None
+
+    def overrun(self, limit: float) -> int | None:
+        """The cell that has run longer than `limit` seconds, if one has."""
+        with self._lock:
+            if self.running and time.monotonic() - self.running[1] > limit:
+                return self.running[0]
+        return None
+
+    def finished(self, wait: float = 10.0) -> dict[int, tuple[str, str]]:
+        """The outcomes, once the pipe has closed (every process of the run has ended)."""
+        self._thread.join(wait)
+        with self._lock:
+            return dict(self.outcomes)
+
+
+GRACE = 10  # seconds a cell gets past --timeout (nbval interrupts it then) before the watchdog ends the run
+RUN_LIMIT = 1800  # seconds one submission's run may take, whatever its cells do (--run-limit)
 
 
 def run_nbval(
@@ -441,21 +495,26 @@ def run_nbval(
     threads: int | None = None,
     notebook: str | None = None,
     level: str | None = None,
+    limits: sandbox.Limits | None = None,
+    run_limit: float = RUN_LIMIT,
 ) -> Run:
     """Run a notebook under nbval in a fresh kernel, isolated at `level` (`sandbox.level()` by default), on a
     copy of course_lib made from `library` (path inside course_lib -> content; default: as it is now) with the
     implementations of notebook `notebook`'s exercises stubbed, while the judge listens for its check cells.
     threads: the kernel's math threads (OMP / MKL), unless the environment sets them: kernels graded side
-    by side should not fight for the cores."""
+    by side should not fight for the cores. limits: what the run may take (`sandbox.Limits`). A watchdog
+    ends the run when a cell has run `timeout` + `GRACE` seconds (the cell's outcome is then "timeout"), or
+    the whole run `run_limit` seconds (the running cell's, too)."""
     library = library or library_files()
     level = level or sandbox.level()
     exercises = registry.for_notebook(notebook) if notebook else []
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         root, private = Path(tmp, "run"), Path(tmp, "judge")
         work, lib, channel = root / "work", root / "lib" / "course_lib", root / "channel"
-        report = root / "report"  # nbval's junit file: written by pytest at the end of the run
-        for folder in (work, report, lib, channel, private / "lib" / "course_lib", root / "home", root / "tmp"):
+        for folder in (work, lib, channel, private / "lib" / "course_lib", root / "home", root / "tmp"):
             folder.mkdir(parents=True)
+        os.chmod(private, 0o700)  # the judge's: no run's user may read it (runs are not root, see sandbox)
+        os.chmod(tmp, 0o711)
         for tree, files in ((lib, judge.stubbed(library, exercises)), (private / "lib" / "course_lib", library)):
             for name, data in files.items():
                 (tree / name).parent.mkdir(parents=True, exist_ok=True)
@@ -463,8 +522,9 @@ def run_nbval(
         for kind in RESOURCES:  # what notebooks read besides data/, laid out as in the repository
             if paths.course_path(kind).is_dir():
                 shutil.copytree(paths.course_path(kind), lib.parent / paths.LAYOUT[kind])
-        path, junit = work / "submission.ipynb", Path(tmp, "junit.xml")
+        path = work / "submission.ipynb"
         path.write_text(nbs.dumps(nb))
+        shutil.copy(Path(__file__).with_name("nbval_progress.py"), lib.parent / "course_grade_progress.py")
         data = Path(os.environ.get("COURSE_DATA_DIR") or paths.course_path("data")).resolve()
         env = {
             **allowed_environment(os.environ),
@@ -485,7 +545,9 @@ def run_nbval(
             # the checkout (its solutions, tests and course_lib), or an installed course_lib: never in the run
             course = LIBRARY.parent if paths.in_checkout() else LIBRARY
             hidden = [Path(nbs.SOLUTIONS).resolve(), course, private]
-            run = sandbox.Run(root, [lib.parent, data, channel], [work, report], hidden=hidden, level=level)
+            run = sandbox.Run(
+                root, [lib.parent, data, channel, path], [], hidden, level, scratch=[work], limits=limits or sandbox.Limits()
+            )
             roots = before = None
             if level != "bwrap":  # no read-only system: look at it before and after
                 roots = _environment_roots()
@@ -506,22 +568,37 @@ def run_nbval(
                 "no:cacheprovider",
                 "--color=no",
                 "-q",
+                "-p",
+                "course_grade_progress",
                 "--nbval-lax",
                 "--nbval-current-env",
                 f"--nbval-cell-timeout={timeout}",
-                f"--junitxml={report / 'junit.xml'}",
             ]
             if SANITIZE.exists():
                 shutil.copy(SANITIZE, root / SANITIZE.name)
                 command.append(f"--nbval-sanitize-with={root / SANITIZE.name}")
-            cells = sum(c.cell_type == "code" for c in nb.cells)
-            # output to a file: a process the run leaves behind may hold a pipe open
+            # output to a file: a process the run leaves behind may hold a pipe open; progress through a pipe
+            reader, writer = os.pipe()
             with open(Path(tmp, "nbval.log"), "w") as log:
-                process = sandbox.start(run, command, kernel_env, stdout=log, stderr=subprocess.STDOUT)
                 try:
-                    process.wait(timeout=cells * (timeout + 30) + 120)
-                except subprocess.TimeoutExpired:
-                    log.write("\n(the run went past its time limit and was stopped)\n")
+                    process = sandbox.start(
+                        run,
+                        command,
+                        {**kernel_env, "COURSE_GRADE_PROGRESS_FD": str(writer)},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        pass_fds=(writer,),
+                    )
+                finally:
+                    os.close(writer)
+                progress, began, stopped = Progress(reader), time.monotonic(), None
+                while process.poll() is None:  # the watchdog: a cell past its limit ends the run, whatever it does
+                    over = progress.overrun(timeout + GRACE)
+                    if over is not None or time.monotonic() - began > run_limit:
+                        stopped = over if over is not None else (progress.running or (-1,))[0]
+                        log.write("\n(the watchdog stopped the run: past its time limit)\n")
+                        break
+                    time.sleep(0.2)
             notes = [
                 f"a process the run started was still running and was ended: {p}" for p in sandbox.finish(run, process)
             ]
@@ -538,15 +615,19 @@ def run_nbval(
                             else " (undone)"
                         )
                     )
-            if (report / "junit.xml").exists():
-                shutil.move(report / "junit.xml", junit)
+            outcomes = progress.finished()
+            if stopped == -1:  # the run's own limit, between cells: the next one is the one that did not run
+                stopped = max(outcomes, default=-1) + 1
+            if stopped is not None:
+                outcomes[stopped] = ("timeout", f"the cell ran past the time limit ({timeout} s) and was stopped")
+                notes.append(f"the watchdog stopped the run at code cell {stopped}, past the time limit")
         finally:
             referee.kill()
             referee.wait()
-        if not junit.exists():
+        if not outcomes:
             raise RuntimeError(f"nbval did not run: {Path(tmp, 'nbval.log').read_text()[-1500:]}")
         verdicts = private / "verdicts.json"
-        return Run(_read_junit(junit), json.loads(verdicts.read_text()) if verdicts.exists() else {}, notes)
+        return Run(outcomes, json.loads(verdicts.read_text()) if verdicts.exists() else {}, notes)
 
 
 def _score(run: Run, number: str, cells: dict) -> tuple[str, str]:
@@ -575,9 +656,12 @@ def grade_file(
     pristine: dict[Path, bytes] | None = None,
     threads: int | None = None,
     log=None,
+    limits: sandbox.Limits | None = None,
+    run_limit: float = RUN_LIMIT,
 ) -> Graded:
     """Grade one submission against its reference (`notebook`, else the one it is); never raises for a
-    bad submission. `pristine`: `course_files()` when grading began (default: now); threads: see run_nbval."""
+    bad submission. `pristine`: `course_files()` when grading began (default: now); threads, limits,
+    run_limit: see run_nbval."""
     path = Path(path)
     if path.is_symlink():  # it could be anyone's file: read nothing of it
         student = student_name(None, path, references)
@@ -604,7 +688,6 @@ def grade_file(
 
     if error:
         return Graded(path, student, stem, [row(n, "error", error) for n in info])
-    solutions = {nbs.cell_exercise(c): c.source for c in reference.cells if nbs.cell_role(c) == "exercise"}
     decided, sources, hints = {}, {}, {}
     for number, source in match_exercises(reference, nb).items():
         if source is None:
@@ -612,7 +695,7 @@ def grade_file(
         else:
             hint = reference_use(number, source)
             hints[number] = f"hint for the instructor: the cell {hint}" if hint else ""
-        sources[number] = solutions[number] if number in decided else source
+        sources[number] = source
     graded = Graded(path, student, stem, [], [note for note in (named, claimed) if note])
     pristine = pristine or course_files()
     library = library_files(pristine)
@@ -622,9 +705,11 @@ def grade_file(
         graded.results = [row(n, "error", f"grading failed: {e}") for n in info]
         return graded
     while len(decided) < len(info):
-        nb_run, roles = assemble(reference, sources, skip)
+        nb_run, roles = assemble(reference, sources, skip, standing_in=set(decided))
         try:
-            run = run_nbval(nb_run, timeout, library, threads=threads, notebook=stem[:2])
+            run = run_nbval(
+                nb_run, timeout, library, threads=threads, notebook=stem[:2], limits=limits, run_limit=run_limit
+            )
         except Exception as e:  # the run itself broke (not the student's code): say so, grade nothing more
             decided.update({n: row(n, "error", f"grading failed: {e}") for n in info if n not in decided})
             break
@@ -652,7 +737,6 @@ def grade_file(
                     f"the {roles[stop][1]} cell ran past the time limit of "
                     f"{timeout} s (an endless loop?), or the kernel died",
                 )
-                sources[number] = solutions[number]
             elif stop is None or cells["check"] < stop:  # after the stop, a new kernel ran on without it
                 decided[number] = row(number, *_score(run, number, cells))
         if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
@@ -674,18 +758,26 @@ def grade(
     jobs: int = 1,
     notebook: str | None = None,
     log=None,
+    limits: sandbox.Limits | None = None,
+    run_limit: float = RUN_LIMIT,
 ) -> list[Graded]:
-    """Grade several submissions, `jobs` at a time (each run is a kernel of its own)."""
+    """Grade several submissions, `jobs` at a time (each run is a kernel of its own, held to `limits`; with
+    more than one job, each to its share of the cores, so that a greedy run cannot starve the others)."""
     references, pristine = load_references(solutions), course_files(solutions)
     if sandbox.level() != "bwrap":
         print(sandbox.fallback_warning(), file=log or sys.stderr)
 
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))  # the cores shared out between the kernels
+    limits = limits or sandbox.Limits()
+    if jobs > 1 and limits.cores is None:
+        limits = dataclasses.replace(limits, cores=(os.cpu_count() or 1) / jobs)
 
     def one(path):
         start, path = time.time(), Path(path)
         try:
-            g = grade_file(path, references, timeout, notebook, pristine, threads=threads, log=log)
+            g = grade_file(
+                path, references, timeout, notebook, pristine, threads=threads, log=log, limits=limits, run_limit=run_limit
+            )
         except Exception as e:  # a notebook odd in a way no check foresaw: an error for that student only
             message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
             g = Graded(path, path.stem, "?", [Result(path.stem, "?", "-", 0, 0, "error", message, str(path))])
@@ -804,6 +896,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     parser.add_argument("--notebook", help="grade every submission as this course notebook (e.g. 01)")
+    default = sandbox.Limits()
+    parser.add_argument(
+        "--run-limit", type=int, default=RUN_LIMIT, help="seconds one submission's run may take (default %(default)s)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=default.processes, help="processes a run may have (default %(default)s)"
+    )
+    parser.add_argument(
+        "--memory", type=int, default=default.memory >> 20, help="MiB of memory a run may use (default %(default)s)"
+    )
+    parser.add_argument(
+        "--disk",
+        type=int,
+        default=default.disk >> 20,
+        help="MiB a run may write: each of its temporary folders, and the largest file (default %(default)s)",
+    )
     parser.add_argument(
         "--solutions", type=Path, default=nbs.SOLUTIONS, help="reference notebooks (default: the course's)"
     )
@@ -820,7 +928,11 @@ def main(argv: list[str] | None = None) -> int:
     if not paths and not outside:
         parser.error("no notebooks among the submissions")
     try:
-        graded = grade(paths, args.solutions, args.timeout, args.jobs, args.notebook, log=sys.stderr)
+        limits = sandbox.Limits(processes=args.processes, memory=args.memory << 20, disk=args.disk << 20)
+        graded = grade(
+            paths, args.solutions, args.timeout, args.jobs, args.notebook, log=sys.stderr, limits=limits,
+            run_limit=args.run_limit,
+        )
     except nbs.NotebookFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

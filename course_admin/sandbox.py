@@ -3,14 +3,20 @@
 Two levels, `level()` picks one:
 
 * ``bwrap``: the command runs under bubblewrap in namespaces of its own (no network but its own
-  loopback, its own process ids, no capabilities, not even as root). It sees Python's folders, /usr and
-  /etc read-only, an empty /tmp, the run's folder (`Run.root`) read-only, and only `Run.writable` and
-  the run's home and temporary folders writable. Paths in `Run.hidden` are not there, or are covered.
-* ``process``: a plain process in a session of its own. Nothing is isolated: the grader passes proxy
-  settings that lead nowhere, and checks (`snapshot`, `changes`, `undo`) what the run may have changed.
+  loopback, its own process ids, no capabilities). Started by root, it runs as a user id of its own
+  (`Run.uid`, one per run, never root: `setpriv` inside the sandbox); started by anyone else, as that user
+  in a user namespace. It sees the interpreter's own folders (prefixes and the stdlib and site-packages
+  folders: never the current folder or other `sys.path` entries), /usr, the parts of /etc a Python process
+  needs (`ETC`: not shadow, gshadow, ssh/, ...) read-only, the run's folder (`Run.root`) read-only,
+  `Run.writable` read-write, and its home, its temporary folder, /tmp and `Run.scratch` as empty tmpfs of at
+  most `Limits.disk` bytes each. Paths in `Run.hidden` are not there, or are covered.
+* ``process``: a plain process in a session of its own, as the grader's user. Nothing is isolated: the
+  grader passes proxy settings that lead nowhere, and checks (`snapshot`, `changes`, `undo`) what the run
+  may have changed.
 
-Either way every process of a run carries ``COURSE_GRADE_RUN=<token>`` in its environment, and `finish`
-kills whatever is left of the run, escaped processes included.
+Either way every process of a run carries ``COURSE_GRADE_RUN=<token>`` in its environment, `limits_for`
+caps what the run may take (`Limits`: processes, memory, disk, cores; cgroups where the grader may make
+them, else rlimits), and `finish` kills whatever is left of the run, escaped processes included.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import os
 import secrets
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,23 +38,49 @@ from typing import Callable, Iterable
 
 LEVELS = ("bwrap", "process")
 VARIABLE = "COURSE_GRADE_RUN"  # its value, the run's token, marks every process of a run
-SYSTEM = ("/usr", "/bin", "/lib", "/lib64", "/etc")  # read-only in bwrap, symlinks (/bin -> usr/bin) kept
-FLAGS = [
-    "--unshare-all",  # namespaces of its own: no network but its loopback, its own process ids, ...
-    "--unshare-user",  # ... a user namespace too, needed by the next flag
-    "--disable-userns",  # and no more of them inside
-    "--cap-drop",  # no capabilities: run by root, bwrap would keep them all (remount read-write, ...)
-    "ALL",
+SYSTEM = ("/usr", "/bin", "/lib", "/lib64")  # read-only in bwrap, symlinks (/bin -> usr/bin) kept
+# what of /etc a run sees (read-only): the loader's cache, users and groups (no passwords: those are in
+# shadow), name resolution, time zone, certificates, fonts, MIME types, the alternatives /usr/bin points into
+ETC = (
+    "passwd", "group", "hosts", "host.conf", "nsswitch.conf", "gai.conf", "protocols", "services", "localtime",
+    "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates", "fonts",
+    "mime.types", "locale.alias", "os-release", "debian_version", "magic", "magic.mime", "terminfo",
+)  # fmt: skip
+COMMON = [
     "--die-with-parent",  # ends with the bwrap process the grader started
     "--new-session",  # no way to type into the grader's terminal
 ]
+# started by root: namespaces but no user namespace; only what setpriv needs to become the run's user, which
+# then drops every capability, the bounding set too
+AS_ROOT = [
+    "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+    "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
+]  # fmt: skip
+# started by another user: a user namespace of its own (needed by --disable-userns), no capabilities
+AS_USER = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
 NOWHERE = "http://127.0.0.1:9"  # the discard port: the process level's proxy
+
+
+@dataclass
+class Limits:
+    """What one run may take. `processes`: at once (a cgroup's pids.max, else RLIMIT_NPROC of the run's own
+    user); `memory`: bytes, its processes together (a memory cgroup), else each process's data (RLIMIT_DATA);
+    `disk`: bytes, each tmpfs it writes (bwrap) and the largest file it may write (RLIMIT_FSIZE); `cores`:
+    how many cores' time it may use at once (a cpu cgroup's quota; None: no cap), so that runs graded side by
+    side share the machine."""
+
+    processes: int = 256
+    memory: int = 6 << 30
+    disk: int = 1 << 30
+    cores: float | None = None
 
 
 @dataclass
 class Run:
     """One submission's sandbox. `root` is a fresh private folder, `writable` folders inside it that the
-    run may write, `readable` more folders it may read, `hidden` paths it must not see."""
+    run may write (kept), `scratch` folders inside it that are empty tmpfs under bwrap (nothing kept; plain
+    folders at the process level), `readable` more folders it may read, `hidden` paths it must not see.
+    `uid`: the user a bwrap run runs as when the grader is root (one of its own, never root)."""
 
     root: Path
     readable: list[Path]
@@ -54,6 +88,19 @@ class Run:
     hidden: list[Path] = field(default_factory=list)
     level: str = "bwrap"
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    scratch: list[Path] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    cgroups: list[Path] = field(default_factory=list)  # made by `start`, removed by `finish`
+    uid: int | None = field(default_factory=lambda: 3_000_000 + secrets.randbelow(1_000_000) if _root() else None)
+
+    @property
+    def temporary(self) -> list[Path]:
+        """Its home and temporary folders and `scratch`: tmpfs under bwrap."""
+        return [Path(self.root, "home"), Path(self.root, "tmp"), *self.scratch]
+
+
+def _root() -> bool:
+    return os.geteuid() == 0
 
 
 def level(prefer: str | None = None) -> str:
@@ -100,13 +147,25 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def python_folders() -> list[str]:
+    """The interpreter's own folders: its prefixes, where its executable is, its stdlib and site-packages.
+    Never the current folder or any other `sys.path` entry (a folder of submissions, an instructor's files)."""
+    folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)]
+    folders.append(os.path.dirname(os.path.realpath(sys.executable)))  # where a venv's python points
+    folders += [sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    folders += site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    return list(dict.fromkeys(os.path.abspath(f) for f in folders))
+
+
 def _mounts(run: Run) -> list[str]:
     """bwrap's mount arguments. Each is ordered by the depth of its path, so a deeper one lies on top of
-    the one that holds it; at the same path the later kind below wins (/tmp over a sys.path entry /tmp,
-    a readable folder over a hidden one)."""
+    the one that holds it; at the same path the later kind below wins (/tmp over a Python folder /tmp, a
+    readable folder over a hidden one). The folders that lead to a mount are made world-readable (started
+    by root, bwrap would make them private to root)."""
     hidden = [os.path.realpath(p) for p in run.hidden if os.path.lexists(p)]
     ops: list[tuple[int, int, list[str]]] = []  # (depth, rank, arguments)
     bound: list[str] = []  # folders bound read-only for Python, fewer parts first
+    size = ["--size", str(run.limits.disk)]
 
     def add(rank: int, path: str, *arguments: str) -> None:
         ops.append((len(Path(path).parts), rank, list(arguments)))
@@ -115,10 +174,7 @@ def _mounts(run: Run) -> list[str]:
         if os.path.islink(top):
             add(0, top, "--symlink", os.readlink(top), top)
     paths = [p for p in SYSTEM if os.path.isdir(p) and not os.path.islink(p)]  # then Python's, even if hidden:
-    paths += [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
-    paths.append(os.path.dirname(os.path.realpath(sys.executable)))  # where a venv's python points
-    visible = [p for p in sys.path if os.path.isabs(p) and not any(_inside(os.path.realpath(p), h) for h in hidden)]
-    for path in sorted([*paths, *visible], key=lambda p: len(Path(os.path.realpath(p)).parts)):
+    for path in sorted([*paths, *python_folders()], key=lambda p: len(Path(os.path.realpath(p)).parts)):
         real = os.path.realpath(path)
         shown = any(_inside(real, b) and not any(_inside(h, b) and _inside(real, h) for h in hidden) for b in bound)
         if shown or not os.path.exists(real):  # shown: by a bind of a folder holding it, with no cover between
@@ -128,15 +184,23 @@ def _mounts(run: Run) -> list[str]:
         alias = os.path.abspath(path)
         if alias != real and os.path.realpath(os.path.dirname(alias)) == os.path.dirname(alias):
             add(0, alias, "--ro-bind", real, alias)  # e.g. a venv reached through a symlink
-    for path, flag in [("/dev", "--dev"), ("/proc", "--proc"), ("/tmp", "--tmpfs")]:
-        add(1, path, flag, path)
+    for name in ETC:
+        path = os.path.join("/etc", name)
+        if os.path.exists(path):  # a link is bound as what it points to
+            add(0, path, "--ro-bind", os.path.realpath(path), path)
+    add(1, "/dev", "--dev", "/dev")
+    add(1, "/proc", "--proc", "/proc")
+    add(1, "/tmp", "--perms", "1777", *size, "--tmpfs", "/tmp")
     root = os.path.realpath(run.root)
     readable = [root] + [os.path.realpath(p) for p in run.readable if os.path.exists(p)]
-    writable = [os.path.realpath(p) for p in [*run.writable, Path(root, "home"), Path(root, "tmp")]]
+    writable = [os.path.realpath(p) for p in run.writable]
+    temporary = [os.path.realpath(p) for p in run.temporary]
     for path in readable:
         add(3, path, "--ro-bind", path, path)
     for path in writable:
         add(4, path, "--bind", path, path)
+    for path in temporary:
+        add(4, path, "--perms", "1777", *size, "--tmpfs", path)
     covers = []
     for path in hidden:  # under a bound folder: covered, an empty read-only folder or a file that cannot be read
         if any(_inside(path, b) for b in [*bound, *readable, *writable]):
@@ -145,6 +209,11 @@ def _mounts(run: Run) -> list[str]:
                 covers += ["--remount-ro", path]  # last: deeper mounts need their mount points made first
             else:
                 add(2, path, "--ro-bind", "/dev/null", path)
+    mounted = [*SYSTEM, *bound, *readable, *writable, "/dev", "/proc"]  # binds: what is in them exists
+    leading = {str(a) for _, _, arguments in ops for a in Path(arguments[-1]).parents if str(a) != "/"}
+    for folder in leading:
+        if not any(_inside(folder, m) for m in mounted):
+            add(-1, folder, "--perms", "0755", "--dir", folder)
     ops.sort(key=lambda op: op[:2])
     return [argument for _, _, arguments in ops for argument in arguments] + covers
 
@@ -154,14 +223,113 @@ def _cwd(run: Run) -> Path:
     return work if work.is_dir() else Path(run.root)
 
 
-def command(run: Run, argv: list[str]) -> list[str]:
-    """`argv` wrapped for the run's level: unchanged for 'process'; for 'bwrap', under bubblewrap (see
-    the module's docstring), in `root/work` if it exists, else in `root`. Readable folders that do not
-    exist are left out; writable ones must exist (`start` makes them)."""
-    if run.level != "bwrap":
-        return list(argv)
-    cwd = os.path.realpath(_cwd(run))
-    return [shutil.which("bwrap") or "bwrap", *FLAGS, *_mounts(run), "--chdir", cwd, "--", *argv]
+def command(run: Run, argv: list[str], cgroups: list[Path] = ()) -> list[str]:
+    """`argv` wrapped for the run's level: for 'bwrap', under bubblewrap (see the module's docstring), as
+    `run.uid` if set, in `root/work` if it exists, else in `root`; for 'process', as it is. Either way under
+    the rlimits of `limits_for` and, first, in the `cgroups` folders given (their `cgroup.procs`). Readable
+    folders that do not exist are left out; writable ones must exist (`start` makes them)."""
+    inner = list(argv)
+    if run.level == "bwrap":
+        if run.uid is not None:
+            drop = ["--reuid", str(run.uid), "--regid", str(run.uid), "--clear-groups"]
+            inner = [shutil.which("setpriv") or "setpriv", *drop, "--bounding-set", "-all", "--inh-caps", "-all", "--", *inner]
+        flags = COMMON + (AS_ROOT if run.uid is not None else AS_USER)
+        cwd = os.path.realpath(_cwd(run))
+        inner = [shutil.which("bwrap") or "bwrap", *flags, *_mounts(run), "--chdir", cwd, "--", *inner]
+    rlimits = [f"--{name}={value}:{value}" for name, value in rlimits_for(run, bool(cgroups)).items()]
+    if rlimits:
+        inner = [shutil.which("prlimit") or "prlimit", *rlimits, "--", *inner]
+    if cgroups:  # the shell joins the cgroups, then becomes the command: everything the run starts is in them
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+        inner = ["/bin/sh", "-c", join, "sh", *[str(Path(c, "cgroup.procs")) for c in cgroups], "--", *inner]
+    return inner
+
+
+def rlimits_for(run: Run, in_cgroups: bool) -> dict[str, int]:
+    """prlimit's options for the run: the largest file it may write; unless it is in cgroups, how many
+    processes its own user may have (only where it has a user of its own) and each process's data."""
+    limits = {"fsize": run.limits.disk}
+    if not in_cgroups:
+        if run.uid is not None and run.level == "bwrap":
+            limits["nproc"] = run.limits.processes
+        limits["data"] = run.limits.memory
+    return limits
+
+
+# --------------------------------------------------------------------------- cgroups
+
+
+def _cgroup_bases() -> dict[str, Path]:
+    """Controller -> the folder of this process's own cgroup that holds it (cgroup v1: memory, pids, cpu;
+    v2: one folder for all), for those whose folder exists; {} if there are none."""
+    bases = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in ("memory", "pids", "cpu"):
+                bases[controller] = Path("/sys/fs/cgroup", controller, where.lstrip("/"))
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            bases.setdefault("v2", Path("/sys/fs/cgroup", where.lstrip("/")))
+    if bases.keys() - {"v2"}:
+        bases.pop("v2", None)  # v1 controllers mounted: the v2 hierarchy beside them holds none of them
+    return {controller: base for controller, base in bases.items() if base.is_dir()}
+
+
+def _settings(controller: str, limits: Limits) -> dict[str, str]:
+    period = 100_000
+    quota = str(int(limits.cores * period)) if limits.cores else None
+    v1 = {
+        "memory": {"memory.limit_in_bytes": str(limits.memory)},
+        "pids": {"pids.max": str(limits.processes)},
+        "cpu": {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": quota} if quota else {},
+    }
+    v2 = {"memory.max": str(limits.memory), "pids.max": str(limits.processes)} | (
+        {"cpu.max": f"{quota} {period}"} if quota else {}
+    )
+    return v2 if controller == "v2" else v1[controller]
+
+
+def make_cgroups(run: Run) -> list[Path]:
+    """A cgroup per controller for the run, under the grader's own, with `run.limits` set; the folders made.
+    Where the grader may not make one (not root, a read-only cgroup file system, a controller not enabled),
+    none: the rlimits of `command` stand in. `remove_cgroups` removes them."""
+    made = []
+    for controller, base in _cgroup_bases().items():
+        folder = base / f"course-grade-{run.token}"
+        try:
+            folder.mkdir()
+        except OSError:
+            continue
+        made.append(folder)
+        try:
+            for name, value in _settings(controller, run.limits).items():
+                if controller == "v2" and not Path(folder, name).exists():
+                    raise OSError(f"{name}: controller not enabled")
+                Path(folder, name).write_text(value)
+        except OSError:
+            remove_cgroups(made)
+            return []
+    return made
+
+
+def remove_cgroups(folders: list[Path], wait: float = 5.0) -> None:
+    """Remove the run's cgroups once their processes are gone (waits at most `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    for folder in folders:
+        while True:
+            try:
+                folder.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
 
 
 def environment(run: Run, env: dict[str, str]) -> dict[str, str]:
@@ -200,18 +368,28 @@ def environment(run: Run, env: dict[str, str]) -> dict[str, str]:
 
 
 def start(run: Run, argv: list[str], env: dict[str, str], **popen_kwargs) -> subprocess.Popen:
-    """Start `argv` in the run, in a session of its own, with `environment(run, env)`; makes the writable
-    folders. The working folder is that of `command` unless `cwd` is given."""
+    """Start `argv` in the run, in a session of its own, with `environment(run, env)`, in cgroups of its own
+    where they can be made (`make_cgroups`); makes the writable folders (the run's user's). The working folder
+    is that of `command` unless `cwd` is given."""
     env = environment(run, env)
     for folder in run.writable:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        if run.uid is not None and run.level == "bwrap":
+            for path in [Path(folder), *Path(folder).rglob("*")]:
+                os.chown(path, run.uid, run.uid, follow_symlinks=False)
+    run.cgroups = make_cgroups(run)
     popen_kwargs.setdefault("cwd", _cwd(run))
     popen_kwargs["start_new_session"] = True
-    return subprocess.Popen(command(run, argv), env=env, **popen_kwargs)
+    try:
+        return subprocess.Popen(command(run, argv, run.cgroups), env=env, **popen_kwargs)
+    except BaseException:
+        remove_cgroups(run.cgroups)
+        raise
 
 
-def _processes(group: int, marker: bytes | None) -> list[int]:
-    """Live processes (not zombies) in process group `group`, or whose environment holds `marker`."""
+def _processes(group: int, marker: bytes | None, uid: int | None = None) -> list[int]:
+    """Live processes (not zombies) in process group `group`, or whose environment holds `marker`, or whose
+    real user is `uid`."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -221,7 +399,11 @@ def _processes(group: int, marker: bytes | None) -> list[int]:
             state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
             if state in "ZX":
                 continue
-            if int(pgrp) == group or marker and marker in b"\0" + Path("/proc", name, "environ").read_bytes():
+            if (
+                int(pgrp) == group
+                or uid is not None and Path("/proc", name).stat().st_uid == uid
+                or marker and marker in b"\0" + Path("/proc", name, "environ").read_bytes()
+            ):
                 found.append(int(name))
         except (OSError, ValueError):
             continue  # gone meanwhile, or not ours to read
@@ -258,12 +440,13 @@ def finish(run: Run, process: subprocess.Popen, grace: float = 1.0, wait: float 
     except subprocess.TimeoutExpired:
         pass
     start, deadline = time.monotonic(), time.monotonic() + wait
-    while (found := _processes(process.pid, marker)) and time.monotonic() < deadline:
+    while (found := _processes(process.pid, marker, run.uid)) and time.monotonic() < deadline:
         for pid in found:
             if pid in left or time.monotonic() - start >= grace:
                 left.setdefault(pid, _describe(pid))
                 _kill(pid)
         time.sleep(0.02)
+    remove_cgroups(run.cgroups)
     return [left[pid] for pid in sorted(left)]
 
 

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,6 +28,7 @@ from course_lib import tokenization as tk
 from course_lib.checks import registry
 
 STEMS = [p.stem for p in nbs.solution_paths()]
+STEMS_BY_NOTEBOOK = {stem[:2]: stem for stem in STEMS}
 
 
 def solved(source):
@@ -597,7 +599,7 @@ def test_reference_cells_that_need_a_withheld_answer_are_found_by_running_the_re
     reference = nbs.read(nbs.SOLUTIONS / "01_bpe_tokenizer.ipynb")
     runs = []
 
-    def run_nbval(nb, timeout, library, threads=None, notebook=None):
+    def run_nbval(nb, timeout, library, threads=None, notebook=None, **limits):
         skipped = {i for i, c in enumerate(c for c in nb.cells if c.cell_type == "code") if "NBVAL_SKIP" in c.source}
         runs.append(skipped)
         failing = {3} if not skipped else {4} - skipped
@@ -619,7 +621,7 @@ def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monke
     """The rerun logic, with a stand-in for nbval: the run stops in 1.1's check cell (6)."""
     runs = []
 
-    def run_nbval(nb, timeout, library, threads=None, notebook=None):
+    def run_nbval(nb, timeout, library, threads=None, notebook=None, **limits):
         runs.append([c.source for c in nb.cells if nbs.cell_role(c) == "exercise"])
         if "while True" in runs[-1][0]:
             return grade.Run(
@@ -653,6 +655,9 @@ def graded_01(light_solutions, tmp_path_factory):
     (folder / "01_bpe_tokenizer_schema.ipynb").write_text(json.dumps({"cells": "none", "nbformat": 4}))
     paths += [folder / "broken.ipynb", folder / "01_bpe_tokenizer_schema.ipynb"]
     paths.append(save(submission(stem, {"1.2": LEAKER}), folder / "leaker.ipynb"))
+    peeker = submission(stem, {"1.2": PEEKER})  # exercise 1.1's cell deleted: what stands in for it?
+    peeker.cells = [c for c in peeker.cells if not (nbs.cell_role(c) == "exercise" and nbs.cell_exercise(c) == "1.1")]
+    paths.append(save(peeker, folder / "peeker.ipynb"))
     # 30 s a cell: none loops here, and the suite may run beside another worker (make test: pytest -n 2)
     os.environ[SECRET] = "tok-5ecret-of-the-instructor"
     try:
@@ -666,6 +671,29 @@ LEAKER = (
     "import os\n\n\ndef bpe_encode_word(word, merges):  # says what the grader's environment holds\n"
     f"    raise RuntimeError('token: ' + os.environ.get('{SECRET}', 'absent'))\n"
 )
+
+
+PEEKER = """\
+import inspect
+
+
+def bpe_encode_word(word, merges):  # shows what the kernel holds of exercise 1.1's answer
+    try:
+        shown = inspect.getsource(train_bpe)
+    except Exception as error:
+        shown = f"none ({type(error).__name__})"
+    cells = [cell for cell in In if "BEGIN SOLUTION" in cell]
+    raise RuntimeError(f"solution cells in the history: {len(cells)}; source of train_bpe: {shown[:400]}")
+"""
+
+
+def test_nothing_of_the_solution_notebook_enters_the_kernel_for_a_missing_exercise(graded_01):
+    graded = graded_01["peeker"]
+    assert by_exercise(graded) == {"1.1": (0, "missing"), "1.2": (0, "failed")}
+    message = graded.results[1].message
+    assert "solution cells in the history: 0; source of train_bpe: none (OSError)" in message, message
+    assert "BEGIN SOLUTION" not in grade.feedback(list(graded_01.values()), "peeker")
+    assert not any("reference cell" in note for note in graded.notes)  # the stand-in served the cells after it
 
 
 def test_the_graders_environment_does_not_reach_a_run(graded_01):
@@ -710,6 +738,41 @@ def test_an_infinite_loop_costs_only_its_exercise(light_solutions, tmp_path):
     path = save(submission("01_bpe_tokenizer", {"1.1": LOOP}), tmp_path / "looper.ipynb")
     graded = grade.grade([path], light_solutions, timeout=10)[0]
     assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
+
+
+STUBBORN = """\
+import signal, time
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # nbval's interrupt at the time limit does nothing
+while True:  # and output keeps coming, which nbval would wait for
+    print("still here", flush=True)
+    time.sleep(1)
+"""
+
+
+@pytest.mark.slow  # waits for the time limit and the watchdog, and runs the notebook again
+def test_a_cell_that_ignores_the_interrupt_is_stopped_by_the_watchdog(light_solutions, tmp_path):
+    path = save(submission("01_bpe_tokenizer", {"1.1": STUBBORN}), tmp_path / "stubborn.ipynb")
+    timings = []
+    real = grade.run_nbval
+
+    def timed(*args, **kwargs):
+        start = time.monotonic()
+        run = real(*args, **kwargs)
+        if any("watchdog stopped the run" in note for note in run.notes):
+            timings.append(time.monotonic() - start)
+        return run
+
+    grade.run_nbval = timed
+    try:
+        graded = grade.grade([path], light_solutions, timeout=10)[0]
+    finally:
+        grade.run_nbval = real
+    assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
+    assert any("watchdog stopped the run" in note for note in graded.notes)
+    # the stubborn run: its kernel's start and the cells before, then --timeout + the watchdog's grace at most
+    assert len(timings) == 1 and timings[0] < 10 + grade.GRACE + 45, timings
+    print(f"the stubborn run took {timings[0]:.1f} s under --timeout 10")
 
 
 def test_patching_the_checker_or_print_earns_nothing(graded_01):
@@ -985,3 +1048,20 @@ def test_links_are_refused_and_quote_nothing(tmp_path):
     assert all(r["status"] == "error" and r["points"] == "0" for r in rows)
     written = report.read_text() + "".join(f.read_text() for f in feedback.iterdir())
     assert "TOP-SECRET" not in written and str(private) not in written
+
+
+@pytest.mark.parametrize("number", sorted(registry.EXERCISES, key=lambda n: [int(x) for x in n.split(".")]))
+def test_each_stand_in_defines_the_exercises_names_and_passes_its_checker(number, capsys):
+    """What the grader runs in place of a missing or timed-out exercise (never the solution's cell) must
+    define what the solution's cell defines and pass the same checker, for the cells after it."""
+    reference = nbs.read(nbs.SOLUTIONS / f"{STEMS_BY_NOTEBOOK[registry.get(number).notebook]}.ipynb")
+    solution = next(c for c in reference.cells if nbs.cell_role(c) == "exercise" and nbs.cell_exercise(c) == number)
+    check = next(c for c in reference.cells if nbs.cell_role(c) == "check" and nbs.cell_exercise(c) == number)
+    stand_in = registry.STAND_INS[number]
+    assert "BEGIN SOLUTION" not in stand_in
+    namespace: dict = {}
+    exec(compile(stand_in, f"<stand-in {number}>", "exec"), namespace)
+    assert grade.defined_names(solution.source) <= set(namespace)
+    namespace["checks"] = checks
+    exec(check.source, namespace)
+    assert f"Exercise {number} passed" in capsys.readouterr().out

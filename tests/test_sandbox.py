@@ -55,6 +55,7 @@ while not os.path.exists(sys.argv[1]):
 def make_run(tmp_path, level):
     """A run as the grader makes one: data to read (with a hidden folder and a hidden file in it), a
     checkout that is hidden, and a work folder."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data, checkout = tmp_path / "data", tmp_path / "checkout"
     (data / "secret").mkdir(parents=True)
     (data / "shared.txt").write_text("shared")
@@ -141,6 +142,11 @@ def test_bwrap_reads_and_writes_only_what_it_may_without_capabilities(tmp_path):
                 "TMPDIR": __import__("tempfile").gettempdir(),
                 "cwd": os.getcwd(),
                 "capabilities": read("/proc/self/status").split("CapEff:")[1].split()[0],
+                "bounding": read("/proc/self/status").split("CapBnd:")[1].split()[0],
+                "user": os.getuid(),
+                "etc": sorted(os.listdir("/etc")),
+                "shadow": attempt(lambda: read("/etc/shadow")),
+                "passwd": attempt(lambda: read("/etc/passwd")),
             }}))
             """,
         )
@@ -152,7 +158,12 @@ def test_bwrap_reads_and_writes_only_what_it_may_without_capabilities(tmp_path):
     assert result["shared"] == "shared" and result["work"] == result["tmp"] == "ok"
     assert int(result["capabilities"], 16) == 0  # run by root, bwrap would keep them: a remount could undo read-only
     assert (run.root / "work" / "result.txt").read_text() == "written"
-    assert (run.root / "tmp" / "scratch.txt").read_text() == "written"
+    assert not (run.root / "tmp" / "scratch.txt").exists()  # TMPDIR is a tmpfs of the run's: nothing kept
+    assert result["shadow"] in ("FileNotFoundError", "PermissionError") and result["passwd"] == "ok"
+    assert not {"shadow", "gshadow", "ssh", "sudoers", "shadow-"} & set(result["etc"])
+    assert set(result["etc"]) <= set(sandbox.ETC)
+    if os.geteuid() == 0:  # started by root: a user of its own, with no capabilities to get back
+        assert result["user"] == run.uid and result["user"] != 0 and int(result["bounding"], 16) == 0
     root = run.root.resolve()
     assert (result["home"], result["TMPDIR"], result["cwd"]) == (
         str(root / "home"),
@@ -162,14 +173,18 @@ def test_bwrap_reads_and_writes_only_what_it_may_without_capabilities(tmp_path):
 
 
 @needs_bwrap
-def test_bwrap_hides_hidden_paths(tmp_path, monkeypatch):
+def test_bwrap_hides_hidden_paths_and_shows_no_sys_path_entry_but_pythons(tmp_path, monkeypatch):
+    """The grader run from a folder of submissions has that folder as sys.path[0]: the run must not see it."""
     run = make_run(tmp_path, "bwrap")
-    monkeypatch.syspath_prepend(str(tmp_path))  # a folder holding the checkout: bound, the checkout covered
+    (tmp_path / "private.txt").write_text("an instructor's file")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the folder the grader runs from, holding the checkout
+    monkeypatch.chdir(tmp_path)
     result = probe(
         run,
         f"""
         print(json.dumps({{
-            "checkout": os.listdir("{tmp_path}/checkout"),
+            "private": attempt(lambda: read("{tmp_path}/private.txt")),
+            "checkout": attempt(lambda: os.listdir("{tmp_path}/checkout")),
             "folder under a readable one": os.listdir("{tmp_path}/data/secret"),
             "file under a readable one": attempt(lambda: print(read("{tmp_path}/data/answers.txt"))),
             "readable": read("{tmp_path}/data/shared.txt"),
@@ -177,7 +192,8 @@ def test_bwrap_hides_hidden_paths(tmp_path, monkeypatch):
         """,
     )
     assert result == {
-        "checkout": [],
+        "private": "FileNotFoundError",
+        "checkout": "FileNotFoundError",
         "folder under a readable one": [],
         "file under a readable one": "PermissionError",
         "readable": "shared",
@@ -257,7 +273,8 @@ def test_environment_is_private(tmp_path):
     assert env["https_proxy"] == env["HTTP_PROXY"] == "http://127.0.0.1:9" and "no_proxy" not in env
     assert outer["HOME"] == "/root"  # not changed in place
     assert "https_proxy" not in sandbox.environment(sandbox.Run(run.root, [], [], level="bwrap"), outer)
-    assert sandbox.command(run, ["python", "-V"]) == ["python", "-V"]
+    wrapped = sandbox.command(run, ["python", "-V"])  # as it is, under rlimits only
+    assert wrapped[-3:] == ["--", "python", "-V"] and Path(wrapped[0]).name == "prlimit"
 
 
 def test_level_choice(tmp_path, monkeypatch):
@@ -321,3 +338,72 @@ def test_snapshot_changes_undo(tmp_path):
     assert (tree / "kept.txt").stat().st_mtime_ns == 1_000_000_000
     assert os.readlink(tree / "link") == "kept.txt"
     assert not (tree / "added.txt").exists() and not (tree / "new").exists()
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@needs_bwrap
+@pytest.mark.parametrize("how", ["cgroups", "rlimits"])
+def test_a_run_is_held_to_its_limits_of_processes_disk_memory_and_cores(tmp_path, monkeypatch, how):
+    """Each limit is small here and the probe asks for more: processes, a tmpfs, a file, memory, cores; with
+    cgroups where the grader may make them, and with rlimits alone (cores are then not capped)."""
+    if how == "rlimits":
+        monkeypatch.setattr(sandbox, "make_cgroups", lambda run: [])
+    elif not sandbox.make_cgroups(trial := make_run(tmp_path / "trial", "bwrap")):
+        pytest.skip("no cgroup can be made here: the rlimits case covers this machine")
+    else:
+        sandbox.remove_cgroups(trial.cgroups)
+    limits = sandbox.Limits(processes=24, memory=400 << 20, disk=16 << 20, cores=0.5)
+    run = make_run(tmp_path, "bwrap")
+    run.limits = limits
+    code = """
+    import subprocess, time
+    def spawn():
+        children = []
+        try:
+            for _ in range(60):
+                children.append(subprocess.Popen(["sleep", "30"]))
+            return "ok"
+        except OSError as error:
+            return type(error).__name__
+        finally:
+            for child in children:
+                child.kill()
+    def fill(path, megabytes):
+        with open(path, "wb") as file:
+            for _ in range(megabytes):
+                file.write(b"x" * (1 << 20))
+                file.flush()
+    def memory():
+        try:
+            block = bytearray(900 << 20)
+            block[:: 4096] = b"y" * len(block[:: 4096])
+            return "ok"
+        except MemoryError:
+            return "MemoryError"
+    def spin(seconds):
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            pass
+        return time.process_time()
+    print(json.dumps({
+        "processes": spawn(),
+        "tmpfs": attempt(lambda: fill(os.path.join(os.environ["TMPDIR"], "big"), 40)),
+        "/tmp": attempt(lambda: fill("/tmp/big", 40)),
+        "file": attempt(lambda: fill("big.bin", 40)),
+        "cpu seconds in 2 s": spin(2.0),
+    }), flush=True)
+    print(memory())  # a memory cgroup's limit kills the process instead; an rlimit's raises MemoryError
+    """
+    status, out, _ = python(run, PROBE + textwrap.dedent(code))
+    result, memory = json.loads(out.splitlines()[0]), out.splitlines()[1:]
+    assert memory == ["MemoryError"] or status == -9 or status == 128 + 9, (status, out)
+    assert result["processes"] == "BlockingIOError"  # fork: EAGAIN past the cap
+    assert result["tmpfs"] == result["/tmp"] == "OSError"  # ENOSPC past the tmpfs's size
+    assert result["file"] == "OSError"  # EFBIG past the largest file (Python ignores SIGXFSZ)
+    assert (run.root / "work" / "big.bin").stat().st_size <= limits.disk
+    if how == "cgroups" and "cpu" in sandbox._cgroup_bases():
+        assert result["cpu seconds in 2 s"] < 1.5  # half a core
+    for folder in run.cgroups:
+        assert not folder.exists()  # removed by finish

@@ -201,3 +201,103 @@ def missing_checkers(exercises: Mapping[str, Exercise] | None = None) -> list[st
         if exercise.checker not in defined:
             problems.append(f"exercise {exercise.id}: {path.name} defines no function {exercise.checker}")
     return problems
+
+
+# What the grader runs in an exercise's place when the submission has no cell for it, or its cell ran past
+# the time limit: the course's own implementation (which the judge hands back once the exercise is recorded
+# as unreached), bound to the names the exercise defines, so the cells after it can run. Never the solution
+# notebook's cell: its text would be in the student's kernel (`In`, `inspect.getsource`). Each stand-in
+# passes its exercise's checker (tests/test_grade.py).
+STAND_INS: dict[str, str] = {
+    "1.1": "from course_lib.tokenization import train_bpe",
+    "1.2": "from course_lib.tokenization import bpe_encode_word",
+    "2.1": "from course_lib.masking import mask_tokens",
+    "2.2": "from course_lib.masking import whole_word_mask",
+    "2.3": "from course_lib.masking import pack_sequences",
+    "3.1": """\
+import torch.nn.functional as _F
+
+def attention(q, k, v, mask=None):
+    return _F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+""",
+    "3.2": "from course_lib.model import MultiHeadSelfAttention",
+    "3.3": "from course_lib.model import EncoderBlock",
+    "3.4": """\
+import torch as _torch
+from torch import nn as _nn
+from course_lib import model as _model
+
+class TiedMLMHead(_nn.Module):
+    def __init__(self, config, word_embeddings):
+        super().__init__()
+        head = _model.MLMHead(config)
+        self.dense, self.layer_norm, self.word_embeddings = head.dense, head.layer_norm, word_embeddings
+        self.bias = _nn.Parameter(_torch.zeros(config.vocab_size))
+
+    def forward(self, x):
+        return _nn.functional.linear(_model.MLMHead.transform(self, x), self.word_embeddings.weight, self.bias)
+""",
+    "3.5": """\
+from course_lib import model as _model
+
+def rotate(x, base=10000.0):
+    cos, sin = _model.rotary_tables(x.shape[-2], x.shape[-1], base, device=x.device)
+    return _model.apply_rotary(x, cos, sin)
+""",
+    "4.1": """\
+from course_lib import training as _training
+
+def train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=1.0):
+    return _training.train_step(model, micro_batches, optimizer, scheduler, max_grad_norm=max_grad_norm)["loss"]
+""",
+    "4.2": "from course_lib.training import evaluate",
+    "4.3": """\
+from course_lib import checkpoints as _checkpoints
+
+def save_checkpoint(path, model, optimizer, scheduler, step):
+    return _checkpoints.save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, step=step)
+
+def load_checkpoint(path, model, optimizer, scheduler):
+    return _checkpoints.load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)["step"]
+""",
+    "4.4": "from course_lib.baselines import no_context_token_loss",
+    "5.1": "from course_lib.multilingual import language_probabilities",
+    "5.2": """\
+from course_lib.multilingual import LanguageBatchSampler as _Sampler
+
+def language_batches(sizes, batch_size, alpha, num_batches, seed=0):
+    sampler = _Sampler({lang: range(n) for lang, n in sizes.items()}, batch_size, alpha, seed)
+    languages = [sampler.next_language() for _ in range(num_batches)]
+    return [(lang, sampler._take(lang, batch_size)) for lang in languages]
+""",
+    "6.1": "from course_lib.transfer import freeze_all_but_embeddings",
+    "6.2": "from course_lib.transfer import new_embedding_matrix",
+    "6.3": "from course_lib.transfer import embedding_only_run",
+    "7.1": """\
+from course_lib import distributed as _distributed
+
+def make_ds_config(micro_batch_size, grad_accum, world_size, precision="fp32", stage=0, offload_optimizer=False,
+                   max_grad_norm=1.0):
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision={precision!r}: choose fp32, bf16 or fp16")
+    return _distributed.ds_config(
+        micro_batch_size, grad_accum, world_size, bf16=precision == "bf16", fp16=precision == "fp16", stage=stage,
+        offload_optimizer=offload_optimizer, max_grad_norm=max_grad_norm,
+    )
+""",
+    "7.2": """\
+from course_lib import distributed as _distributed
+
+def ds_train_step(engine, micro_batches):
+    return _distributed.ds_train_step(engine, micro_batches)["loss"]
+""",
+    "7.3": "from course_lib.distributed import load_ds_checkpoint, save_ds_checkpoint",
+    "8.1": "from course_lib.downstream import mean_pool",
+    "8.2": """\
+from course_lib import downstream as _downstream
+
+def fit_probe(features, labels, num_classes, C=1.0):
+    probe = _downstream.fit_probe(features, labels, num_classes, C)
+    return probe.weight, probe.bias
+""",
+}
