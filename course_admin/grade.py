@@ -546,7 +546,13 @@ def run_nbval(
             course = LIBRARY.parent if paths.in_checkout() else LIBRARY
             hidden = [Path(nbs.SOLUTIONS).resolve(), course, private]
             run = sandbox.Run(
-                root, [lib.parent, data, channel, path], [], hidden, level, scratch=[work], limits=limits or sandbox.Limits()
+                root,
+                [lib.parent, data, channel, path],
+                [],
+                hidden,
+                level,
+                scratch=[work],
+                limits=limits or sandbox.Limits(),
             )
             roots = before = None
             if level != "bwrap":  # no read-only system: look at it before and after
@@ -776,7 +782,15 @@ def grade(
         start, path = time.time(), Path(path)
         try:
             g = grade_file(
-                path, references, timeout, notebook, pristine, threads=threads, log=log, limits=limits, run_limit=run_limit
+                path,
+                references,
+                timeout,
+                notebook,
+                pristine,
+                threads=threads,
+                log=log,
+                limits=limits,
+                run_limit=run_limit,
             )
         except Exception as e:  # a notebook odd in a way no check foresaw: an error for that student only
             message = f"{path.name}: could not be graded ({type(e).__name__}: {e})"
@@ -930,7 +944,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         limits = sandbox.Limits(processes=args.processes, memory=args.memory << 20, disk=args.disk << 20)
         graded = grade(
-            paths, args.solutions, args.timeout, args.jobs, args.notebook, log=sys.stderr, limits=limits,
+            paths,
+            args.solutions,
+            args.timeout,
+            args.jobs,
+            args.notebook,
+            log=sys.stderr,
+            limits=limits,
             run_limit=args.run_limit,
         )
     except nbs.NotebookFormatError as e:

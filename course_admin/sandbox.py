@@ -258,7 +258,16 @@ def command(run: Run, argv: list[str], cgroups: list[Path] = ()) -> list[str]:
     if run.level == "bwrap":
         if run.uid is not None:
             drop = ["--reuid", str(run.uid), "--regid", str(run.uid), "--clear-groups"]
-            inner = [shutil.which("setpriv") or "setpriv", *drop, "--bounding-set", "-all", "--inh-caps", "-all", "--", *inner]
+            inner = [
+                shutil.which("setpriv") or "setpriv",
+                *drop,
+                "--bounding-set",
+                "-all",
+                "--inh-caps",
+                "-all",
+                "--",
+                *inner,
+            ]
         flags = COMMON + (AS_ROOT if run.uid is not None else AS_USER)
         cwd = os.path.realpath(_cwd(run))
         inner = [shutil.which("bwrap") or "bwrap", *flags, *_mounts(run), "--chdir", cwd, "--", *inner]
@@ -427,8 +436,10 @@ def _processes(group: int, marker: bytes | None, uid: int | None = None) -> list
                 continue
             if (
                 int(pgrp) == group
-                or uid is not None and Path("/proc", name).stat().st_uid == uid
-                or marker and marker in b"\0" + Path("/proc", name, "environ").read_bytes()
+                or uid is not None
+                and Path("/proc", name).stat().st_uid == uid
+                or marker
+                and marker in b"\0" + Path("/proc", name, "environ").read_bytes()
             ):
                 found.append(int(name))
         except (OSError, ValueError):

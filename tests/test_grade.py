@@ -545,7 +545,10 @@ def test_the_judge_refuses_a_message_that_would_unpack_to_more_than_it_holds():
 
 def test_the_judge_runs_under_a_memory_limit(tmp_path):
     """Issue 26, finding 6, the second wall: past its limit an allocation in the judge fails, the host does not."""
-    code = "from course_admin import judge\njudge.limit_memory(256 << 20)\ntry:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print('MemoryError')"
+    code = (
+        "from course_admin import judge\njudge.limit_memory(256 << 20)\n"
+        "try:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print('MemoryError')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "MemoryError", done.stderr
     (tmp_path / "lib").mkdir()
