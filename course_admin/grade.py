@@ -745,6 +745,9 @@ def grade_file(
                 )
             elif stop is None or cells["check"] < stop:  # after the stop, a new kernel ran on without it
                 decided[number] = row(number, *_score(run, number, cells))
+                seen = run.verdicts.get(number, {}).get("hint")
+                if seen:  # calls into the exercise's library twins, recorded while it was observed
+                    hints[number] = "\n".join(filter(None, [hints[number], f"hint for the instructor: {seen}"]))
         if all(n not in decided for n in undecided):  # stopped in a reference cell: grade nothing more
             decided.update(
                 {n: row(n, "error", f"the run stopped at cell {stop}: {outcomes[stop][1][:300]}") for n in undecided}

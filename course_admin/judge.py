@@ -110,6 +110,15 @@ def judge(exercise: str, message: dict) -> dict:
         framework.session = None
 
 
+def hint(message: dict) -> dict:
+    """{"hint": ...} naming the library twins the kernel saw the student's code call, or {}."""
+    calls = message.get("library_calls")
+    if not isinstance(calls, list) or not calls:
+        return {}
+    named = ", ".join(str(call)[:120] for call in calls[:10])
+    return {"hint": f"while its checks ran, the code called {named}: a library's version of the answer"}
+
+
 def serve(path: str, verdicts: Path, notebook: str) -> None:
     """Judge the exercises of `notebook` as their check cells send them, until killed. The implementations it
     hands back are read, like the checkers, from the course_lib this process imports (the grader's copy)."""
@@ -140,7 +149,7 @@ def serve(path: str, verdicts: Path, notebook: str) -> None:
             elif exercise in done:
                 reply = {"status": "error", "text": f"exercise {exercise} was already judged; only the first counts"}
             else:
-                reply = done[exercise] = judge(exercise, message)
+                reply = done[exercise] = judge(exercise, message) | hint(message)
                 temporary = verdicts.with_suffix(".tmp")
                 temporary.write_text(json.dumps(done))
                 temporary.replace(verdicts)

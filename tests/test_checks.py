@@ -1112,3 +1112,103 @@ def test_a_resumed_run_that_stops_short_is_named_not_a_crash():
         expect_same_losses([1.0, 2.0], [1.0, 2.0, 3.0], before=3, suspects="the data position")
     with pytest.raises(AssertionError, match="the loss of step 5 is 5.0"):
         expect_same_losses([1.0, 5.0], [1.0, 2.0], before=3, suspects="the data position")
+
+
+# --------------------------------------------------------------------------- claims a checker must not believe
+# (issue 26, finding 9): each of these passed its checker before the checker read state through the objects' own
+# tables, measured what it could, and compared state right after a load; each is a cheat or a plausible bug.
+
+
+def test_module_parameters_sees_through_a_dict_that_hides_a_parameter():
+    from course_lib.checks.framework import module_parameters
+
+    class Hiding(dict):
+        def items(self):
+            return [(k, v) for k, v in dict.items(self) if k != "decoder"]
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Linear(4, 4)
+            self.decoder = nn.Parameter(torch.randn(10, 4))
+            object.__setattr__(self, "_parameters", Hiding(self._parameters))
+
+    head = Head()
+    assert "decoder" not in dict(head.named_parameters())  # hidden from nn.Module's own method
+    assert [name for name, _ in module_parameters(head)] == ["decoder", "dense.weight", "dense.bias"]
+
+
+class FakedGradientHead(TiedHead):
+    """Scores against detached embeddings and writes a gradient of its own onto them."""
+
+    def forward(self, x):
+        weight = self.word_embeddings.weight
+        if torch.is_grad_enabled():
+            weight.grad = torch.ones_like(weight)
+        return F.linear(self.layer_norm(self.activation(self.dense(x))), weight.detach(), self.bias)
+
+
+def test_a_head_that_fakes_the_embeddings_gradient_fails():
+    with pytest.raises(checks.CheckFailed, match="the gradient that reached the word embeddings"):
+        checks.check_mlm_head(FakedGradientHead, first_failure=True)
+
+
+def test_an_evaluate_that_restores_only_the_top_flag_fails():
+    from course_lib import training
+
+    def evaluate(model, batches):  # leaves every submodule in eval mode: dropout off after it
+        was = model.training
+        model.eval()
+        out = training.evaluate(model, batches)
+        model.training = was
+        return out
+
+    with pytest.raises(checks.CheckFailed, match="left in eval mode"):
+        checks.check_evaluate(evaluate, first_failure=True)
+
+
+def test_a_checkpoint_that_replays_the_run_in_memory_fails():
+    from course_lib import training
+
+    real, log = training.train_step, {}
+
+    def replaying(model, batches, opt, sched, *args, **kwargs):
+        if model is log.get("fresh"):  # the resumed run: the losses of the run that went on, replayed
+            log["i"] += 1
+            if log["i"] == len(log["losses"]):
+                with torch.no_grad():
+                    for p, q in zip(model.parameters(), log["model"].parameters()):
+                        p.copy_(q)
+            return {"loss": log["losses"][log["i"] - 1]}
+        out = real(model, batches, opt, sched, *args, **kwargs)
+        if model is log.get("model"):
+            log["losses"].append(out["loss"])
+        return out
+
+    def save_checkpoint(path, model, optimizer, scheduler, step):  # saves nothing of use
+        torch.save({"nothing": 0}, path)
+        log.update(model=model, losses=[], fresh=None, i=0, step=step)
+        training.train_step = replaying
+
+    def load_checkpoint(path, model, optimizer, scheduler):
+        log["fresh"] = model
+        return log["step"]
+
+    try:
+        with pytest.raises(checks.CheckFailed, match="right after load_checkpoint"):
+            checks.check_checkpoint(save_checkpoint, load_checkpoint, first_failure=True)
+    finally:
+        training.train_step = real
+
+
+def test_a_freeze_that_hides_the_trainable_parameters_fails():
+    def freeze_all_but_embeddings(model):  # freezes nothing, and shows only the embeddings
+        weight = model.get_input_embeddings().weight
+        if model.get_output_embeddings().weight is not weight:
+            raise ValueError("untied")
+        weight.requires_grad_(True)
+        model.named_parameters = lambda *args, **kwargs: iter([("bert.embeddings.word_embeddings.weight", weight)])
+        return weight.numel()
+
+    with pytest.raises(checks.CheckFailed, match="the word embeddings only"):
+        checks.check_freeze_all_but_embeddings(freeze_all_but_embeddings, first_failure=True)

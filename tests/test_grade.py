@@ -836,8 +836,10 @@ CLASS = [
 
 @pytest.mark.slow  # 16 kernels, among them 07's DeepSpeed engines
 def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
+    # erin's 3.5 calls the checker's own helper, which calls transformers' RoFormer: it passes, with a hint
+    extra = {"erin": {"3.5": TWIN_USERS["calls the checker's own helper"][1]}}
     paths = [
-        save(submission(stem, {n: WRONG[n] for n in wrong}), tmp_path / name / f"{stem}.ipynb")
+        save(submission(stem, {n: WRONG[n] for n in wrong} | extra.get(name, {})), tmp_path / name / f"{stem}.ipynb")
         for name, stem, wrong in CLASS
     ]
     paths.append(save(submission("01_bpe_tokenizer", {"1.1": PATCH_CHECKER}), tmp_path / "mallory.ipynb"))
@@ -886,6 +888,9 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     assert "Exercise 2.2 failed" in (tmp_path / "feedback" / "carol.md").read_text()
     alice = (tmp_path / "feedback" / "alice.md").read_text()
     assert "- Exercise 1.1, the BPE training loop (train_bpe): 6/6, passed" in alice, "with the registry's titles"
+    erin = (tmp_path / "feedback" / "erin.md").read_text()
+    assert "while its checks ran, the code called RoFormerSelfAttention.apply_rotary_position_embeddings" in erin
+    assert "the code called" not in alice  # nothing for an honest answer
     assert not any("reference cell" in f.read_text() for f in (tmp_path / "feedback").iterdir()), (
         "every cell of the solutions still runs with the stubs, and after the exercises without them"
     )
@@ -1087,3 +1092,70 @@ def test_each_stand_in_defines_the_exercises_names_and_passes_its_checker(number
     namespace["checks"] = checks
     exec(check.source, namespace)
     assert f"Exercise {number} passed" in capsys.readouterr().out
+
+
+TWIN_USERS = {  # (exercise, a cell that hands in a library twin's answer, the call the grader must name)
+    "calls the fused attention": (
+        "3.1",
+        "import torch.nn.functional as F\n\ndef attention(q, k, v, mask=None):\n"
+        "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n",
+        "torch._C._nn.scaled_dot_product_attention",
+    ),
+    "calls aten's math attention": (
+        "3.1",
+        "import torch\n\ndef attention(q, k, v, mask=None):\n"
+        "    return torch.ops.aten._scaled_dot_product_attention_math(q, k, v, attn_mask=mask)[0]\n",
+        "_scaled_dot_product_attention_math",
+    ),
+    "calls the checker's own helper": (  # issue 26, finding 8: it passed, and no one heard of it
+        "3.5",
+        "from course_lib.checks import nb03\n\ndef rotate(x, base=10000.0):\n    return nb03._roformer_rotation(x)\n",
+        "RoFormerSelfAttention.apply_rotary_position_embeddings",
+    ),
+    "trains with tokenizers": (
+        "1.1",
+        "from course_lib import tokenization as tk\n\ndef train_bpe(word_counts, vocab_size):\n"
+        "    from tokenizers import models\n    models.BPE().get_trainer()\n    raise RuntimeError('and then')\n",
+        "get_trainer of tokenizers.models",
+    ),
+    "switches the recording off": (
+        "3.1",
+        "import sys, torch.nn.functional as F\n\ndef attention(q, k, v, mask=None):\n    sys.setprofile(None)\n"
+        "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n",
+        "nothing",
+    ),
+}
+
+
+def _observed(number: str, source: str) -> dict:
+    """grading.observe on the function a cell defines, in this process (no judge: its calls are what count)."""
+    from course_lib.checks import grading
+
+    namespace: dict = {}
+    exec(compile(source, "<student cell>", "exec"), namespace)
+    check = next(
+        c
+        for c in nbs.read(nbs.SOLUTIONS / f"{STEMS_BY_NOTEBOOK[registry.get(number).notebook]}.ipynb").cells
+        if nbs.cell_role(c) == "check" and nbs.cell_exercise(c) == number
+    )
+    arguments = check.source.split("(", 1)[1].rsplit(")", 1)[0].split(", ")
+    return grading.observe(number, *[namespace[name] for name in arguments])
+
+
+@pytest.mark.parametrize("name", TWIN_USERS)
+def test_calls_into_a_library_twin_are_recorded_while_observed(name):
+    number, source, call = TWIN_USERS[name]
+    calls = _observed(number, source).get("library_calls", [])
+    assert any(c.startswith(call) for c in calls), calls
+    hint = judge.hint({"library_calls": calls})["hint"]
+    assert call in hint and "library's version of the answer" in hint
+
+
+@pytest.mark.parametrize("number", sorted(registry.TWINS))
+def test_the_solutions_call_no_twin_of_their_own_exercise(number, light_solutions):
+    """The twins are names the solution does not use: the recording names nothing for an honest answer."""
+    nb = nbs.read(light_solutions / f"{STEMS_BY_NOTEBOOK[registry.get(number).notebook]}.ipynb")
+    cells = [c for c in nb.cells[1:] if c.cell_type == "code" and nbs.cell_role(c) != "check"]
+    end = next(i for i, c in enumerate(cells) if nbs.cell_exercise(c) == number and nbs.cell_role(c) == "exercise")
+    source = "\n".join(c.source for c in cells[: end + 1])
+    assert "library_calls" not in _observed(number, source)

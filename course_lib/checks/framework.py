@@ -42,17 +42,56 @@ def module_parameters(module) -> list[tuple[str, Any]]:
     `parameters`, `named_modules` or `__getattr__` (exercise 3.4's untied head did)."""
     found, seen = [], set()
 
+    def table(owner, name: str) -> dict:
+        if any(name in vars(kind) for kind in type(owner).__mro__):  # a class attribute would shadow the table
+            raise AssertionError(f"{type(owner).__name__} defines {name} itself: nn.Module's own table is needed")
+        return dict.copy(object.__getattribute__(owner, "__dict__")[name])  # a dict subclass's items() unused
+
     def walk(owner, prefix: str) -> None:
-        for name, parameter in object.__getattribute__(owner, "_parameters").items():
+        for name, parameter in table(owner, "_parameters").items():
             if parameter is not None and id(parameter) not in seen:
                 seen.add(id(parameter))
                 found.append((prefix + name, parameter))
-        for name, child in object.__getattribute__(owner, "_modules").items():
+        for name, child in table(owner, "_modules").items():
             if child is not None:
                 walk(child, f"{prefix}{name}.")
 
     walk(module, "")
     return found
+
+
+def module_modes(module) -> dict[str, bool]:
+    """Each submodule's train/eval flag ("" for the module itself), read from nn.Module's own tables."""
+    modes: dict[str, bool] = {}
+
+    def walk(owner, name: str) -> None:
+        state = object.__getattribute__(owner, "__dict__")
+        modes[name] = bool(state.get("training"))
+        for child_name, child in dict.copy(state.get("_modules", {})).items():
+            if child is not None:
+                walk(child, f"{name}.{child_name}".lstrip("."))
+
+    walk(module, "")
+    return modes
+
+
+def parameter_at(module, dotted: str):
+    """The parameter at a dotted path ("cls.predictions.decoder.weight"), found through nn.Module's own tables
+    (as `module_parameters`), or None."""
+    *path, name = dotted.split(".")
+    owner = module
+    for part in path:
+        owner = object.__getattribute__(owner, "__dict__").get("_modules", {}).get(part)
+        if owner is None:
+            return None
+    return object.__getattribute__(owner, "__dict__").get("_parameters", {}).get(name)
+
+
+def requires_grad(tensor) -> bool:
+    """A tensor's requires_grad read through torch's own descriptor (a subclass's property cannot answer)."""
+    import torch
+
+    return bool(torch._C.TensorBase.__dict__["requires_grad"].__get__(tensor))
 
 
 def hidden_mode(hidden: bool | None = None) -> bool:

@@ -250,20 +250,22 @@ def check_mlm_head(head_class: type, hidden: bool | None = None, first_failure: 
         weight = library.roberta.embeddings.word_embeddings.weight.detach().clone()
         return torch.nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=library.config.pad_token_id)
 
+    def with_roberta_weights(head, library):
+        """The head with RoBERTa's dense, LayerNorm and bias weights (nn.Module's own load_state_dict)."""
+        weights = {
+            "dense.weight": library.lm_head.dense.weight,
+            "dense.bias": library.lm_head.dense.bias,
+            "layer_norm.weight": library.lm_head.layer_norm.weight,
+            "layer_norm.bias": library.lm_head.layer_norm.bias,
+            "bias": library.lm_head.bias,
+        }
+        torch.nn.Module.load_state_dict(head, weights, strict=False)
+        return head
+
     def same_as_roberta(seed, **sizes) -> tuple[Callable, Callable]:
         def observe():
             library, config = _roberta(seed=seed, **sizes)
-            head = head_class(config, word_embeddings(library))
-            head.load_state_dict(
-                {
-                    "dense.weight": library.lm_head.dense.weight,
-                    "dense.bias": library.lm_head.dense.bias,
-                    "layer_norm.weight": library.lm_head.layer_norm.weight,
-                    "layer_norm.bias": library.lm_head.layer_norm.bias,
-                    "bias": library.lm_head.bias,
-                },
-                strict=False,
-            )
+            head = with_roberta_weights(head_class(config, word_embeddings(library)), library)
             with torch.no_grad():
                 return head(_randn(2, 5, config.hidden_size, seed=seed))
 
@@ -277,16 +279,18 @@ def check_mlm_head(head_class: type, hidden: bool | None = None, first_failure: 
     def observe_tied():
         library, config = _roberta()
         embeddings = word_embeddings(library)
-        head = head_class(config, embeddings)
-        parameters = [(name, p.numel(), p is embeddings.weight) for name, p in module_parameters(head)]
+        weight = embeddings.weight
+        head = with_roberta_weights(head_class(config, embeddings), library)
+        numel = torch._C.TensorBase.numel
+        parameters = [(name, numel(p), p is weight) for name, p in module_parameters(head)]
         x = _randn(2, 3, config.hidden_size, seed=0)
-        head(x).sum().backward()
+        head(x).backward(_randn(2, 3, config.vocab_size, seed=7))  # the gradient on E is then known exactly
         logits = {}
         with torch.no_grad():  # the embeddings changed after the head was built: a tied head follows them
             for scale in ("1", "-1.5", "0"):
                 embeddings.weight.copy_(word_embeddings(library).weight * float(scale))
                 logits[scale] = head(x)
-        return {"parameters": parameters, "embedding_grad": embeddings.weight.grad, "logits": logits}
+        return {"parameters": parameters, "embedding_grad": weight.grad, "logits": logits}
 
     def tied(got):
         # logits = t(x) E^T + b: with E scaled by a, a (logits - b) + b, where b is what E = 0 gives
@@ -301,6 +305,14 @@ def check_mlm_head(head_class: type, hidden: bool | None = None, first_failure: 
         )
         grad = got["embedding_grad"]
         assert grad is not None and grad.abs().sum() > 0, "no gradient reached the word embeddings through the head"
+        library, config = _roberta()
+        head = library.lm_head
+        with torch.no_grad():  # d(t(x) E^T)/dE for an upstream gradient g: g^T t(x)
+            t = head.layer_norm(torch.nn.functional.gelu(head.dense(_randn(2, 3, config.hidden_size, seed=0))))
+            expected = _randn(2, 3, config.vocab_size, seed=7).reshape(-1, config.vocab_size).T @ t.reshape(
+                -1, config.hidden_size
+            )
+        close(grad, expected, "the gradient that reached the word embeddings")
 
     def observe_names():
         library, config = _roberta()

@@ -16,7 +16,7 @@ import torch
 from course_lib import baselines, training
 from course_lib.model import EncoderConfig, EncoderForMaskedLM
 
-from .framework import expect_same_losses, run_cases, where_in_your_code
+from .framework import expect_same_losses, module_modes, module_parameters, run_cases, where_in_your_code
 
 
 def padded_batch(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
@@ -75,6 +75,43 @@ def masked_batches(vocab: int, sizes: list[int], seed: int = 0, seq: int = 24, p
 def parameters(model) -> dict:
     """A copy of every parameter of `model` by name: what a case observes of a model the student's code trained."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def training_state(model, optimizer, scheduler) -> dict:
+    """What a checkpoint must restore, read through the objects' own tables (not methods a student's code may
+    have replaced): the parameters, the optimizer's per-parameter state in parameter order, the scheduler's
+    step and the torch RNG state."""
+    order = [p for group in object.__getattribute__(optimizer, "__dict__")["param_groups"] for p in group["params"]]
+    state = object.__getattribute__(optimizer, "__dict__")["state"]
+    return {
+        "parameters": {name: p.detach().clone() for name, p in module_parameters(model)},
+        "optimizer": [
+            {k: v.clone() if torch.is_tensor(v) else v for k, v in dict(state.get(p, {})).items()} for p in order
+        ],
+        "scheduler_step": object.__getattribute__(scheduler, "__dict__")["last_epoch"],
+        "rng": torch.get_rng_state(),
+    }
+
+
+def same_training_state(got: dict, expected: dict, step: int) -> None:
+    """A loaded state (`training_state`) must equal the one the run had when it saved at `step`, exactly."""
+    where = f"right after load_checkpoint (saved at step {step})"
+    same = set(got["parameters"]) == set(expected["parameters"]) and all(
+        torch.equal(torch.as_tensor(got["parameters"][k]), v) for k, v in expected["parameters"].items()
+    )
+    if not same:
+        raise AssertionError(f"{where}, the model's weights are not those saved")
+    if len(got["optimizer"]) != len(expected["optimizer"]) or any(
+        set(a) != set(b) or any(not torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in b)
+        for a, b in zip(got["optimizer"], expected["optimizer"])
+    ):
+        raise AssertionError(f"{where}, the optimizer's state (its moments and step counts) is not the one saved")
+    if got["scheduler_step"] != expected["scheduler_step"]:
+        raise AssertionError(
+            f"{where}, the scheduler is at step {got['scheduler_step']!r}, not {expected['scheduler_step']}"
+        )
+    if not torch.equal(torch.as_tensor(got["rng"]), expected["rng"]):
+        raise AssertionError(f"{where}, torch's random state is not the one saved (dropout would differ)")
 
 
 def same_parameters(got: dict, expected, what: str, atol: float = 1e-6) -> None:
@@ -197,15 +234,17 @@ def check_evaluate(evaluate: Callable, hidden: bool | None = None, first_failure
             model, batches = setup()
             torch.manual_seed(seed)  # an evaluate that leaves dropout on draws from the global RNG
             metrics = evaluate(model, batches)
-            return {"metrics": metrics, "training": bool(model.training)}
+            return {"metrics": metrics, "modes": module_modes(model)}  # every submodule's flag, not the top one
 
         def judge(got):
             model, batches = setup()
             expected = training.evaluate(model, batches)
-            if got["training"] != train_mode:
+            wrong = sorted(name or "the model" for name, flag in got["modes"].items() if flag != train_mode)
+            if wrong:
                 raise AssertionError(
-                    f"the model was left in {'train' if got['training'] else 'eval'} mode; "
-                    f"put it back in the mode it was in"
+                    f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} left in "
+                    f"{'eval' if train_mode else 'train'} mode; put the model back in the mode it was in "
+                    "(model.train(mode) sets every submodule; setting model.training sets only the top one)"
                 )
             metrics = got["metrics"]
             if not isinstance(metrics, dict) or not {"loss", "ppl", "acc"} <= set(metrics):
@@ -264,13 +303,15 @@ def check_checkpoint(
                 run(model, opt, sched, after, before)
                 torch.manual_seed(12345)  # whatever happened in between
                 step = load_checkpoint(path, fresh, fresh_opt, fresh_sched)
+                loaded = training_state(fresh, fresh_opt, fresh_sched)  # what the load put back, before training on
                 resumed = run(fresh, fresh_opt, fresh_sched, after, before)
-                return {"step": step, "resumed": resumed, "parameters": parameters(fresh)}
+                return {"step": step, "loaded": loaded, "resumed": resumed, "parameters": parameters(fresh)}
 
         def judge(got):
             (model, opt, sched), _ = setup()
             torch.manual_seed(seed)
             run(model, opt, sched, before, 0)
+            same_training_state(got["loaded"], training_state(model, opt, sched), before)
             straight = run(model, opt, sched, after, before)
             if got["step"] != before:
                 raise AssertionError(
@@ -315,6 +356,11 @@ def check_checkpoint(
             return seen
 
     def atomic(got):
+        if got["saved"] is not None and got["after"] != got["saved"]:
+            raise AssertionError(
+                "a save interrupted half-way changed checkpoint.pt; write to a temporary file, then rename it "
+                "over the checkpoint"
+            )
         if "load_error" in got:
             kind, detail = got["load_error"]
             if got["saved"] is not None and got["after"] == got["saved"]:  # the file is intact: the load is wrong

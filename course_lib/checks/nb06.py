@@ -14,7 +14,7 @@ from course_lib.data import load_multilingual
 from course_lib.training import evaluate
 from course_lib.transfer import encode, masked_eval_set, new_embedding_matrix, swap_embeddings, train_target_tokenizer
 
-from .framework import run_cases, where_in_your_code
+from .framework import module_parameters, parameter_at, requires_grad, run_cases, where_in_your_code
 
 EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 OUTPUT_BIAS = "cls.predictions.bias"
@@ -54,17 +54,20 @@ def check_freeze_all_but_embeddings(freeze: Callable, hidden: bool | None = None
                 for param in model.parameters():
                     param.requires_grad_(False)
             count = freeze(model)
+            # read through nn.Module's and torch's own tables: the model's methods may have been replaced
+            decoder = parameter_at(model, "cls.predictions.decoder.weight")
             return {
                 "count": count,
-                "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
-                "tied": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+                "requires_grad": {name: requires_grad(p) for name, p in module_parameters(model)},
+                "tied": decoder is not None and decoder is parameter_at(model, EMBEDDINGS),
             }
 
         def judge(got):
             rows = vocab if swap_to is None else swap_to
             trainable = [name for name, flag in got["requires_grad"].items() if flag]
             if trainable != [EMBEDDINGS]:
-                raise AssertionError(f"trainable parameters should be the word embeddings only, got {trainable}")
+                shown = trainable[:4] + ([f"... {len(trainable) - 4} more"] if len(trainable) > 4 else [])
+                raise AssertionError(f"trainable parameters should be the word embeddings only, got {shown}")
             if not got["tied"]:
                 raise AssertionError("the decoder is no longer tied to the word embeddings")
             if got["requires_grad"].get(OUTPUT_BIAS, False):
@@ -237,15 +240,18 @@ def check_embedding_only_run(
             model, history = embedding_only_run(
                 body, source_tok, target_tok, train_examples, eval_data, steps, lr, batch_size=8, seed=seed
             )
-            weight = model.get_input_embeddings().weight
+            # read through nn.Module's and torch's own tables: the returned model's methods may be anyone's
+            if type(model) is not BertForMaskedLM:
+                raise TypeError(f"embedding_only_run should return the BertForMaskedLM copy, not a {type(model)}")
+            weight, decoder = parameter_at(model, EMBEDDINGS), parameter_at(model, "cls.predictions.decoder.weight")
             return {
-                "body": {name: p for name, p in body.named_parameters()},
-                "body_vocab_size": body.config.vocab_size,
+                "body": dict(module_parameters(body)),
+                "body_vocab_size": parameter_at(body, EMBEDDINGS).shape[0],
                 "embeddings": weight,
-                "tied": model.get_output_embeddings().weight is weight,
-                "parameters": {name: p for name, p in model.named_parameters()},
-                "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
-                "output_bias": model.cls.predictions.bias,
+                "tied": weight is not None and decoder is weight,
+                "parameters": dict(module_parameters(model)),
+                "requires_grad": {name: requires_grad(p) for name, p in module_parameters(model)},
+                "output_bias": parameter_at(model, OUTPUT_BIAS),
                 "history": history,
             }
 

@@ -27,7 +27,10 @@ class Exercise:
     `reference_bases`: course classes the exercise's class inherits from, whose `forward` is the answer too.
     `implementations`: where course_lib implements the answer ("module:function" or "module:Class.method",
     module under course_lib): while grading, the kernel's copy of course_lib has each replaced by a stub that
-    raises, until the exercise has been judged."""
+    raises, until the exercise has been judged. `twins`: qualified names of library functions that compute the
+    answer (`Tokenizer.train_from_iterator`, `scaled_dot_product_attention`, `RobertaLayer.forward`): while
+    the grader observes the exercise, a call to one from the student's code (directly or through any helper)
+    is recorded and named to the instructor as a hint (`TWINS`; never a grade)."""
 
     id: str
     notebook: str
@@ -38,6 +41,10 @@ class Exercise:
     references: frozenset[str]
     reference_bases: frozenset[str] = frozenset()
     implementations: frozenset[str] = frozenset()
+
+    @property
+    def twins(self) -> frozenset[str]:
+        return TWINS.get(self.id, frozenset())
 
     def __post_init__(self):
         object.__setattr__(self, "references", frozenset(self.references))
@@ -301,3 +308,38 @@ def fit_probe(features, labels, num_classes, C=1.0):
     return probe.weight, probe.bias
 """,
 }
+
+
+# The library functions that compute an exercise's answer: while the grader observes the exercise, each call to
+# one that the student's code makes, directly or through any helper (a checker's own, say), is recorded and
+# named to the instructor (course_lib.checks.grading). A Python function is "module:Qualified.name"; a
+# compiled one, a piece of the name cProfile gives it ("'train_from_iterator' of 'tokenizers.Tokenizer'",
+# "torch._C._nn.scaled_dot_product_attention>"). Only what the solution itself does not call (3.2 may use
+# scaled_dot_product_attention, as the course model does; 3.1 may not).
+ROBERTA = "transformers.models.roberta.modeling_roberta"
+ROFORMER = "transformers.models.roformer.modeling_roformer"
+COLLATORS = "transformers.data.data_collator"
+ATTENTION_TWINS = {
+    "torch.nn.modules.activation:MultiheadAttention.forward",
+    "torch.nn.functional:multi_head_attention_forward",
+    "._native_multi_head_attention>",
+}
+TWINS: dict[str, frozenset[str]] = {key: frozenset(value) for key, value in {
+    "1.1": {"'train' of 'tokenizers.Tokenizer'", "'train_from_iterator' of 'tokenizers.Tokenizer'",
+            "'get_trainer' of 'tokenizers.models"},
+    "1.2": {"'encode' of 'tokenizers.Tokenizer'", "'encode_batch' of 'tokenizers.Tokenizer'",
+            "'tokenize' of 'tokenizers.models"},
+    "2.1": {f"{COLLATORS}:DataCollatorForLanguageModeling.torch_mask_tokens",
+            f"{COLLATORS}:DataCollatorForLanguageModeling.torch_call", "course_lib.masking:MLMCollator.__call__"},
+    "2.2": {f"{COLLATORS}:DataCollatorForWholeWordMask.torch_call",
+            f"{COLLATORS}:DataCollatorForWholeWordMask._whole_word_mask"},
+    "3.1": {"torch._C._nn.scaled_dot_product_attention>", "._scaled_dot_product_attention_math>",
+            "._scaled_dot_product_flash_attention_for_cpu>", *ATTENTION_TWINS},
+    "3.2": {f"{ROBERTA}:RobertaSelfAttention.forward", f"{ROBERTA}:RobertaAttention.forward", *ATTENTION_TWINS},
+    "3.3": {f"{ROBERTA}:RobertaLayer.forward", "torch.nn.modules.transformer:TransformerEncoderLayer.forward"},
+    "3.4": {f"{ROBERTA}:RobertaLMHead.forward"},
+    "3.5": {f"{ROFORMER}:RoFormerSelfAttention.apply_rotary_position_embeddings",
+            f"{ROFORMER}:RoFormerSinusoidalPositionalEmbedding.create_weight",
+            f"{ROFORMER}:RoFormerSinusoidalPositionalEmbedding.forward"},
+    "8.2": {"sklearn.linear_model._logistic:LogisticRegression.fit"},
+}.items()}  # fmt: skip
