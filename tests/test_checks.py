@@ -1212,3 +1212,33 @@ def test_a_freeze_that_hides_the_trainable_parameters_fails():
 
     with pytest.raises(checks.CheckFailed, match="the word embeddings only"):
         checks.check_freeze_all_but_embeddings(freeze_all_but_embeddings, first_failure=True)
+
+
+def test_a_deepspeed_checkpoint_that_replays_the_run_in_memory_fails():
+    from course_lib import distributed
+
+    real, log = distributed.ds_train_step, {}
+
+    def replaying(engine, batches):
+        if engine is log.get("fresh"):  # the resumed run: the losses of the run that went on, replayed
+            log["i"] += 1
+            return {"loss": log["losses"][log["i"] - 1]}
+        out = real(engine, batches)
+        if engine is log.get("engine"):
+            log["losses"].append(out["loss"])
+        return out
+
+    def save_ds_checkpoint(engine, folder, step, data_state):  # saves nothing of use
+        log.update(engine=engine, losses=[], fresh=None, i=0, state={"step": step, "data": data_state})
+        distributed.ds_train_step = replaying
+        return folder
+
+    def load_ds_checkpoint(engine, path):
+        log["fresh"] = engine
+        return log["state"]
+
+    try:
+        with pytest.raises(checks.CheckFailed, match="right after load_ds_checkpoint"):
+            checks.check_ds_checkpoint(save_ds_checkpoint, load_ds_checkpoint, first_failure=True)
+    finally:
+        distributed.ds_train_step = real

@@ -12,7 +12,7 @@ import torch
 
 from course_lib import distributed
 
-from .framework import expect_same_losses, run_cases, where_in_your_code
+from .framework import expect_same_losses, module_parameters, run_cases, where_in_your_code
 from .nb04 import masked_batches, training_setup
 
 
@@ -181,6 +181,54 @@ def _engine_parameters(engine) -> dict:
         return {name: p.detach().clone() for name, p in engine.module.named_parameters()}
 
 
+def _engine_state(engine) -> dict:
+    """What a DeepSpeed checkpoint must restore, read through the objects' own tables (not methods a student's
+    code may have replaced): the parameters (gathered under ZeRO 3), the innermost torch optimizer's state in
+    parameter order (DeepSpeed's wrappers hold it in `.optimizer`; under ZeRO its parameters are the flat fp32
+    partitions), the scheduler's step, the engine's step count and torch's RNG state."""
+    deepspeed = distributed._deepspeed()
+    own = object.__getattribute__(engine, "__dict__")
+    module = own["module"] if "module" in own else own["_modules"]["module"]
+    params = [p for _, p in module_parameters(module)]
+    with deepspeed.zero.GatheredParameters(params, enabled=engine.zero_optimization_stage() == 3):
+        parameters = {name: p.detach().clone() for name, p in module_parameters(module)}
+    optimizer = own.get("optimizer")
+    while optimizer is not None and type(optimizer).__module__.split(".")[0] != "torch":
+        optimizer = object.__getattribute__(optimizer, "__dict__").get("optimizer")
+    moments = []
+    if optimizer is not None:
+        table = object.__getattribute__(optimizer, "__dict__")
+        state = dict(table["state"])
+        order = [p for group in table["param_groups"] for p in group["params"]]
+        # ZeRO 3 takes its partitions out of the groups between steps: then the state's own order
+        kept = [state.get(p, {}) for p in order] if order else list(state.values())
+        moments = [{k: v.clone() if torch.is_tensor(v) else v for k, v in dict(m).items()} for m in kept]
+    scheduler = own.get("lr_scheduler")
+    return {
+        "parameters": parameters,
+        "optimizer": moments,
+        "scheduler_step": None if scheduler is None else object.__getattribute__(scheduler, "__dict__")["last_epoch"],
+        "global_steps": own.get("global_steps"),
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _same_engine_state(got: dict, expected: dict, step: int) -> None:
+    """An engine's state right after a load (`_engine_state`) must equal the saved run's at `step`, exactly."""
+    where = f"right after load_ds_checkpoint (saved at step {step})"
+    _same_parameters(got["parameters"], expected["parameters"], where, atol=0)
+    if len(got["optimizer"]) != len(expected["optimizer"]) or any(
+        set(a) != set(b) or any(not torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in b)
+        for a, b in zip(got["optimizer"], expected["optimizer"])
+    ):
+        raise AssertionError(f"{where}, the optimizer's state (its moments and step counts) is not the one saved")
+    for key, what in (("scheduler_step", "the scheduler's step"), ("global_steps", "the engine's step count")):
+        if got[key] != expected[key]:
+            raise AssertionError(f"{where}, {what} is {got[key]!r}, not {expected[key]!r}")
+    if not torch.equal(torch.as_tensor(got["rng"]), expected["rng"]):
+        raise AssertionError(f"{where}, torch's random state is not the one saved (dropout would differ)")
+
+
 def _same_parameters(got: dict, expected: dict, what: str, atol: float = 1e-6) -> None:
     """Parameters observed (name -> tensor) against the reference's, name by name."""
     for name, y in expected.items():
@@ -286,12 +334,14 @@ def check_ds_checkpoint(
                 fresh = _ds_engine(stage, bf16, 2, seed + 1, dropout=0.1, optimizer="adamw")
                 torch.manual_seed(12345)  # whatever happened in between
                 state = load_ds_checkpoint(fresh, path)
+                loaded = _engine_state(fresh)  # what the load put back, before training on
                 resumed = run(fresh, after, before)
                 return {
                     # what the judge reads of the client state (the rest, random states, need not be plain)
                     "state": {k: state.get(k) for k in ("step", "data")} if isinstance(state, dict) else None,
                     "state_type": type(state).__name__,
                     "state_repr": None if isinstance(state, dict) else repr(state)[:300],
+                    "loaded": loaded,
                     "resumed": resumed,
                     "parameters": _engine_parameters(fresh),
                 }
@@ -299,7 +349,9 @@ def check_ds_checkpoint(
         def judge(got):
             engine = _ds_engine(stage, bf16, 2, seed, dropout=0.1, optimizer="adamw")
             torch.manual_seed(seed)
-            straight = run(engine, before + after, 0)[before:]  # the run that never stopped
+            run(engine, before, 0)
+            saved = _engine_state(engine)
+            straight = run(engine, after, before)  # the run that never stopped
             state, expected_data = got["state"], data_state(before)
             if state is None or state.get("step") != before or state.get("data") != expected_data:
                 shown = repr(state) if state is not None else got["state_repr"]
@@ -307,6 +359,7 @@ def check_ds_checkpoint(
                     f"load_ds_checkpoint returned {shown}; expected step {before} and the data "
                     f"state {expected_data!r} (keep them in the client state)"
                 )
+            _same_engine_state(got["loaded"], saved, before)
             expect_same_losses(got["resumed"], straight, before, "weights, optimizer, scheduler, random state?")
             _same_parameters(got["parameters"], _engine_parameters(engine), "after resuming and training on", atol=0)
 
