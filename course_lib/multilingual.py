@@ -277,6 +277,44 @@ def evaluate_languages(model, sets: dict[str, list[dict]], precision: str = "fp3
     return {lang: evaluate(model, batches, precision) for lang, batches in sets.items()}
 
 
+def own_vocabulary_mass(model, sets: dict[str, list[dict]], store: TokenStore) -> dict[str, dict]:
+    """Where a model's probability goes at each language's masked positions: {lang: {"mass": the mean
+    probability it gives the tokens that language's training text contains (its own vocabulary), "own": how
+    many tokens that is, "vocabulary": the vocabulary's size}}. A language's no-context predictor puts
+    (almost) all its mass there; a shared model that ranks a language's tokens well (accuracy above the
+    no-context one) but puts much of its mass on other languages' tokens has a loss above the no-context
+    loss all the same: this is the number that tells the two apart."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    result = {}
+    for lang, batches in sets.items():
+        mass, count, own = 0.0, 0, None
+        for batch in batches:
+            labels = batch["labels"].to(device)
+            with torch.no_grad():
+                logits = model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    labels=labels,
+                ).logits
+            where = labels != -100
+            if logits.dim() == 3:  # every position; a masked-only head returns the labelled rows already
+                logits = logits[where]
+            if own is None:
+                own = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+                own[torch.as_tensor(np.unique(np.asarray(store.tokens[lang])).astype(np.int64), device=device)] = True
+            mass += float(logits.float().softmax(-1)[:, own].sum())
+            count += int(where.sum())
+        result[lang] = {
+            "mass": mass / max(count, 1),
+            "own": int(own.sum()) if own is not None else 0,
+            "vocabulary": int(own.numel()) if own is not None else 0,
+        }
+    model.train(was_training)
+    return result
+
+
 def language_baselines(store: TokenStore, tokenizer, sets: dict[str, list[dict]]) -> dict[str, dict]:
     """Notebook 04's two baselines for each language, on that language's own eval masks (`eval_sets`):
     {lang: {no_context_loss, no_context_accuracy, neighbour_loss, neighbour_accuracy, tokens}}.

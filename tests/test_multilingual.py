@@ -423,3 +423,34 @@ def test_train_with_sampler_resumes_exactly(tokenizer, tmp_path):
     straight = run(tmp_path / "a", 8, None)
     run(tmp_path / "b", 3, None)  # a 3-step run (its schedule ends at lr 0), extended to 8 steps
     assert run(tmp_path / "b", 8, "auto") == straight
+
+
+def test_own_vocabulary_mass_is_where_the_probability_goes(tokenizer, tmp_path):
+    """Uniform scores give each language the share of the vocabulary its training text uses; scores that
+    pick one token give 1 where that token is the language's own and 0 where it is not."""
+    from types import SimpleNamespace
+
+    texts = load_multilingual(split="train", langs=["eng", "zul"])
+    store = ml.TokenStore.build({k: v[:200] for k, v in texts.items()}, tokenizer, tmp_path / "t", 2, 32)
+    sets = ml.eval_sets(store, tokenizer, batch_size=8)
+    vocabulary = len(tokenizer)
+    own = {lang: set(np.unique(np.asarray(store.tokens[lang])).tolist()) for lang in ("eng", "zul")}
+    english_only = min(own["eng"] - own["zul"])
+
+    class Scores(torch.nn.Module):
+        def __init__(self, token=None):
+            super().__init__()
+            self.token, self.weight = token, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask, labels):
+            logits = torch.zeros(*input_ids.shape, vocabulary)
+            if self.token is not None:
+                logits[..., self.token] = 50.0
+            return SimpleNamespace(logits=logits)
+
+    uniform = ml.own_vocabulary_mass(Scores(), sets, store)
+    picked = ml.own_vocabulary_mass(Scores(english_only), sets, store)
+    for lang in ("eng", "zul"):
+        assert uniform[lang]["own"] == len(own[lang]) and uniform[lang]["vocabulary"] == vocabulary
+        assert uniform[lang]["mass"] == pytest.approx(len(own[lang]) / vocabulary, rel=1e-4)
+    assert picked["eng"]["mass"] == pytest.approx(1.0, abs=1e-6) and picked["zul"]["mass"] < 1e-6
