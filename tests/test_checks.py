@@ -1167,7 +1167,7 @@ def test_an_evaluate_that_restores_only_the_top_flag_fails():
         checks.check_evaluate(evaluate, first_failure=True)
 
 
-def test_a_checkpoint_that_replays_the_run_in_memory_fails():
+def test_a_checkpoint_that_replays_the_run_in_memory_fails(monkeypatch):
     from course_lib import training
 
     real, log = training.train_step, {}
@@ -1188,17 +1188,14 @@ def test_a_checkpoint_that_replays_the_run_in_memory_fails():
     def save_checkpoint(path, model, optimizer, scheduler, step):  # saves nothing of use
         torch.save({"nothing": 0}, path)
         log.update(model=model, losses=[], fresh=None, i=0, step=step)
-        training.train_step = replaying
+        monkeypatch.setattr(training, "train_step", replaying)
 
     def load_checkpoint(path, model, optimizer, scheduler):
         log["fresh"] = model
         return log["step"]
 
-    try:
-        with pytest.raises(checks.CheckFailed, match="right after load_checkpoint"):
-            checks.check_checkpoint(save_checkpoint, load_checkpoint, first_failure=True)
-    finally:
-        training.train_step = real
+    with pytest.raises(checks.CheckFailed, match="right after load_checkpoint"):
+        checks.check_checkpoint(save_checkpoint, load_checkpoint, first_failure=True)
 
 
 def test_a_freeze_that_hides_the_trainable_parameters_fails():
@@ -1214,7 +1211,7 @@ def test_a_freeze_that_hides_the_trainable_parameters_fails():
         checks.check_freeze_all_but_embeddings(freeze_all_but_embeddings, first_failure=True)
 
 
-def test_a_deepspeed_checkpoint_that_replays_the_run_in_memory_fails():
+def test_a_deepspeed_checkpoint_that_replays_the_run_in_memory_fails(monkeypatch):
     from course_lib import distributed
 
     real, log = distributed.ds_train_step, {}
@@ -1230,15 +1227,12 @@ def test_a_deepspeed_checkpoint_that_replays_the_run_in_memory_fails():
 
     def save_ds_checkpoint(engine, folder, step, data_state):  # saves nothing of use
         log.update(engine=engine, losses=[], fresh=None, i=0, state={"step": step, "data": data_state})
-        distributed.ds_train_step = replaying
+        monkeypatch.setattr(distributed, "ds_train_step", replaying)
         return folder
 
     def load_ds_checkpoint(engine, path):
         log["fresh"] = engine
         return log["state"]
 
-    try:
-        with pytest.raises(checks.CheckFailed, match="right after load_ds_checkpoint"):
-            checks.check_ds_checkpoint(save_ds_checkpoint, load_ds_checkpoint, first_failure=True)
-    finally:
-        distributed.ds_train_step = real
+    with pytest.raises(checks.CheckFailed, match="right after load_ds_checkpoint"):
+        checks.check_ds_checkpoint(save_ds_checkpoint, load_ds_checkpoint, first_failure=True)

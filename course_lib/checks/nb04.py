@@ -93,9 +93,12 @@ def training_state(model, optimizer, scheduler) -> dict:
     }
 
 
-def same_training_state(got: dict, expected: dict, step: int) -> None:
-    """A loaded state (`training_state`) must equal the one the run had when it saved at `step`, exactly."""
-    where = f"right after load_checkpoint (saved at step {step})"
+def same_training_state(
+    got: dict, expected: dict, where: str, counters=(("scheduler_step", "the scheduler's step"),)
+) -> None:
+    """A loaded state (`training_state`, or exercise 7.3's engine state) must equal the one the run had when it
+    saved, exactly: weights, optimizer moments, `counters` (key, what it is) and torch's RNG. `where` starts
+    each message ("right after load_checkpoint (saved at step 2)")."""
     same = set(got["parameters"]) == set(expected["parameters"]) and all(
         torch.equal(torch.as_tensor(got["parameters"][k]), v) for k, v in expected["parameters"].items()
     )
@@ -106,10 +109,9 @@ def same_training_state(got: dict, expected: dict, step: int) -> None:
         for a, b in zip(got["optimizer"], expected["optimizer"])
     ):
         raise AssertionError(f"{where}, the optimizer's state (its moments and step counts) is not the one saved")
-    if got["scheduler_step"] != expected["scheduler_step"]:
-        raise AssertionError(
-            f"{where}, the scheduler is at step {got['scheduler_step']!r}, not {expected['scheduler_step']}"
-        )
+    for key, what in counters:
+        if got[key] != expected[key]:
+            raise AssertionError(f"{where}, {what} is {got[key]!r}, not {expected[key]!r}")
     if not torch.equal(torch.as_tensor(got["rng"]), expected["rng"]):
         raise AssertionError(f"{where}, torch's random state is not the one saved (dropout would differ)")
 
@@ -311,7 +313,11 @@ def check_checkpoint(
             (model, opt, sched), _ = setup()
             torch.manual_seed(seed)
             run(model, opt, sched, before, 0)
-            same_training_state(got["loaded"], training_state(model, opt, sched), before)
+            same_training_state(
+                got["loaded"],
+                training_state(model, opt, sched),
+                f"right after load_checkpoint (saved at step {before})",
+            )
             straight = run(model, opt, sched, after, before)
             if got["step"] != before:
                 raise AssertionError(

@@ -13,7 +13,7 @@ import torch
 from course_lib import distributed
 
 from .framework import expect_same_losses, module_parameters, run_cases, where_in_your_code
-from .nb04 import masked_batches, training_setup
+from .nb04 import masked_batches, same_training_state, training_setup
 
 
 def _raised(call: Callable) -> dict:
@@ -213,22 +213,6 @@ def _engine_state(engine) -> dict:
     }
 
 
-def _same_engine_state(got: dict, expected: dict, step: int) -> None:
-    """An engine's state right after a load (`_engine_state`) must equal the saved run's at `step`, exactly."""
-    where = f"right after load_ds_checkpoint (saved at step {step})"
-    _same_parameters(got["parameters"], expected["parameters"], where, atol=0)
-    if len(got["optimizer"]) != len(expected["optimizer"]) or any(
-        set(a) != set(b) or any(not torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in b)
-        for a, b in zip(got["optimizer"], expected["optimizer"])
-    ):
-        raise AssertionError(f"{where}, the optimizer's state (its moments and step counts) is not the one saved")
-    for key, what in (("scheduler_step", "the scheduler's step"), ("global_steps", "the engine's step count")):
-        if got[key] != expected[key]:
-            raise AssertionError(f"{where}, {what} is {got[key]!r}, not {expected[key]!r}")
-    if not torch.equal(torch.as_tensor(got["rng"]), expected["rng"]):
-        raise AssertionError(f"{where}, torch's random state is not the one saved (dropout would differ)")
-
-
 def _same_parameters(got: dict, expected: dict, what: str, atol: float = 1e-6) -> None:
     """Parameters observed (name -> tensor) against the reference's, name by name."""
     for name, y in expected.items():
@@ -359,7 +343,10 @@ def check_ds_checkpoint(
                     f"load_ds_checkpoint returned {shown}; expected step {before} and the data "
                     f"state {expected_data!r} (keep them in the client state)"
                 )
-            _same_engine_state(got["loaded"], saved, before)
+            counters = (("scheduler_step", "the scheduler's step"), ("global_steps", "the engine's step count"))
+            same_training_state(
+                got["loaded"], saved, f"right after load_ds_checkpoint (saved at step {before})", counters
+            )
             expect_same_losses(got["resumed"], straight, before, "weights, optimizer, scheduler, random state?")
             _same_parameters(got["parameters"], _engine_parameters(engine), "after resuming and training on", atol=0)
 
