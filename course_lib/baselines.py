@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .masking import IGNORE_INDEX
 
 NEIGHBOUR_GROUPS = ("both visible", "one masked", "both masked")  # by the number of <mask> neighbours: 0, 1, 2
+INPUT_GROUPS = ("at <mask>", "visible")  # what the predicted position itself shows: <mask>, or a token (kept or random)
 
 
 def _flat_ids(token_ids) -> torch.Tensor:
@@ -87,6 +88,15 @@ def neighbour_status(batches, mask_token_id: int) -> torch.LongTensor:
     for batch in batches:
         left, _, right, _ = _predicted(batch)
         found.append((left == mask_token_id).long() + (right == mask_token_id).long())
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
+
+
+def input_status(batches, mask_token_id: int) -> torch.LongTensor:
+    """What each predicted position itself shows: 0 where its input is `mask_token_id` (80% of them), 1 where
+    the 80/10/10 rule left a token there (the original or a random one), in the order of `neighbour_status`.
+    `loss_by_neighbours(losses, input_status(...), INPUT_GROUPS)` splits a loss into the part that needs
+    context and the part where a copy of the visible token does well (the no-context baseline's Bayes rule)."""
+    found = [(shown != mask_token_id).long() for _, shown, _, _ in map(_predicted, batches)]
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
 
 
@@ -400,9 +410,13 @@ def model_token_losses(model, batches) -> torch.Tensor:
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.float64)
 
 
-def loss_by_neighbours(losses: dict[str, torch.Tensor], status: torch.Tensor) -> dict[str, dict]:
+def loss_by_neighbours(
+    losses: dict[str, torch.Tensor], status: torch.Tensor, groups=NEIGHBOUR_GROUPS
+) -> dict[str, dict]:
     """Mean per-token losses split by `neighbour_status`: one row per group of `NEIGHBOUR_GROUPS` and one for
     "all", each {"tokens": count, name: mean loss for every name of `losses`}; nan for a group with no token.
+    Any other split of the same tokens works the same way: a status i names `groups[i]` (`input_status` with
+    `INPUT_GROUPS`).
 
     losses: name -> [n] losses in the order of `status` (`NgramCounts.token_losses`, `model_token_losses`).
     The rows' means weighted by their token counts give the "all" row. A plain dict of plain numbers,
@@ -412,7 +426,7 @@ def loss_by_neighbours(losses: dict[str, torch.Tensor], status: torch.Tensor) ->
         if values.shape != status.shape:
             raise ValueError(f"losses[{name!r}] has shape {tuple(values.shape)}, the status {tuple(status.shape)}")
     rows = {}
-    for group, where in [*((g, status == i) for i, g in enumerate(NEIGHBOUR_GROUPS)), ("all", status >= 0)]:
+    for group, where in [*((g, status == i) for i, g in enumerate(groups)), ("all", status >= 0)]:
         count = int(where.sum())
         rows[group] = {"tokens": count}
         for name, values in losses.items():

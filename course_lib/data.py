@@ -10,6 +10,7 @@ sources, licences and counts). Every file is gzip-compressed UTF-8 text, one ite
 | `brown_genres`             | (genre, sentence) pairs       | Brown corpus, 15 genres                 |
 | `english_paragraphs`       | paragraphs                    | State of the Union (WikiText-like)      |
 | `parallel_pairs`           | (English, Italian/Portuguese) | LibreOffice help                        |
+| `parallel_rows`            | (id, English, translation)    | LibreOffice help, with the page's id    |
 | `italian_fortunes`         | short Italian texts           | fortunes-it                             |
 | `udhr`                     | the declaration's paragraphs  | UDHR in 8 languages                     |
 | `load_multilingual`        | {language: lines}             | `train.{lang}` files, as XLM-R reads them |
@@ -140,10 +141,16 @@ def english_paragraphs(split: str = "train", limit: int | None = None) -> list[s
 
 def parallel_pairs(lang: str = "it", split: str = "train", limit: int | None = None) -> list[tuple[str, str]]:
     """(English, translation) pairs from the LibreOffice help; lang is "it" or "pt" (pt-BR)."""
+    return [(en, xx) for _, en, xx in parallel_rows(lang, split, limit)]
+
+
+def parallel_rows(lang: str = "it", split: str = "train", limit: int | None = None) -> list[tuple[str, str, str]]:
+    """(id, English, translation) rows from the LibreOffice help. The id is the help page's path, `#`, and
+    the paragraph's id in the page (`scalc/01/04060106#par_id3150688`); its first folder names the module
+    the page documents (`shared`, `scalc`, `swriter`, ...)."""
     _check_choice("lang", lang, PARALLEL_LANGS)
     _check_choice("split", split, SPLITS)
-    rows = _read_tsv(f"parallel/en-{lang}.{split}.tsv.gz", ("id", "en", lang))
-    return _take([(en, xx) for _, en, xx in rows], limit)
+    return _take(_read_tsv(f"parallel/en-{lang}.{split}.tsv.gz", ("id", "en", lang)), limit)
 
 
 def italian_fortunes(split: str = "train") -> list[str]:

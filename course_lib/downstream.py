@@ -353,14 +353,22 @@ def probe_arm(train_x, train_y, test_x, num_classes: int, grid=PROBE_GRID, seed:
     """A linear probe on features: standardised on the labelled sentences, C chosen by cross-validation on
     them (folds by `groups`, the sentences' files, when given), refitted on all of them, applied to the test
     features. {"C", "cv", "predicted"}."""
+    found = chosen_probe(train_x, train_y, num_classes, grid, seed, groups)
+    return {"C": found["C"], "cv": found["cv"], "predicted": found["predict"](test_x)}
+
+
+def chosen_probe(train_x, train_y, num_classes: int, grid=PROBE_GRID, seed: int = 0, groups=None) -> dict:
+    """`probe_arm` without a test set: {"C", "cv", "predict"}, where `predict(features)` standardises any
+    features with the labelled sentences' shift and scale and returns the refitted probe's labels (one
+    classifier for several test sets: notebook 06 applies an English one to Portuguese)."""
 
     def fit_predict(train, valid, C):
         x, v = standardize(train_x[train], train_x[valid])
         return fit_probe(x, train_y[train], num_classes, C).predict(v)
 
     C, cv = choose_C(fit_predict, train_y, grid, seed=seed, groups=groups)
-    x, t = standardize(train_x, test_x)
-    return {"C": C, "cv": cv, "predicted": fit_probe(x, train_y, num_classes, C).predict(t)}
+    probe = fit_probe(standardize(train_x)[0], train_y, num_classes, C)
+    return {"C": C, "cv": cv, "predict": lambda features: probe.predict(standardize(train_x, features)[1])}
 
 
 def tfidf_pipeline(C: float = 1.0):

@@ -15,9 +15,15 @@ language, if the only thing we give it for that language is a new vocabulary?
 4. Freeze everything but that matrix (`freeze_all_but_embeddings`) and train it with MLM on
    Portuguese (`train_mlm`). The body never changes: if the model learns Portuguese, the body's
    English "grammar" carried over and only the lexicon had to be learned.
-5. The control (`random_body_like`): a random body of the same shape with the source's word embeddings,
-   given its English head by the same procedure, then the same new matrix, budget, data and steps. The two
-   arms differ in the body alone; whatever the pretrained body does better is what transferred.
+5. The controls. `random_body_like`: a random body of the same shape with the source's word embeddings,
+   given its English head by the same procedure (`english_head`), then the same new matrix, budget, data and
+   steps: it differs from the transfer arm in the body, and so in the head that procedure fits to it.
+   `scratch_model`: nothing from the source but its shape, every weight trained on the new language for the
+   same updates. And full fine-tuning, every weight trainable, the body at a rate of its own (`train_arm`,
+   `lr_groups_optimizer`).
+6. Artetxe's second half: a classifier learned on English (`help_modules`: the LibreOffice module a help
+   paragraph documents) applied to the new language through the new embeddings, zero-shot;
+   `translation_retrieval` asks whether a translated text lands where the body puts its original.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import copy
 import itertools
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -34,7 +41,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
 from transformers.modeling_outputs import MaskedLMOutput
 
-from . import quiet
+from . import data, quiet
 from .masking import IGNORE_INDEX, MLMCollator, fixed_eval_masks, length_bucketed_batches
 from .paths import course_path
 from .tokenization import MODEL_INPUT_NAMES
@@ -361,14 +368,18 @@ def train_mlm(
     masked_only: bool = True,
     progress: bool = False,
     desc: str = "train",
+    body_lr: float | None = None,
 ) -> list[dict]:
     """Train whatever in `model` has requires_grad with MLM; return the history of held-out evaluations.
 
     AdamW over the trainable parameters only (frozen ones get no gradient and no optimizer state), no
     weight decay (it would pull new embeddings towards 0 against a frozen body), warmup for 10% of the
-    steps, then linear decay. Batches are length-bucketed (notebook 02): short lines batched with short
-    ones, so almost no compute goes to padding. `eval_data`: fixed-mask batches (`masked_eval_set`),
-    evaluated at step 0, every `eval_every` steps and at the end. Rows: {"step", "loss", "ppl", "acc",
+    steps, then linear decay. `lr` is the peak learning rate of every trainable parameter; with `body_lr`,
+    only of the new vocabulary's (`vocabulary_parameters`: word embeddings, tied decoder, output bias), and
+    every other trainable parameter peaks at `body_lr` (the same schedule scales both). Batches are
+    length-bucketed (notebook 02): short lines batched with short ones, so almost no compute goes to padding.
+    `eval_data`: fixed-mask batches (`masked_eval_set`), evaluated at step 0, every `eval_every` steps and at
+    the end. Rows: {"step", "loss", "ppl", "acc",
     "train_loss" (mean since the last row), "seconds" (training time so far)}."""
     if trainable_parameters(model) == 0:
         raise ValueError("nothing to train: every parameter has requires_grad False")
@@ -387,7 +398,7 @@ def train_mlm(
         warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
     )
     net = MaskedOnly(model) if masked_only else model
-    optimizer = make_optimizer(net, config)
+    optimizer = make_optimizer(net, config) if body_lr is None else lr_groups_optimizer(model, lr, body_lr, config)
     scheduler = make_scheduler(optimizer, config)
     batches = _bucketed_forever([len(x) for x in train_examples], batch_size, seed)
     eval_every = eval_every or steps
@@ -424,6 +435,139 @@ def train_head(model, train_examples, collator, eval_data, *, steps: int, lr: fl
     head (the output bias must move by several units to learn word frequencies)."""
     freeze_all_but(model, HEAD)
     return train_mlm(model, train_examples, collator, eval_data, steps=steps, lr=lr, **kwargs)
+
+
+def english_head(body, tokenizer, train_examples, eval_data, steps: int, batch_size: int = 32, seed: int = 0):
+    """Notebook 06's head procedure, the same for every body: a copy of `body` with a fresh MLM head
+    (`reset_head`, drawn from `seed`) trained for `steps` updates on the source language with the body and
+    the word embeddings frozen (`train_head`, lr 1e-2). Returns (model, held-out history)."""
+    body = copy.deepcopy(body)
+    reset_head(body, seed)
+    history = train_head(
+        body, train_examples, MLMCollator(tokenizer, seed=seed), eval_data, steps=steps, lr=1e-2,
+        batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    return body, history
+
+
+def vocabulary_parameters(model) -> list[nn.Parameter]:
+    """The parameters that belong to the vocabulary rather than to the body: the word embeddings (the decoder
+    is tied to them: the same Parameter) and the MLM output bias; `swap_embeddings` replaces exactly these."""
+    return [model.get_input_embeddings().weight, model.cls.predictions.bias]
+
+
+def lr_groups_optimizer(model, lr: float, body_lr: float, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two groups of the trainable parameters: the vocabulary's (`vocabulary_parameters`) at
+    peak `lr`, every other one at `body_lr`; no weight decay; betas and eps from `config`."""
+    vocabulary = {id(p) for p in vocabulary_parameters(model)}
+    trainable = [p for p in model.parameters() if p.requires_grad]  # a tied Parameter once
+    groups = [
+        {"params": [p for p in trainable if id(p) in vocabulary], "lr": lr},
+        {"params": [p for p in trainable if id(p) not in vocabulary], "lr": body_lr},
+    ]
+    groups = [group for group in groups if group["params"]]
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.beta1, config.beta2), eps=config.eps, weight_decay=0.0)
+
+
+def scratch_model(model, vocab_size: int, seed: int = 0):
+    """A model of the same type and shape as `model` for a vocabulary of `vocab_size` tokens, every weight
+    (embeddings, body, head) freshly initialised from `seed` as transformers initialises a new model: the
+    from-scratch arm, which owes nothing to the source. The global random state is untouched."""
+    config = copy.deepcopy(model.config)
+    config.vocab_size = vocab_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with quiet.transformers_quiet():
+            fresh = type(model)(config)
+    return fresh.to(next(model.parameters()).device)
+
+
+ARMS = ("embeddings", "full", "scratch")
+
+
+def train_arm(
+    arm: str,
+    body,
+    source_tokenizer,
+    target_tokenizer,
+    train_examples,
+    eval_data,
+    steps: int,
+    lr: float,
+    body_lr: float | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_every: int | None = None,
+    progress: bool = False,
+):
+    """One arm of notebook 06 on the new language, on the same batches, masks and number of updates:
+
+    * "embeddings": `embedding_only_run` (the new word embeddings train, nothing else);
+    * "full": a copy of `body` with the new matrix (`new_embedding_matrix`, drawn from `seed`), *every* weight
+      trainable, the vocabulary's at peak `lr` and the body's and head's at `body_lr` (default: `lr`);
+    * "scratch": `scratch_model(body, len(target_tokenizer), seed)`: nothing from the source but its shape,
+      every weight trainable at `lr` (`body_lr` must be None).
+
+    `body` is left unchanged. Returns (model, held-out history) as `train_mlm` gives it."""
+    if arm not in ARMS:
+        raise ValueError(f"arm={arm!r}: choose one of {', '.join(ARMS)}")
+    if arm != "full" and body_lr is not None:
+        raise ValueError(f"body_lr is for the 'full' arm; the {arm!r} arm trains at one rate, lr")
+    if arm == "embeddings":
+        return embedding_only_run(
+            body, source_tokenizer, target_tokenizer, train_examples, eval_data, steps, lr, batch_size, seed,
+            eval_every, progress,
+        )  # fmt: skip
+    if arm == "full":
+        model = copy.deepcopy(body)
+        weight = new_embedding_matrix(body.get_input_embeddings().weight, source_tokenizer, target_tokenizer, seed)
+        swap_embeddings(model, weight)
+    else:
+        model = scratch_model(body, len(target_tokenizer), seed)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    history = train_mlm(
+        model, train_examples, MLMCollator(target_tokenizer, seed=seed), eval_data, steps=steps, lr=lr,
+        batch_size=batch_size, seed=seed, eval_every=eval_every, progress=progress, body_lr=body_lr,
+    )  # fmt: skip
+    return model, history
+
+
+# --------------------------------------------------------------------------- a task learned in English
+
+
+MODULES = ("shared", "scalc", "swriter", "sbasic", "simpress", "sdatabase", "smath", "sdraw", "schart")
+
+
+def help_modules(lang: str = "pt", split: str = "train") -> dict:
+    """The LibreOffice help as a labelled task in two languages: each paragraph's label is the module its
+    help page documents (the id's first folder, `MODULES`; `shared` is the pages common to all modules).
+    {"en": English paragraphs, lang: the same paragraphs translated, "labels": [n] int64 array (index in
+    MODULES), "pages": each paragraph's help page (no page is in both splits: use them as CV groups)}."""
+    rows = data.parallel_rows(lang, split)
+    modules = [row_id.split("/", 1)[0] for row_id, _, _ in rows]
+    unknown = sorted(set(modules) - set(MODULES))
+    if unknown:
+        raise ValueError(f"parallel/en-{lang}.{split}: help ids in modules {unknown} that MODULES does not list")
+    return {
+        "en": [en for _, en, _ in rows],
+        lang: [xx for _, _, xx in rows],
+        "labels": np.array([MODULES.index(m) for m in modules], dtype=np.int64),
+        "pages": [row_id.split("#", 1)[0] for row_id, _, _ in rows],
+    }
+
+
+def translation_retrieval(source_features: torch.Tensor, target_features: torch.Tensor) -> float:
+    """How often a target-language text's nearest source-language text is its own translation: row i of the
+    two [n, hidden] matrices are a text and its translation; each language's mean is removed (a shift that
+    a language adds to every text says nothing about which text it is), then cosine similarity. 1/n is
+    chance. A test of whether new embeddings put a text where the body puts its translation: if they do
+    not, a classifier learned on the source language's features has nothing to recognise."""
+    if source_features.shape != target_features.shape or source_features.dim() != 2:
+        shapes = f"{tuple(source_features.shape)} and {tuple(target_features.shape)}"
+        raise ValueError(f"need two [n, hidden] matrices of one shape; got {shapes}")
+    a, b = (F.normalize((x - x.mean(0)).float(), dim=1) for x in (source_features, target_features))
+    return float(((b @ a.T).argmax(1) == torch.arange(len(a))).double().mean())
 
 
 def embedding_only_run(

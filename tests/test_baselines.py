@@ -9,8 +9,10 @@ import torch
 from course_lib import masking, training
 from course_lib import model as M
 from course_lib.baselines import (
+    INPUT_GROUPS,
     LOSS_CAP,
     NgramCounts,
+    input_status,
     loss_by_neighbours,
     model_token_losses,
     neighbour_status,
@@ -159,6 +161,12 @@ def test_neighbour_status_counted_by_hand():
     losses = counts.token_losses([first, second])
     assert {name: len(v) for name, v in losses.items()} == {"no_context": 9, "neighbour": 9}
     assert neighbour_status([], MASK).tolist() == []
+    # what the predicted position itself shows: row 0 <mask>, 7, <mask>, <mask>; row 1 <mask>, 6, <mask>; then 5, <mask>
+    shown = input_status([first, second], MASK)
+    assert shown.tolist() == [0, 1, 0, 0, 0, 1, 0, 1, 0] and shown.dtype == torch.long
+    split = loss_by_neighbours(losses, shown, INPUT_GROUPS)
+    assert list(split) == ["at <mask>", "visible", "all"] and split["visible"]["tokens"] == 3
+    assert math.isclose(split["at <mask>"]["no_context"], float(losses["no_context"][shown == 0].mean()))
 
 
 def test_loss_by_neighbours_groups_add_up():

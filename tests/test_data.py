@@ -117,6 +117,9 @@ def test_parallel_pairs(lang):
     assert all(en != xx for en, xx in pairs)
     assert len(set(pairs)) == len(pairs)
     assert not [p for p in pairs if "<" in p[0] and "</" in p[0]]  # no HTML markup left
+    rows = data.parallel_rows(lang, "valid")
+    assert [(en, xx) for _, en, xx in rows] == pairs
+    assert all(row_id.count("#") == 1 and "/" in row_id.split("#")[0] for row_id, _, _ in rows)
 
 
 def test_italian_fortunes():

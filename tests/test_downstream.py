@@ -348,3 +348,16 @@ def test_nearest_words_of_brown_small_and_a_word_that_is_not_one_token(tokenizer
     )
     with pytest.raises(ValueError, match="not one: pick a word in the vocabulary"):
         D.nearest_words(weight, tokenizer, "antidisestablishmentarianism")
+
+
+def test_chosen_probe_standardises_new_features_as_its_labelled_ones():
+    gen = np.random.default_rng(0)
+    x = torch.tensor(gen.normal(size=(60, 5)) * [1, 10, 100, 1, 1] + [0, 5, -50, 0, 0])
+    y = (x[:, 0] > 0).long().numpy() + 2 * (x[:, 3] > 0).long().numpy()
+    test = torch.tensor(gen.normal(size=(20, 5)))
+    found = D.chosen_probe(x, y, 4, grid=(0.1, 1.0))
+    arm = D.probe_arm(x, y, test, 4, grid=(0.1, 1.0))
+    assert found["C"] == arm["C"] and (found["predict"](test) == arm["predicted"]).all()
+    expected = D.fit_probe(D.standardize(x)[0], y, 4, found["C"]).predict(D.standardize(x, test)[1])
+    assert (found["predict"](test) == expected).all()
+    assert (found["predict"](x) == y).mean() > 0.8  # it learned the toy task

