@@ -65,13 +65,12 @@ class Profile:
     transfer_train_sentences: int | None  # Portuguese training sentences (None: all)
     transfer_eval_sentences: int  # held-out Portuguese sentences, masked once
     transfer_head_steps: int  # updates that train the English MLM head on each frozen body
-    transfer_steps: (
-        int  # updates of each arm on Portuguese (pretrained body, random body, full fine-tuning, from scratch)
-    )
+    transfer_steps: int  # updates of each arm on Portuguese (pretrained and random body, full, from scratch)
     transfer_seeds: int  # seeds of the transfer and control arms (their spread is measured)
     transfer_fill_mask: int  # held-out Portuguese sentences of the fill-mask comparison
     transfer_task_train: int  # labelled English help paragraphs of the zero-shot module classifier
     transfer_task_test: int | None  # Portuguese help paragraphs it is tested on (None: all of the valid split)
+    transfer_probe_grid: tuple[float, ...]  # the classifiers' strengths C tried by cross-validation
     ds_steps: int  # updates of each DeepSpeed run in notebook 07 (plain vs stage 0, each ZeRO stage, resume)
     # notebook 08: what pretraining buys
     task_pool: int | None  # training-file sentences the labels are drawn from (None: all 46,865)
@@ -123,12 +122,13 @@ PROFILES = {
         transfer_vocab_size=2_000,
         transfer_train_sentences=2_000,
         transfer_eval_sentences=40,
-        transfer_head_steps=6,
-        transfer_steps=6,
+        transfer_head_steps=4,
+        transfer_steps=4,
         transfer_seeds=2,
         transfer_fill_mask=20,
-        transfer_task_train=200,
-        transfer_task_test=200,
+        transfer_task_train=80,
+        transfer_task_test=80,
+        transfer_probe_grid=(0.01, 1.0),
         ds_steps=4,
         task_pool=600,
         task_test=300,
@@ -183,6 +183,7 @@ PROFILES = {
         transfer_fill_mask=200,
         transfer_task_train=4_000,
         transfer_task_test=None,
+        transfer_probe_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),  # notebook 08's (downstream.PROBE_GRID)
         ds_steps=40,
         task_pool=15_000,
         task_test=None,

@@ -3,6 +3,7 @@
 import pytest
 
 from course_lib import profiles
+from course_lib.profiles import PROFILES
 
 
 def test_environment_chooses_the_profile(monkeypatch):
@@ -43,3 +44,11 @@ def test_set_seed_repeats_random_draws():
     a = torch.rand(3)
     profiles.set_seed(3)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_notebook_06s_probes_try_notebook_08s_strengths_outside_ci():
+    from course_lib import downstream
+
+    for name in ("cpu", "gpu"):
+        assert PROFILES[name].transfer_probe_grid == downstream.PROBE_GRID
+    assert set(PROFILES["ci"].transfer_probe_grid) <= set(downstream.PROBE_GRID)
