@@ -303,13 +303,10 @@ def random_body_like(model, seed: int = 0):
     here makes that matrix (drawn at the scale of the body's embeddings) and the English head training
     (`reset_head` + `train_head`, which reads and predicts through them) the same for both bodies, so the
     two arms differ in the body alone. The global random state is untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with quiet.transformers_quiet():
-            fresh = type(model)(copy.deepcopy(model.config))
+    fresh = scratch_model(model, model.config.vocab_size, seed)  # the from-scratch arm's draw, same vocabulary
     with torch.no_grad():
         fresh.get_input_embeddings().weight.copy_(model.get_input_embeddings().weight)
-    return fresh.to(next(model.parameters()).device)
+    return fresh
 
 
 def reset_head(model, seed: int = 0) -> None:
