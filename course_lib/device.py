@@ -5,8 +5,14 @@ the `name` argument overrides it. Training and evaluation then follow the model:
 and `training.evaluate` move each batch to the device of the model's weights.
 
 `resolve_precision(precision, device)` turns a config's precision into the one a run trains in there:
-"auto" is fp32 on a CPU and 16 bits on a GPU; bf16 on a GPU without bf16 units (Colab's free T4, a V100)
-becomes fp16 with loss scaling (`half_precision`), since such a GPU only emulates bf16, slowly.
+"auto" is `auto_precision(device)`, chosen from what the hardware reports: bf16 on a GPU with bf16 units,
+fp16 with loss scaling on a GPU without them (Colab's free T4, a V100: they only emulate bf16, slowly), bf16
+on a CPU with AMX matrix units, fp32 on any other CPU. bf16 asked for on a GPU without bf16 units becomes fp16.
+
+Why a CPU needs AMX, not just bf16 instructions (measured by `benchmarks/speed.py`, notebook 04's model, two
+threads): on a CPU with AVX512-BF16 but no AMX, a bf16-autocast step took 0.86 s against fp32's 0.65 s
+(`benchmarks/results/speed_cpu_avx512bf16.json`); on one with neither, bf16 was 12.9x slower (one thread,
+issue 24). No CPU with AMX was at hand to measure; Intel's AMX multiplies bf16 tiles in hardware.
 """
 
 from __future__ import annotations
@@ -48,11 +54,27 @@ def get_device(name: str | None = None) -> torch.device:
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
+def cpu_bf16_units() -> dict:
+    """What torch reports about this CPU's bf16 hardware: {"amx": AMX tiles (bf16 matrix units),
+    "avx512_bf16": bf16 dot-product instructions}. False where torch cannot tell."""
+
+    def ask(name):
+        try:
+            return bool(getattr(torch.cpu, name)())
+        except Exception:  # a torch without the check, or a CPU it cannot query
+            return False
+
+    return {"amx": ask("_is_amx_tile_supported"), "avx512_bf16": ask("_is_avx512_bf16_supported")}
+
+
 def bf16_supported(device) -> bool:
-    """Whether `device` computes in bf16 natively. A CPU: yes (torch autocasts bf16 on any CPU). A CUDA GPU:
-    from Ampere on (A100, RTX 30xx, L4, H100). Emulation does not count: a T4 or a V100 runs bf16 through
-    fp32 units, much slower than fp16. Other devices (mps): yes, as autocast runs bf16 there."""
+    """Whether `device` computes in bf16 natively, fast enough to train in. A CUDA GPU: from Ampere on (A100,
+    RTX 30xx, L4, H100); emulation does not count (a T4 or a V100 runs bf16 through fp32 units, much slower
+    than fp16). A CPU: with AMX (`cpu_bf16_units`); AVX512-BF16 alone measured slower than fp32 (module
+    docstring). Other devices (mps): yes, as autocast runs bf16 there."""
     device = torch.device(device)
+    if device.type == "cpu":
+        return cpu_bf16_units()["amx"]
     if device.type != "cuda":
         return True
     try:
@@ -62,27 +84,53 @@ def bf16_supported(device) -> bool:
 
 
 def half_precision(device) -> str:
-    """The 16-bit format to train in on `device`: "bf16" where it is native, else "fp16" (with loss scaling)."""
-    return "bf16" if bf16_supported(device) else "fp16"
+    """The 16-bit format to train in on `device`: "fp16" (with loss scaling) on a CUDA GPU without bf16 units,
+    else "bf16" (the only 16-bit format a CPU trains in; whether it pays there is `auto_precision`'s question)."""
+    device = torch.device(device)
+    return "fp16" if device.type == "cuda" and not bf16_supported(device) else "bf16"
+
+
+def auto_precision(device) -> tuple[str, str]:
+    """(precision, why): what "auto" trains in on `device`, and the reason in words, from what the hardware
+    reports. A CUDA GPU: bf16 with bf16 units, else fp16 with loss scaling. A CPU: bf16 with AMX, else fp32.
+    Other devices: fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if bf16_supported(device):
+            return "bf16", f"{name} has bf16 units"
+        return "fp16", f"{name} has no bf16 units (it would emulate bf16, slowly); fp16 needs loss scaling"
+    if device.type == "cpu":
+        units = cpu_bf16_units()
+        if units["amx"]:
+            return "bf16", "this CPU has AMX, bf16 matrix units (as torch reports)"
+        if units["avx512_bf16"]:
+            return "fp32", (
+                "this CPU has AVX512-BF16 but no AMX (as torch reports); bf16 measured 0.76x the speed of fp32 "
+                "on such a CPU"
+            )
+        return "fp32", "this CPU has no bf16 units: no AMX, no AVX512-BF16 (as torch reports)"
+    return "fp32", f"the course trains in fp32 on {device.type}"
 
 
 def resolve_precision(precision: str, device) -> str:
     """The precision a run that asks for `precision` trains in on `device`: "fp32", "bf16" or "fp16".
 
-    "auto": fp32 on a CPU (bf16 autocast is slower there without bf16 units), `half_precision` on a GPU.
-    "bf16" on a CUDA GPU without native bf16: "fp16", with loss scaling (`precision_notice` says so).
+    "auto": `auto_precision` (bf16 or fp16 on a GPU; bf16 on a CPU with AMX, fp32 on other CPUs).
+    "bf16" on a CUDA GPU without native bf16: "fp16", with loss scaling (`precision_notice` says so); on a
+    CPU it stays bf16, as asked, even where it is slow.
     "fp16" anywhere but on a CUDA GPU: DeviceError, as its loss scaler is CUDA-only. Anything else: as asked."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if precision == "auto":
-        return half_precision(device) if device.type == "cuda" else "fp32"
+        return auto_precision(device)[0]
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError(
             f"precision='fp16' needs a CUDA GPU (its loss scaler is CUDA-only), and this device is "
             f"{device.type}: use bf16 or fp32"
         )
-    if precision == "bf16" and not bf16_supported(device):
+    if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
         return "fp16"
     return precision
 
@@ -96,4 +144,5 @@ def precision_notice(requested: str, resolved: str, device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"the {device.type.upper()}"
     if resolved == "fp16" and not bf16_supported(device):
         return f"train.precision={requested}: {name} has no bf16; training in fp16 with loss scaling"
-    return f"train.precision={requested}: training in {resolved} on {name}"
+    why = f" ({auto_precision(device)[1]})" if requested == "auto" else ""
+    return f"train.precision={requested}: training in {resolved} on {name}{why}"

@@ -73,6 +73,7 @@ def ds_config(
     stage: int = 0,
     offload_optimizer: bool = False,
     offload_params: bool = False,
+    persistence_threshold: int | None = None,
     max_grad_norm: float = 1.0,
     initial_scale_power: int = 16,
     scheduler: dict | None = None,
@@ -85,7 +86,9 @@ def ds_config(
     copies in the optimizer; fp16 also scales the loss (dynamically, starting at 2**initial_scale_power)
     so that small gradients do not underflow. stage: ZeRO 0 (plain data parallelism) to 3.
     offload_optimizer (stage >= 1) keeps the optimizer states and step in CPU memory; offload_params
-    (stage 3) the weights too. max_grad_norm: clip the global gradient norm (0: off).
+    (stage 3) the weights too. persistence_threshold (stage 3): tensors with fewer elements stay whole on
+    every process (DeepSpeed's stage3_param_persistence_threshold, 100,000 by default: gathering a small tensor
+    costs more time than keeping it); 0 splits every one. max_grad_norm: clip the global gradient norm (0: off).
     (Exercise 7.1, `make_ds_config`, is the essential version: a precision string instead of the two
     flags, optimizer offload only, no scheduler, and none of the checks of `check_ds_config`.)
     scheduler: {"lr", "warmup_steps", "total_steps"} for DeepSpeed's own WarmupDecayLR (linear warmup,
@@ -116,6 +119,10 @@ def ds_config(
         config["zero_force_ds_cpu_optimizer"] = False
     if offload_params:
         config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if persistence_threshold is not None:
+        if stage != 3:
+            raise DSConfigError(f"persistence_threshold is a ZeRO-3 setting (stage is {stage})")
+        config["zero_optimization"]["stage3_param_persistence_threshold"] = persistence_threshold
     if scheduler is not None:
         missing = {"lr", "warmup_steps", "total_steps"} - set(scheduler)
         if missing:
@@ -259,10 +266,12 @@ def init_distributed(backend: str | None = None) -> tuple[int, int]:
     Returns (rank, world_size). Does nothing more if the group exists already."""
     if not dist.is_initialized():
         _deepspeed()  # quiet, and (on a CPU) without the op it would compile when the group is made
-        if os.environ.get("WORLD_SIZE", "1") == "1":  # alone: no one to find, so any free port will do
-            single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-            os.environ.update(single, MASTER_PORT=str(free_port()))
-        for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        launched = all(key in os.environ for key in LAUNCH_VARIABLES)
+        # no launcher, and alone: no one to find, so any free port will do. (Under a launcher, even of one
+        # process, keep its port: torchrun's processes join the store its agent already listens on.)
+        if not launched and os.environ.get("WORLD_SIZE", "1") == "1":
+            _alone()
+        for key in LAUNCH_VARIABLES:
             if key not in os.environ:
                 raise RuntimeError(
                     f"{key} is not set: start the processes with deepspeed or torchrun, or run one process"
@@ -280,8 +289,17 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
     create the process group (gloo on a CPU, nccl on a GPU). DeepSpeed needs a process group even for one
     process; without these variables it would go looking for MPI."""
     if not dist.is_initialized():
-        os.environ["WORLD_SIZE"] = "1"
+        _alone()
     return init_distributed(backend)
+
+
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _alone() -> None:
+    """The environment of rank 0 in a world of one, listening on a free port."""
+    single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    os.environ.update(single, MASTER_PORT=str(free_port()))
 
 
 def _deepspeed():
@@ -317,17 +335,23 @@ class RankShard:
         self.stream.load_state_dict(state)
 
 
-def _mean_over_processes(result: dict, world_size: int) -> dict:
-    """The update's loss averaged over the processes, its masked tokens summed (for the log)."""
+def _sum_over_processes(values: list[float]) -> list[float]:
+    """`values` summed element-wise over the processes (all of them get the sums)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _over_processes(result: dict, world_size: int, loss: str = "mean") -> dict:
+    """The update's row for the log: its masked tokens summed over the processes, its loss averaged
+    (`loss="mean"`: each process reports the mean over its own tokens) or summed (`"sum"`: each reports its
+    share of the mean over every process's tokens, as `ds_train_step` does)."""
     if world_size == 1:
         return result
-    values = torch.tensor(
-        [result["loss"], float(result["tokens"])],
-        dtype=torch.float64,
-        device="cuda" if torch.cuda.is_available() else "cpu",
-    )
-    dist.all_reduce(values)
-    return {**result, "loss": values[0].item() / world_size, "tokens": int(values[1].item())}
+    total_loss, tokens = _sum_over_processes([result["loss"], float(result["tokens"])])
+    return {**result, "loss": total_loss / (world_size if loss == "mean" else 1), "tokens": int(tokens)}
 
 
 # --------------------------------------------------------------------------- one update with DeepSpeed
@@ -339,13 +363,18 @@ def ds_train_step(engine, micro_batches: list[dict]) -> dict:
     gradients as they are made), and `engine.step()` replaces clipping, `optimizer.step()`,
     `scheduler.step()` and `zero_grad()`. DeepSpeed counts the micro-batches and updates the weights only
     at the last one of each update (gradient_accumulation_steps in its config must be len(micro_batches)).
-    Returns {"loss", "lr", "grad_norm" (None when DeepSpeed does not report it), "tokens"}."""
+    With several processes, each weights its tokens by the masked tokens of all of them (one all-reduce of
+    the counts) and scales its loss by their number, which DeepSpeed's average of the gradients undoes: the
+    update is the one a single process would make from the whole global batch.
+    Returns {"loss" (this process's share of the update's loss: the shares sum to it), "lr", "grad_norm"
+    (None when DeepSpeed does not report it), "tokens" (this process's)}."""
     engine.train()
     device = engine.device
     counts = [int((batch["labels"] != IGNORE_INDEX).sum()) for batch in micro_batches]
-    total = sum(counts)
+    (total,) = _sum_over_processes([float(sum(counts))])  # every process's masked tokens of this update
     if total == 0:
         raise ValueError("ds_train_step: no masked token in any micro-batch, so there is no loss to learn from")
+    world = dist.get_world_size() if dist.is_initialized() else 1  # DeepSpeed averages the gradients over them
     lr = engine.get_lr()[0]
     loss_value = 0.0
     for batch, count in zip(micro_batches, counts):
@@ -353,11 +382,16 @@ def ds_train_step(engine, micro_batches: list[dict]) -> dict:
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         # DeepSpeed counts every micro-batch, so one without a masked token still takes a (zero) step
         loss = out.loss.float() * (count / total) if count else out.logits.sum() * 0.0
-        engine.backward(loss, scale_wrt_gas=False)  # our weights already sum to 1 over the micro-batches
+        engine.backward(loss * world, scale_wrt_gas=False)  # our weights already sum to 1 over the micro-batches
         engine.step()  # an update only at the last micro-batch
         loss_value += loss.item()
     grad_norm = engine.get_global_grad_norm()
-    return {"loss": loss_value, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": total}
+    return {
+        "loss": loss_value,
+        "lr": lr,
+        "grad_norm": None if grad_norm is None else float(grad_norm),
+        "tokens": sum(counts),
+    }
 
 
 def ds_tag(step: int) -> str:
@@ -415,7 +449,7 @@ class DeepSpeedLoop:
         self._dist = dist
 
     def step(self, micro_batches: list[dict]) -> dict:
-        return _mean_over_processes(ds_train_step(self.engine, micro_batches), self.world_size)
+        return _over_processes(ds_train_step(self.engine, micro_batches), self.world_size, loss="sum")
 
     def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
         save_ds_checkpoint(self.engine, folder, step, data_state, extra)
@@ -454,7 +488,8 @@ class DDPLoop:
         self.model, self.module, self.config = self.plain.model, model, config
 
     def step(self, micro_batches: list[dict]) -> dict:
-        return _mean_over_processes(self.plain.step(micro_batches), self.world_size)
+        # each process's mean over its own tokens, averaged: the global mean when they hold as many masked tokens
+        return _over_processes(self.plain.step(micro_batches), self.world_size)
 
     def save(self, folder: Path, step: int, data_state: dict, extra: dict) -> None:
         if self.rank == 0:
@@ -471,19 +506,71 @@ class DDPLoop:
 # --------------------------------------------------------------------------- memory
 
 
-def zero_memory(n_params: int, stage: int, n_gpus: int, k: int = 12) -> dict:
+def zero_memory(n_params: int, stage: int, n_gpus: int, k: int = 12, weight_bytes: int = 2) -> dict:
     """Bytes per GPU for the model states of mixed-precision Adam training under ZeRO `stage` on `n_gpus`:
     16-bit weights 2Ψ, 16-bit gradients 2Ψ, optimizer states KΨ (fp32 weights, momentum and variance:
     K = 12), ZeRO-1 dividing the optimizer states by N, ZeRO-2 the gradients too, ZeRO-3 the weights too.
+    weight_bytes: 2 for 16-bit weights and gradients, 4 for fp32 ones (`ds_accounting`).
     Activations, buffers and fragmentation come on top."""
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}: choose one of 0, 1, 2, 3")
     if n_gpus < 1 or n_params < 0:
         raise ValueError(f"n_gpus must be >= 1 and n_params >= 0 (got {n_gpus}, {n_params})")
-    params = 2 * n_params / (n_gpus if stage >= 3 else 1)
-    grads = 2 * n_params / (n_gpus if stage >= 2 else 1)
+    params = weight_bytes * n_params / (n_gpus if stage >= 3 else 1)
+    grads = weight_bytes * n_params / (n_gpus if stage >= 2 else 1)
     optimizer = k * n_params / (n_gpus if stage >= 1 else 1)
     return {"params": params, "grads": grads, "optimizer": optimizer, "total": params + grads + optimizer}
+
+
+def ds_accounting(n_params: int, stage: int, n_gpus: int, precision: str) -> dict:
+    """`zero_memory` for a DeepSpeed run in `precision`. bf16 / fp16: the paper's 2Ψ + 2Ψ + 12Ψ. fp32: weights
+    and gradients take 4 bytes; DeepSpeed's ZeRO optimizers (stages 1-3) still keep their own fp32 copy of
+    their share of the weights (K = 4 + 8 = 12), while at stage 0 Adam updates the fp32 weights themselves
+    (K = 8: momentum and variance). Measured by `measured_memory`; tests/test_distributed.py checks it."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision={precision!r}: choose fp32, bf16 or fp16")
+    fp32 = precision == "fp32"
+    return zero_memory(n_params, stage, n_gpus, k=8 if fp32 and stage == 0 else 12, weight_bytes=4 if fp32 else 2)
+
+
+def accounting_gaps(
+    memory: dict, n_params: int, stage: int, n_gpus: int, precision: str, largest_tensor: int, offload: bool = False
+) -> list[str]:
+    """Where one process's measured memory (`measured_memory` / `peak_memory`) departs from `ds_accounting` at
+    `n_gpus` processes; [] when it agrees. Weights and optimizer states (fp32 copy + Adam) must be within 1%
+    (DeepSpeed pads its flat buffers a little); gradients too at stages 0 and 1, and at stages 2 and 3 from the
+    accounting up to one tensor more (and 1%) (`largest_tensor` elements): ZeRO-2 keeps whole the gradient of a tensor
+    that the cut between two processes' shares falls in. With optimizer `offload`, the optimizer states belong
+    in CPU memory (K Ψ / N there, none on the device), and the device keeps no gradient but a transfer buffer
+    of at most one tensor."""
+    expected = ds_accounting(n_params, stage, n_gpus, precision)
+    weight_bytes = 4 if precision == "fp32" else 2
+    tensor = largest_tensor * weight_bytes
+    optimizer = memory["master"] + memory["optimizer_states"]
+    gaps = []
+
+    def near(name, measured, target):
+        if abs(measured - target) > 0.01 * max(target, 1.0):
+            gaps.append(f"{name}: {measured / n_params:.2f} bytes/param, accounting {target / n_params:.2f}")
+
+    near("weights", memory["params"], expected["params"])
+    if offload:
+        if not memory["offloaded"]:
+            gaps.append("optimizer states: on the device, but offload was asked for")
+        near("optimizer states in CPU memory", optimizer, expected["optimizer"])
+        low, high = 0.0, tensor
+    else:
+        if memory["offloaded"]:
+            gaps.append("optimizer states: offloaded, but offload was not asked for")
+        near("optimizer states", optimizer, expected["optimizer"])
+        low = expected["grads"]
+        high = expected["grads"] + (tensor if stage >= 2 else 0.01 * expected["grads"])
+    if not 0.99 * low <= memory["grads"] <= 1.01 * high:
+        gaps.append(
+            f"gradients: {memory['grads'] / n_params:.2f} bytes/param, accounting {low / n_params:.2f} "
+            f"to {high / n_params:.2f}"
+        )
+    return gaps
 
 
 def _base_optimizer(engine):
@@ -493,30 +580,96 @@ def _base_optimizer(engine):
     return optimizer
 
 
+def _tensors(value, depth: int = 0):
+    """The tensors in `value`: itself, or inside its lists, tuples and dicts (three levels down)."""
+    if torch.is_tensor(value):
+        yield value
+    elif depth < 3 and isinstance(value, (list, tuple, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _tensors(item, depth + 1)
+
+
 def measured_memory(engine) -> dict:
-    """Bytes this process holds for the model states of a DeepSpeed engine, counted tensor by tensor:
-    "params" (the module's weights; under ZeRO-3 this process's shard), "master" (the optimizer's own fp32
-    copy of the weights, 0 when it updates the module's tensors directly), "optimizer_states" (Adam's
-    momentum and variance). Gradients live in DeepSpeed's buffers between backward and step; not counted."""
-    params = 0
-    module_storages = set()
-    for p in engine.module.parameters():
-        shard = getattr(p, "ds_tensor", None)
-        tensor = shard if shard is not None else p.data
-        params += tensor.numel() * tensor.element_size()
-        module_storages.add(p.data.untyped_storage().data_ptr())
-    base = _base_optimizer(engine)
+    """Bytes this process holds now for the model states of a DeepSpeed engine, counted tensor by tensor, each
+    memory block once (a flat buffer is counted whole, the tensors that are views into it not again):
+
+    * "params": the module's weights (under ZeRO-3 this process's shard, and any tensor gathered whole);
+    * "grads": the module's `.grad`s, every tensor DeepSpeed's optimizer keeps under a name with "grad" in it
+      (its partitioned gradient buffers) and the `.grad` of the fp32 copies. They exist between a backward
+      pass and the update: `watch_memory` looks then;
+    * "master": the optimizer's own fp32 copy of the weights (0 when Adam updates the module's tensors);
+    * "optimizer_states": Adam's momentum and variance;
+    * "offloaded": whether DeepSpeed keeps the last two (and the Adam step) in CPU memory, off the device;
+    * "offload_grads": the gradients such an optimizer keeps in CPU memory for its Adam step (the fp32 copies'
+      `.grad` and DeepSpeed's buffers named for the CPU, or any gradient on the CPU when the engine is on a
+      GPU), not counted in "grads"; 0 without offload.
+    Meta tensors (shapes without memory) are not counted."""
+    counted = set()
+
+    def total(tensors) -> int:
+        n = 0
+        for t in tensors:
+            if t is None or not torch.is_tensor(t) or t.numel() == 0 or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in counted:
+                counted.add(storage.data_ptr())
+                n += storage.nbytes()
+        return n
+
+    optimizer, base = engine.optimizer, _base_optimizer(engine)
+    module = list(engine.module.parameters())
+    params = total(p.data for p in module) + total(getattr(p, "ds_tensor", None) for p in module)
+    # ZeRO-1/2 keep their fp32 shares in single_partition_of_fp32_groups, ZeRO-3 aside between steps too
     copies = [p for group in base.param_groups for p in group["params"]]
-    copies += getattr(engine.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3 keeps them aside between steps
-    master = sum(
-        p.numel() * p.element_size()
-        for p in copies
-        if p.numel() and p.untyped_storage().data_ptr() not in module_storages
-    )
-    states = sum(
-        t.numel() * t.element_size()
-        for state in base.state.values()
-        for t in state.values()
-        if torch.is_tensor(t) and t.dim() > 0
-    )
-    return {"params": params, "master": master, "optimizer_states": states}
+    for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat"):
+        copies += list(_tensors(getattr(optimizer, name, None) or []))
+    master = total(copies)
+    states = total(t for state in base.state.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+    offloaded = bool(getattr(optimizer, "cpu_offload", False) or getattr(optimizer, "offload_optimizer", False))
+    buffers = {"module .grad": [p.grad for p in module], "fp32 copies' .grad": [p.grad for p in copies]}
+    if optimizer is not base:
+        buffers.update({name: list(_tensors(value)) for name, value in vars(optimizer).items() if "grad" in name})
+    on_gpu = engine.device.type != "cpu" if hasattr(engine, "device") else False
+
+    def cpu_side(name, tensor):
+        return offloaded and ("cpu" in name or name == "fp32 copies' .grad" or (on_gpu and tensor.device.type == "cpu"))
+
+    # the CPU side first: a buffer that is a view of the fp32 copies' .grad (offload_gradient_dict) is theirs
+    buffers = {name: [t for t in ts if t is not None and t.dim() > 0] for name, ts in buffers.items()}  # no scalars
+    offload_grads = total(t for name, ts in buffers.items() for t in ts if cpu_side(name, t))
+    grads = total(t for name, ts in buffers.items() for t in ts if not cpu_side(name, t))
+    return {
+        "params": params,
+        "grads": grads,
+        "master": master,
+        "optimizer_states": states,
+        "offloaded": offloaded,
+        "offload_grads": offload_grads,
+    }
+
+
+def watch_memory(engine) -> list[dict]:
+    """From now on, `measured_memory(engine)` just before every `engine.step()`, that is after each
+    micro-batch's backward pass, when the gradients are held, appended to the list returned.
+    `unwatch_memory(engine)` stops it."""
+    snapshots = []
+    step = type(engine).step
+
+    def measured_step(*args, **kwargs):
+        snapshots.append(measured_memory(engine))
+        return step(engine, *args, **kwargs)
+
+    engine.step = measured_step
+    return snapshots
+
+
+def unwatch_memory(engine) -> None:
+    engine.__dict__.pop("step", None)
+
+
+def peak_memory(snapshots: list[dict]) -> dict:
+    """The most each kind of state took over `watch_memory`'s snapshots (gradients come and go)."""
+    if not snapshots:
+        raise ValueError("no memory snapshots: watch_memory(engine) before the update to measure")
+    return {key: max(s[key] for s in snapshots) for key in snapshots[0]}

@@ -71,7 +71,8 @@ class Profile:
     transfer_task_train: int  # labelled English help paragraphs of the zero-shot module classifier
     transfer_task_test: int | None  # Portuguese help paragraphs it is tested on (None: all of the valid split)
     transfer_probe_grid: tuple[float, ...]  # the classifiers' strengths C tried by cross-validation
-    ds_steps: int  # updates of each DeepSpeed run in notebook 07 (plain vs stage 0, each ZeRO stage, resume)
+    ds_steps: int  # updates of each one-process DeepSpeed run in notebook 07 (plain vs stage 0, resume)
+    ds_rank_steps: int  # updates of each two-process ZeRO setup in notebook 07 (on the CPU, one thread each)
     # notebook 08: what pretraining buys
     task_pool: int | None  # training-file sentences the labels are drawn from (None: all 46,865)
     task_test: int | None  # test-file sentences scored (None: all 5,621 of brown.valid)
@@ -130,6 +131,7 @@ PROFILES = {
         transfer_task_test=80,
         transfer_probe_grid=(0.01, 1.0),
         ds_steps=4,
+        ds_rank_steps=3,
         task_pool=600,
         task_test=300,
         task_sizes=(30,),
@@ -184,7 +186,8 @@ PROFILES = {
         transfer_task_train=4_000,
         transfer_task_test=None,
         transfer_probe_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),  # notebook 08's (downstream.PROBE_GRID)
-        ds_steps=40,
+        ds_steps=20,
+        ds_rank_steps=20,
         task_pool=15_000,
         task_test=None,
         task_sizes=(50, 100, 300, 1_000, 3_000),

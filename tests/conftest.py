@@ -33,3 +33,14 @@ def no_distributed_variables_left_behind():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def a_cpu_without_amx(request, monkeypatch):
+    """The tests that resolve "auto" on a CPU expect fp32, whatever machine runs them: a CPU with AMX would pick
+    bf16 (`device.auto_precision`). Every test sees a CPU without bf16 units unless it asks for the real one
+    (`@pytest.mark.real_cpu_units`); test_device.py sets the units it means."""
+    if "real_cpu_units" not in request.keywords:
+        from course_lib import device
+
+        monkeypatch.setattr(device, "cpu_bf16_units", lambda: {"amx": False, "avx512_bf16": False})

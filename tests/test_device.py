@@ -200,7 +200,10 @@ def test_a_gpu_with_bf16_units_trains_in_bf16(monkeypatch):
     fake_gpu(monkeypatch, A100, native_bf16=True)
     assert device_lib.bf16_supported(CUDA) and device_lib.half_precision(CUDA) == "bf16"
     assert [device_lib.resolve_precision(p, CUDA) for p in ASKED] == ["fp32", "bf16", "fp16", "bf16"]
-    assert device_lib.precision_notice("auto", "bf16", CUDA) == f"train.precision=auto: training in bf16 on {A100}"
+    assert (
+        device_lib.precision_notice("auto", "bf16", CUDA)
+        == f"train.precision=auto: training in bf16 on {A100} ({A100} has bf16 units)"
+    )
 
 
 def test_a_torch_without_the_emulation_argument(monkeypatch):
@@ -210,15 +213,34 @@ def test_a_torch_without_the_emulation_argument(monkeypatch):
     assert device_lib.half_precision(CUDA) == "fp16" and device_lib.resolve_precision("bf16", CUDA) == "fp16"
 
 
-def test_the_cpu_keeps_what_it_asks_for():
-    """As before "auto" existed: fp32 and bf16 (autocast) as asked, fp16 refused; "auto" is fp32."""
-    assert device_lib.bf16_supported(CPU) and device_lib.half_precision(CPU) == "bf16"
-    assert [device_lib.resolve_precision(p, CPU) for p in ("fp32", "bf16", "auto")] == ["fp32", "bf16", "fp32"]
+@pytest.mark.parametrize(
+    "units, auto, why",
+    [
+        ({"amx": True, "avx512_bf16": True}, "bf16", "this CPU has AMX"),
+        ({"amx": False, "avx512_bf16": True}, "fp32", "AVX512-BF16 but no AMX"),
+        ({"amx": False, "avx512_bf16": False}, "fp32", "no bf16 units"),
+    ],
+)
+def test_the_cpu_keeps_what_it_asks_for_and_auto_follows_its_bf16_units(monkeypatch, units, auto, why):
+    """fp32 and bf16 (autocast) as asked, fp16 refused; "auto" is bf16 only on a CPU with AMX (AVX512-BF16 alone
+    measured slower than fp32), and the notice says why."""
+    monkeypatch.setattr(device_lib, "cpu_bf16_units", lambda: dict(units))
+    assert device_lib.bf16_supported(CPU) == units["amx"] and device_lib.half_precision(CPU) == "bf16"
+    assert [device_lib.resolve_precision(p, CPU) for p in ("fp32", "bf16", "auto")] == ["fp32", "bf16", auto]
+    chosen, reason = device_lib.auto_precision(CPU)
+    assert chosen == auto and why in reason
     with pytest.raises(device_lib.DeviceError, match="precision='fp16' needs a CUDA GPU .*this device is cpu"):
         device_lib.resolve_precision("fp16", CPU)
     with pytest.raises(ValueError, match="precision='fp8': choose one of fp32, bf16, fp16, auto"):
         device_lib.resolve_precision("fp8", CPU)
-    assert device_lib.precision_notice("auto", "fp32", CPU) == "train.precision=auto: training in fp32 on the CPU"
+    notice = device_lib.precision_notice("auto", "fp32", CPU)
+    assert notice.startswith("train.precision=auto: training in fp32 on the CPU (") and why in notice
+
+
+@pytest.mark.real_cpu_units
+def test_this_machines_cpu_units_are_what_torch_reports():
+    units = device_lib.cpu_bf16_units()
+    assert units == {"amx": torch.cpu._is_amx_tile_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
 
 
 @pytest.mark.parametrize("asked", ["bf16", "auto"])

@@ -236,8 +236,63 @@ def test_deepspeeds_own_scheduler_runs_one_update_behind_the_course_schedule(tin
 def test_measured_memory_matches_the_accounting_at_one_process(tiny, tmp_path):
     _, loop = _run(tiny, tmp_path, D.ds_config(8, 2, bf16=True, stage=2), max_steps=1, save_every=1)
     psi = sum(p.numel() for p in loop.module.parameters())
-    measured = D.measured_memory(loop.engine)
-    assert measured == {"params": 2 * psi, "master": 4 * psi, "optimizer_states": 8 * psi}
+    measured = D.measured_memory(loop.engine)  # after the update: the gradients are gone
+    assert measured == {
+        "params": 2 * psi,
+        "grads": 0,
+        "master": 4 * psi,
+        "optimizer_states": 8 * psi,
+        "offloaded": False,
+        "offload_grads": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "stage, precision, offload",
+    [(0, "fp32", False), (1, "fp32", False), (2, "bf16", False), (3, "fp32", False), (2, "fp32", True)],
+)
+def test_memory_watched_during_an_update_is_the_accounting_at_one_process(tiny, tmp_path, stage, precision, offload):
+    """During an update (watch_memory: before every engine.step), one process holds the accounting at N = 1,
+    gradients included; offload puts the optimizer states in CPU memory."""
+    ds = D.ds_config(8, 2, bf16=precision == "bf16", stage=stage, offload_optimizer=offload)
+    _, loop = _run(tiny, tmp_path, ds, max_steps=1, save_every=1)
+    tokenizer, blocks = tiny
+    collate = masking.MLMCollator(tokenizer, seed=1)
+    snapshots = D.watch_memory(loop.engine)
+    loop.step([collate([blocks[i] for i in range(8)]), collate([blocks[i] for i in range(8, 16)])])
+    D.unwatch_memory(loop.engine)
+    assert len(snapshots) == 2  # one per micro-batch
+    psi = sum(p.numel() for p in loop.module.parameters())
+    largest = max(p.numel() for p in loop.module.parameters())
+    peak = D.peak_memory(snapshots)
+    assert D.accounting_gaps(peak, psi, stage, 1, precision, largest, offload) == []
+    assert peak["grads"] > 0 and peak["offloaded"] == offload and (peak["offload_grads"] > 0) == offload
+    # the same memory, told it was two processes' share, is refused, with the numbers
+    if stage:
+        gaps = D.accounting_gaps(peak, psi, stage, 2, precision, largest, offload)
+        assert gaps and any("optimizer states" in gap and "accounting" in gap for gap in gaps)
+    loop.engine.step()  # the watch is gone: a plain step again
+    assert len(snapshots) == 2
+
+
+def test_ds_accounting_follows_the_number_format():
+    assert (
+        D.ds_accounting(10, 0, 1, "bf16")
+        == D.zero_memory(10, 0, 1)
+        == {"params": 20, "grads": 20, "optimizer": 120, "total": 160}
+    )
+    assert D.ds_accounting(10, 0, 1, "fp32") == {"params": 40, "grads": 40, "optimizer": 80, "total": 160}
+    assert D.ds_accounting(10, 1, 2, "fp32") == {"params": 40, "grads": 40, "optimizer": 60, "total": 140}
+    assert D.ds_accounting(10, 3, 2, "fp16")["total"] == 80
+    with pytest.raises(ValueError, match="precision='tf32'"):
+        D.ds_accounting(10, 0, 1, "tf32")
+    with pytest.raises(D.DSConfigError, match="persistence_threshold is a ZeRO-3 setting"):
+        D.ds_config(8, stage=2, persistence_threshold=0)
+    assert (
+        D.ds_config(8, stage=3, persistence_threshold=0)["zero_optimization"]["stage3_param_persistence_threshold"] == 0
+    )
+    with pytest.raises(ValueError, match="no memory snapshots"):
+        D.peak_memory([])
 
 
 def test_load_ds_checkpoint_errors(tiny, tmp_path):
@@ -365,17 +420,152 @@ def test_two_processes_under_a_launcher(tmp_path, launcher):
     assert (folder / "hf" / "config.json").is_file()
 
 
-def test_notebook_07_trains_in_the_16_bit_format_of_its_device():
-    """No GPU here, so read the notebook: its DeepSpeed runs take `half_precision(device)` (fp16 on a T4) instead
-    of a hard-coded bf16; the command line runs from the shipped configs' absolute paths, in any folder; and no
-    cell whose output is checked prints the precision (it differs between a CPU, a T4 and an A100)."""
+def test_notebook_07_trains_in_the_format_of_its_device():
+    """No GPU here, so read the notebook: its DeepSpeed runs take `auto_precision(device)` (fp16 on a T4, fp32 on
+    a CPU without AMX) instead of a hard-coded bf16; the command line runs from the shipped configs' absolute
+    paths, in any folder; and no cell whose output is checked prints the precision (it differs between a CPU, a
+    T4 and an A100)."""
     cells = json.loads((ROOT / "solutions" / "07_deepspeed_scaling.ipynb").read_text())["cells"]
     code = {cell["id"]: "".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"}
     everything = "\n".join(code.values())
-    assert "precision = half_precision(device)" in everything and "bf16=True" not in everything
-    assert everything.count('bf16=precision == "bf16", fp16=precision == "fp16"') == 2  # ZeRO stages, resume
+    assert "precision, why = auto_precision(device)" in everything and "bf16=True" not in everything
+    words = " ".join(everything.split())
+    assert words.count('bf16=precision == "bf16", fp16=precision == "fp16"') == 2  # the engine shown, resume
+    assert '"CUDA_VISIBLE_DEVICES": ""' in code["code-launch"]  # the two processes share the CPU, not a GPU
     assert "cwd=" not in code["code-28"] and 'paths.CONFIGS / "ds_zero2.json"' in code["code-28"]
     assert '"--precision", precision' in code["code-28"]
     for source in code.values():
         if "NBVAL_CHECK_OUTPUT" in source:
             assert "precision" not in source and "bf16" not in source and "fp16" not in source, source
+
+
+# --------------------------------------------------------------------------- ZeRO with two processes (07, Part 5)
+
+
+def test_zero_command_line_refuses_what_it_cannot_run(tmp_path, capsys):
+    from course_lib.cli import zero
+
+    for setup, message in [("4", "setup '4'"), ("0+offload", "setup '0\\+offload'"), ("2+fast", "setup '2\\+fast'")]:
+        with pytest.raises(SystemExit) as stop:
+            zero.main(["--job", str(tmp_path / "job.pt"), "--out", str(tmp_path / "r.json"), "--setups", setup])
+        assert stop.value.code == 2
+        assert __import__("re").search(message, capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        zero.main(["--job", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "r.json")])
+    assert "missing.pt: no such file" in capsys.readouterr().err
+    assert zero.parse_setup("3+offload") == {"stage": 3, "offload_optimizer": True}
+    batch = {"input_ids": torch.arange(16).view(8, 2)}
+    parts = zero.rank_rows(batch, 1, 2, 2)
+    assert [p["input_ids"][:, 0].tolist() for p in parts] == [[8, 10], [12, 14]]
+    with pytest.raises(ValueError, match="does not split over 3 processes x 2"):
+        zero.rank_rows(batch, 0, 3, 2)
+
+
+@pytest.mark.slow  # two processes, each training five ZeRO setups
+def test_two_processes_split_the_states_as_the_accounting_says_with_the_plain_loops_losses(tiny, tmp_path):
+    from course_lib.cli import zero
+
+    tokenizer, blocks = tiny
+    set_seed(0)
+    model = M.EncoderForMaskedLM(
+        M.EncoderConfig(
+            vocab_size=len(tokenizer),
+            max_length=32,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            dropout=0.0,
+            attention_dropout=0.0,
+            masked_only=True,
+        )
+    )
+    config = training.TrainConfig(max_steps=3, batch_size=8, grad_accum=2, lr=2e-3, warmup_steps=1)
+    collate = masking.MLMCollator(tokenizer, seed=0)
+    batches = [collate([blocks[i] for i in range(16 * k, 16 * k + 16)]) for k in range(3)]
+    # the two halves hold different numbers of masked tokens: a per-process mean would not be the global one
+    assert any(int((b["labels"][:8] != -100).sum()) != int((b["labels"][8:] != -100).sum()) for b in batches)
+    job = zero.save_job(tmp_path / "job.pt", model, config, batches)
+    plain = training.PlainLoop(model, config)
+    reference = [
+        plain.step([{k: v[:8] for k, v in b.items()}, {k: v[8:] for k, v in b.items()}])["loss"] for b in batches
+    ]
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(D.free_port()),
+        "-m",
+        "course_lib.cli.zero",
+        "--job",
+        str(job),
+        "--out",
+        str(tmp_path / "results.json"),
+        "--precision",
+        "fp32",
+    ]
+    done = subprocess.run(command, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["world_size"] == 2 and results["precision"] == "fp32" and results["why"] == "asked for"
+    psi, largest = results["n_params"], results["largest_tensor"]
+    assert psi == model.num_parameters() and largest == max(p.numel() for p in model.parameters())
+    assert [s["setup"] for s in results["setups"]] == list(zero.SETUPS)
+    for s in results["setups"]:
+        losses = [s["losses"][str(step)] for step in (1, 2, 3)]
+        assert losses == pytest.approx(reference, abs=1e-5), s["setup"]
+        assert len(s["memory"]) == 2
+        for memory in s["memory"]:
+            offload = s.get("offload_optimizer", False)
+            assert D.accounting_gaps(memory, psi, s["stage"], 2, "fp32", largest, offload) == [], s["setup"]
+    by_setup = {s["setup"]: s["memory"] for s in results["setups"]}
+    assert all(m["optimizer_states"] == pytest.approx(4 * psi, rel=0.01) for m in by_setup["1"])  # Adam: 8 bytes / 2
+    assert all(m["params"] == pytest.approx(2 * psi, rel=0.01) for m in by_setup["3"])  # fp32 weights: 4 bytes / 2
+    assert all(m["offloaded"] and m["offload_grads"] > 0 for m in by_setup["2+offload"])
+
+
+def test_a_launcher_of_one_process_keeps_its_port(tiny, tmp_path):
+    """torchrun --nproc_per_node 1: the process joins the store torchrun's agent listens on (it hung when
+    init_distributed, seeing WORLD_SIZE=1, moved it to a free port of its own)."""
+    from course_lib.cli import zero
+
+    tokenizer, blocks = tiny
+    config = training.TrainConfig(max_steps=1, batch_size=4, grad_accum=1, lr=1e-3, warmup_steps=0)
+    job = zero.save_job(
+        tmp_path / "job.pt", _model(tokenizer), config, [masking.MLMCollator(tokenizer)(list(blocks[:4]))]
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "1",
+        "--master_port",
+        str(D.free_port()),
+        "-m",
+        "course_lib.cli.zero",
+        "--job",
+        str(job),
+        "--out",
+        str(tmp_path / "r.json"),
+        "--setups",
+        "0",
+    ]
+    done = subprocess.run(command, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "r.json").read_text())["world_size"] == 1

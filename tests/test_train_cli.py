@@ -728,7 +728,7 @@ def test_a_run_records_its_precision_and_saves_portable_tokenizers(corpus, capsy
     with a config that transformers 4.x loads too."""
     main, args = COMMANDS[command]
     assert main(args(corpus, "--precision", "auto", "--device", "cpu")) == 0
-    assert "train.precision=auto: training in fp32 on the CPU" in capsys.readouterr().out
+    assert "train.precision=auto: training in fp32 on the CPU (" in capsys.readouterr().out
     folder = _folder(corpus)
     hparams = json.loads((folder / "hparams.json").read_text())
     assert (hparams["train"]["precision"], hparams["train"]["requested_precision"]) == ("fp32", "auto")
