@@ -147,7 +147,7 @@ def tiny():
     return tokenizer, blocks
 
 
-def _model(tokenizer):
+def _model(tokenizer, **changes):
     set_seed(0)
     return M.EncoderForMaskedLM(
         M.EncoderConfig(
@@ -158,6 +158,7 @@ def _model(tokenizer):
             num_layers=2,
             num_heads=2,
             intermediate_size=64,
+            **changes,
         )
     )
 
@@ -461,26 +462,24 @@ def test_zero_command_line_refuses_what_it_cannot_run(tmp_path, capsys):
         zero.rank_rows(batch, 0, 3, 2)
 
 
+def _torchrun_zero(job, out, processes, *args, timeout=600):
+    """`torchrun --nproc_per_node N -m course_lib.cli.zero` on the CPU, without this process's rank variables."""
+    env = {k: v for k, v in os.environ.items() if k not in D.LAUNCH_VARIABLES + ("LOCAL_RANK",)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port"]
+    command += [str(D.free_port()), "-m", "course_lib.cli.zero", "--job", str(job), "--out", str(out), *args]
+    done = subprocess.run(
+        command, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(Path(out).read_text())
+
+
 @pytest.mark.slow  # two processes, each training five ZeRO setups
 def test_two_processes_split_the_states_as_the_accounting_says_with_the_plain_loops_losses(tiny, tmp_path):
     from course_lib.cli import zero
 
     tokenizer, blocks = tiny
-    set_seed(0)
-    model = M.EncoderForMaskedLM(
-        M.EncoderConfig(
-            vocab_size=len(tokenizer),
-            max_length=32,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=32,
-            num_layers=2,
-            num_heads=2,
-            intermediate_size=64,
-            dropout=0.0,
-            attention_dropout=0.0,
-            masked_only=True,
-        )
-    )
+    model = _model(tokenizer, dropout=0.0, attention_dropout=0.0, masked_only=True)  # no randomness in the steps
     config = training.TrainConfig(max_steps=3, batch_size=8, grad_accum=2, lr=2e-3, warmup_steps=1)
     collate = masking.MLMCollator(tokenizer, seed=0)
     batches = [collate([blocks[i] for i in range(16 * k, 16 * k + 16)]) for k in range(3)]
@@ -492,31 +491,7 @@ def test_two_processes_split_the_states_as_the_accounting_says_with_the_plain_lo
         plain.step([{k: v[:8] for k, v in b.items()}, {k: v[8:] for k, v in b.items()}])["loss"] for b in batches
     ]
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(D.free_port()),
-        "-m",
-        "course_lib.cli.zero",
-        "--job",
-        str(job),
-        "--out",
-        str(tmp_path / "results.json"),
-        "--precision",
-        "fp32",
-    ]
-    done = subprocess.run(command, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = _torchrun_zero(job, tmp_path / "results.json", 2, "--precision", "fp32")
     assert results["world_size"] == 2 and results["precision"] == "fp32" and results["why"] == "asked for"
     psi, largest = results["n_params"], results["largest_tensor"]
     assert psi == model.num_parameters() and largest == max(p.numel() for p in model.parameters())
@@ -544,28 +519,4 @@ def test_a_launcher_of_one_process_keeps_its_port(tiny, tmp_path):
     job = zero.save_job(
         tmp_path / "job.pt", _model(tokenizer), config, [masking.MLMCollator(tokenizer)(list(blocks[:4]))]
     )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "1",
-        "--master_port",
-        str(D.free_port()),
-        "-m",
-        "course_lib.cli.zero",
-        "--job",
-        str(job),
-        "--out",
-        str(tmp_path / "r.json"),
-        "--setups",
-        "0",
-    ]
-    done = subprocess.run(command, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((tmp_path / "r.json").read_text())["world_size"] == 1
+    assert _torchrun_zero(job, tmp_path / "r.json", 1, "--setups", "0", timeout=120)["world_size"] == 1
