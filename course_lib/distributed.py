@@ -18,7 +18,10 @@ variables for a world of one: gloo on a CPU, nccl on a GPU.
 Memory: `zero_memory` is the ZeRO paper's accounting (Rajbhandari et al. 2020): with mixed precision and
 Adam, each parameter costs 2 bytes (16-bit weights) + 2 (16-bit gradients) + K = 12 (fp32 master weights,
 momentum, variance); ZeRO-1 splits the optimizer states over the N GPUs, ZeRO-2 the gradients too, ZeRO-3
-the weights too. `measured_memory` counts what an engine actually holds.
+the weights too (`ds_accounting`: the same in fp32, as DeepSpeed keeps it). `measured_memory` counts what an
+engine actually holds, tensor by tensor; `watch_memory` measures it during an update, when the gradients exist.
+Notebook 07 runs the stages with two processes: `python -m torch.distributed.run --nproc_per_node 2 -m
+course_lib.cli.zero` (`course_lib/cli/zero.py`).
 """
 
 from __future__ import annotations
@@ -539,7 +542,7 @@ def accounting_gaps(
     """Where one process's measured memory (`measured_memory` / `peak_memory`) departs from `ds_accounting` at
     `n_gpus` processes; [] when it agrees. Weights and optimizer states (fp32 copy + Adam) must be within 1%
     (DeepSpeed pads its flat buffers a little); gradients too at stages 0 and 1, and at stages 2 and 3 from the
-    accounting up to one tensor more (and 1%) (`largest_tensor` elements): ZeRO-2 keeps whole the gradient of a tensor
+    accounting up to one tensor (of `largest_tensor` elements) more: ZeRO-2 keeps whole the gradient of a tensor
     that the cut between two processes' shares falls in. With optimizer `offload`, the optimizer states belong
     in CPU memory (K Ψ / N there, none on the device), and the device keeps no gradient but a transfer buffer
     of at most one tensor."""
