@@ -299,6 +299,12 @@ def init_single_process(backend: str | None = None) -> tuple[int, int]:
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+def environment_for_a_launch() -> dict:
+    """This process's environment without the rank variables (`LAUNCH_VARIABLES`, LOCAL_RANK): what a launcher
+    or a command started from a notebook should get, so that it is not taken for a rank of this world."""
+    return {key: value for key, value in os.environ.items() if key not in (*LAUNCH_VARIABLES, "LOCAL_RANK")}
+
+
 def _alone() -> None:
     """The environment of rank 0 in a world of one, listening on a free port."""
     single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
@@ -633,7 +639,7 @@ def measured_memory(engine) -> dict:
     buffers = {"module .grad": [p.grad for p in module], "fp32 copies' .grad": [p.grad for p in copies]}
     if optimizer is not base:
         buffers.update({name: list(_tensors(value)) for name, value in vars(optimizer).items() if "grad" in name})
-    on_gpu = engine.device.type != "cpu" if hasattr(engine, "device") else False
+    on_gpu = engine.device.type != "cpu"
 
     def cpu_side(name, tensor):
         return offloaded and ("cpu" in name or name == "fp32 copies' .grad" or (on_gpu and tensor.device.type == "cpu"))

@@ -3,7 +3,6 @@ the command line under --deepspeed, and the deepspeed / torchrun launchers with 
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -320,9 +319,7 @@ def test_a_killed_deepspeed_save_is_not_a_checkpoint(tmp_path):
 
 
 def _cli(args, tmp_path, launcher=(), check=True):
-    env = {**os.environ, "COURSE_PROFILE": "ci"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = {**D.environment_for_a_launch(), "COURSE_PROFILE": "ci"}
     command = [*launcher, "course_lib.train"] if launcher else [sys.executable, "-m", "course_lib.train"]
     done = subprocess.run(
         [
@@ -464,7 +461,7 @@ def test_zero_command_line_refuses_what_it_cannot_run(tmp_path, capsys):
 
 def _torchrun_zero(job, out, processes, *args, timeout=600):
     """`torchrun --nproc_per_node N -m course_lib.cli.zero` on the CPU, without this process's rank variables."""
-    env = {k: v for k, v in os.environ.items() if k not in D.LAUNCH_VARIABLES + ("LOCAL_RANK",)}
+    env = D.environment_for_a_launch()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port"]
     command += [str(D.free_port()), "-m", "course_lib.cli.zero", "--job", str(job), "--out", str(out), *args]
     done = subprocess.run(
