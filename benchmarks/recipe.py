@@ -1,31 +1,37 @@
-"""The budget recipe by equal-cost measurement: batch size x masking rate x peak learning rate, seeds.
+"""The budget recipe by equal-cost measurement: batch size x masking rate x peak learning rate (and the model's
+size, the optimizer's settings), seeds.
 
     python benchmarks/recipe.py --budget demo --out benchmarks/results/recipe_demo_cpu.json
     python benchmarks/recipe.py --budget nb04 --arms "b16 m40 lr4e-3" "b32 m40 lr2e-3" \
         --out benchmarks/results/recipe_nb04_cpu.json
+    python benchmarks/recipe.py --budget demo --arms "b16 m40 lr4e-3" "b16 m40 lr4e-3 ffn=128 layers=1" ...
 
 A budget is a model, its data and a cost: the seconds one reference run takes on this machine.
 
-* `demo`: `configs/tiny.yaml` as `make demo` runs it (Brown, vocabulary 4,000, packed blocks of 64 tokens,
-  hidden 128, 2 layers; held-out: 500 sentences masked once at 15%, `cli.pretrain.prepare`); reference:
-  600 updates of 32 blocks, 40% masking;
-* `nb04`: notebook 04's `cpu` setting (vocabulary 8,000, blocks of 128, hidden 128, 2 layers, 2,000
-  held-out sentences masked once at 15%); reference: 2,000 updates of 32 blocks, 40% masking.
+* `demo`: the data `configs/tiny.yaml` trains on (Brown, vocabulary 4,000, packed blocks of 64 tokens;
+  held-out: 500 sentences masked once at 15%, `cli.pretrain.prepare`); reference: 600 updates of 32 blocks,
+  40% masking, with the model the demo had then (MODEL: hidden 128, 2 layers, 2 heads, FFN 512);
+* `nb04`: notebook 04's `cpu` setting (vocabulary 8,000, blocks of 128, the same model, 2,000 held-out
+  sentences masked once at 15%); reference: 2,000 updates of 32 blocks, 40% masking.
 
-Every arm has the budget's model (rotary positions, no dropout, masked-only head, init std 0.05, fp32) and
-differs in batch size (b), training masking rate (m) and peak learning rate (lr; warmup 10% of the updates,
-then linear decay to 0). First the cost: one update of every (batch, rate) pair is timed, interleaved in one
-process with the thread count a run uses (`--threads`, default: torch's, all cores), nothing else running;
-each arm then gets the updates that fit in the reference run's time (reference updates x reference step time
-/ its step time). Then the runs, compared in updates and tokens, `--jobs` at a time with one thread each
-(their wall time is not their cost). Each run is judged on the budget's fixed held-out masks, next to the
-no-context baseline and the neighbour-count model on the same masks; per-seed losses, means and spreads
-(max - min) are written to `--out`.
+Every arm has rotary positions, no dropout, the masked-only head and fp32, and is named by its batch size (b),
+training masking rate (m) and peak learning rate (lr); further `key=value` words change one setting each
+(`EXTRAS`): the model's size (hidden=, layers=, heads=, ffn=), the init std (std=, 0.05), the warmup's share of
+the updates (warmup=, 0.1; then linear decay to 0, or schedule=cosine), Adam's beta2 (0.98), the weight decay
+(wd=, 0.01) and gradient clipping (clip=, 1.0; 0: none). First the cost: one update of every (batch, rate,
+model size) is timed, interleaved in one process with the thread count a run uses (`--threads`, default:
+torch's, all cores), nothing else running; each arm then gets the updates that fit in the reference run's
+time (reference updates x reference step time / its step time). Then the runs, compared in updates and
+tokens, `--jobs` at a time with one thread each (their wall time is not their cost). Each run is judged on
+the budget's fixed held-out masks, next to the no-context baseline and the neighbour-count model on the same
+masks; per-seed losses, means and spreads (max - min) are written to `--out`. `--steps N` gives every arm N
+updates instead (equal updates, not equal cost: to tell what an arm does per update from what its cost buys).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -40,22 +46,74 @@ BUDGETS = {
     "demo": {"reference": "b32 m40 lr2e-3", "reference_steps": 600},
     "nb04": {"reference": "b32 m40 lr2e-3", "reference_steps": 2000},
 }
+# both budgets' model, whatever configs/tiny.yaml says now (an arm may change it: hidden=, layers=, heads=, ffn=)
+MODEL = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512)
 GRID = {"batch": (8, 16, 32), "rate": (0.15, 0.25, 0.40), "lr": (2e-3, 4e-3)}
-ARM = re.compile(r"b(\d+) m(\d+) lr([0-9.e-]+)(?: std([0-9.]+))?$")
+ARM = re.compile(r"b(\d+) m(\d+) lr([0-9.e-]+)((?: \S+)*)$")
+# settings an arm may change besides batch, rate and lr ('key=value'), with the budget's value by default
+SHAPE = ("hidden", "layers", "heads", "ffn")  # the model's size: these change the cost of an update
+EXTRAS = {
+    "std": 0.05,  # init std
+    "warmup": 0.1,  # warmup, as a share of the updates
+    "beta2": 0.98,
+    "wd": 0.01,  # weight decay
+    "clip": 1.0,  # max gradient norm (0: none)
+    "schedule": "linear",  # linear or cosine decay to 0 after warmup
+    "hidden": None,  # None: the budget's model
+    "layers": None,
+    "heads": None,
+    "ffn": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    batch: int
+    rate: float
+    lr: float
+    extras: tuple = ()  # (key, value) pairs that differ from EXTRAS
+
+    def get(self, key: str):
+        return dict(self.extras).get(key, EXTRAS[key])
+
+    @property
+    def shape(self) -> tuple:
+        return tuple((k, v) for k, v in self.extras if k in SHAPE)
+
+    @property
+    def pair(self) -> tuple:
+        """What an update costs depends on: (batch, rate, model shape)."""
+        return (self.batch, self.rate, self.shape)
 
 
 def arm_name(batch: int, rate: float, lr: float) -> str:
     return f"b{batch} m{round(rate * 100)} lr{lr:g}"
 
 
-def parse_arm(name: str) -> tuple[int, float, float, float]:
-    """'b16 m40 lr4e-3' -> (batch 16, rate 0.4, lr 4e-3, init std 0.05); 'b32 m15 lr2e-3 std0.02' sets the std."""
+def parse_arm(name: str) -> Arm:
+    """'b16 m40 lr4e-3' -> batch 16, 40% masking, peak lr 4e-3, everything else as EXTRAS says; further
+    'key=value' words change one setting each: 'b16 m40 lr4e-3 warmup=0.05 heads=4' (the older 'std0.02'
+    means std=0.02)."""
     match = ARM.match(name)
+    usage = (
+        f"error: arm {name!r} is not 'b<batch> m<rate %> lr<lr> [key=value ...]', e.g. 'b16 m40 lr4e-3 heads=4'; "
+        f"keys: {', '.join(EXTRAS)}"
+    )
     if not match:
-        raise SystemExit(
-            f"error: arm {name!r} is not 'b<batch> m<rate %> lr<lr> [std<init std>]', e.g. 'b16 m40 lr4e-3'"
-        )
-    return int(match[1]), int(match[2]) / 100, float(match[3]), float(match[4] or 0.05)
+        raise SystemExit(usage)
+    extras = {}
+    for word in match[4].split():
+        key, _, value = word.partition("=") if "=" in word else ("std", "", word[3:] if word.startswith("std") else "")
+        if key not in EXTRAS or not value:
+            raise SystemExit(usage)
+        if key == "schedule":
+            if value not in ("linear", "cosine"):
+                raise SystemExit(f"error: arm {name!r}: schedule={value!r}, choose linear or cosine")
+            extras[key] = value
+        else:
+            extras[key] = int(value) if key in SHAPE else float(value)
+    extras = tuple(sorted((k, v) for k, v in extras.items() if v != EXTRAS[k]))
+    return Arm(int(match[1]), int(match[2]) / 100, float(match[3]), extras)
 
 
 # --------------------------------------------------------------------------- data and model of a budget
@@ -77,12 +135,6 @@ def setup(budget: str):
         )
         blocks, eval_data = pretrain.prepare(config, tokenizer, texts)
         length = config.data.max_length
-        sizes = dict(
-            hidden_size=config.model.hidden_size,
-            num_layers=config.model.num_layers,
-            num_heads=config.model.num_heads,
-            intermediate_size=config.model.intermediate_size,
-        )
     else:  # notebook 04's cpu profile
         train_texts, eval_texts = data.english_sentences("train"), data.english_sentences("valid", limit=2000)
         tokenizer = tokenization.train_tokenizer(train_texts, vocab_size=8000, max_length=128)
@@ -92,12 +144,11 @@ def setup(budget: str):
             masking.fixed_eval_masks(list(eval_blocks), tokenizer, seed=0), 32, tokenizer.pad_token_id
         )
         length = 128
-        sizes = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512)
     settings = dict(
         vocab_size=len(tokenizer),
         max_length=length,
         pad_token_id=tokenizer.pad_token_id,
-        **sizes,
+        **MODEL,
         position="rotary",
         init_std=0.05,
         dropout=0.0,
@@ -108,23 +159,32 @@ def setup(budget: str):
     return _CACHE[budget]
 
 
-def _model(settings: dict, seed: int, init_std: float = 0.05):
+def _model(settings: dict, seed: int, arm: Arm | None = None):
     from course_lib import model as M
     from course_lib.seeding import set_seed
 
+    changes = {}
+    if arm is not None:
+        changes["init_std"] = arm.get("std")
+        names = {"hidden": "hidden_size", "layers": "num_layers", "heads": "num_heads", "ffn": "intermediate_size"}
+        changes.update({names[k]: v for k, v in arm.shape})
     set_seed(seed)
-    return M.EncoderForMaskedLM(M.EncoderConfig(**{**settings, "init_std": init_std}))
+    return M.EncoderForMaskedLM(M.EncoderConfig(**{**settings, **changes}))
 
 
 # --------------------------------------------------------------------------- cost
 def cost_key(pair: tuple) -> str:
-    """'b32 m40' for (32, 0.4); 'b32 m40 plain head' for (32, 0.4, "plain"): the head without chunking."""
-    return f"b{pair[0]} m{round(pair[1] * 100)}" + (" plain head" if len(pair) > 2 else "")
+    """'b32 m40' for (32, 0.4, ()); 'b32 m40 plain head' for (32, 0.4, (), "plain"): the head without chunking;
+    'b16 m40 hidden=192 layers=3' for a model of another size."""
+    batch, rate, shape, *plain = pair
+    words = [f"b{batch} m{round(rate * 100)}", *(f"{k}={v}" for k, v in shape)]
+    return " ".join(words) + (" plain head" if plain else "")
 
 
 def step_costs(budget: str, pairs: list[tuple], threads: int | None, rounds: int = 12, warmup: int = 3):
-    """Median seconds per update of each (batch, rate) or (batch, rate, "plain") (the plain head, full logits: the
-    course's code before `model.chunked_mlm_loss`), steps interleaved round by round in this process."""
+    """Median seconds per update of each (batch, rate, shape) or (batch, rate, shape, "plain") (the plain head,
+    full logits: the course's code before `model.chunked_mlm_loss`), steps interleaved round by round in this
+    process."""
     import torch
 
     from course_lib import masking, training
@@ -133,8 +193,8 @@ def step_costs(budget: str, pairs: list[tuple], threads: int | None, rounds: int
         torch.set_num_threads(threads)
     tokenizer, blocks, _, settings = setup(budget)
     state = []
-    for batch, rate, *plain in pairs:
-        model = _model(settings, 0)
+    for batch, rate, shape, *plain in pairs:
+        model = _model(settings, 0, Arm(batch, rate, 1e-3, shape))
         if plain:
             model.loss_chunk = 0
         config = training.TrainConfig(max_steps=10_000, batch_size=batch, lr=1e-3, warmup_steps=10)
@@ -170,17 +230,29 @@ def run_arm(budget: str, name: str, steps: int, seed: int) -> dict:
     from course_lib import masking, training
 
     torch.set_num_threads(1)
-    batch, rate, lr, std = parse_arm(name)
+    arm = parse_arm(name)
     tokenizer, blocks, eval_data, settings = setup(budget)
-    model = _model(settings, seed, std)
-    config = training.TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=max(1, steps // 10), seed=seed)
+    model = _model(settings, seed, arm)
+    config = training.TrainConfig(
+        max_steps=steps,
+        batch_size=arm.batch,
+        lr=arm.lr,
+        warmup_steps=max(1, int(steps * arm.get("warmup") + 1e-9)),
+        beta2=arm.get("beta2"),
+        weight_decay=arm.get("wd"),
+        schedule=arm.get("schedule"),
+        max_grad_norm=arm.get("clip"),
+        seed=seed,
+    )
     optimizer = training.make_optimizer(model, config)
     scheduler = training.make_scheduler(optimizer, config)
-    stream = training.BatchStream(len(blocks), batch, seed=seed)
-    collator = masking.MLMCollator(tokenizer, mlm_probability=rate, seed=seed)
+    stream = training.BatchStream(len(blocks), arm.batch, seed=seed)
+    collator = masking.MLMCollator(tokenizer, mlm_probability=arm.rate, seed=seed)
     started = time.perf_counter()
     for _ in range(steps):
-        training.train_step(model, [collator(blocks[next(stream)])], optimizer, scheduler)
+        training.train_step(
+            model, [collator(blocks[next(stream)])], optimizer, scheduler, max_grad_norm=config.max_grad_norm
+        )
     seconds = time.perf_counter() - started
     result = training.evaluate(model, eval_data)
     return {
@@ -204,6 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--costs-from",
         type=Path,
+        nargs="+",
         help="take the step costs from an earlier result file "
         "(measured when the machine was quiet) instead of timing them now",
     )
@@ -227,20 +300,22 @@ def main(argv=None) -> int:
     arms = args.arms or [arm_name(*a) for a in itertools.product(GRID["batch"], GRID["rate"], GRID["lr"])]
     parsed = {name: parse_arm(name) for name in arms}
     reference = parse_arm(budget["reference"])
-    pairs = sorted({(b, r) for b, r, _, _ in parsed.values()} | {reference[:2]})
-    budget_pair = (*reference[:2], "plain") if args.reference_head == "plain" else reference[:2]
+    pairs = sorted({arm.pair for arm in parsed.values()} | {reference.pair})
+    budget_pair = (*reference.pair, "plain") if args.reference_head == "plain" else reference.pair
     if budget_pair not in pairs:
         pairs.append(budget_pair)
     if args.costs_from:
-        stored = json.loads(args.costs_from.read_text())["step_seconds"]
+        stored = {}
+        for path in args.costs_from:
+            stored.update(json.loads(path.read_text())["step_seconds"])
         missing = [cost_key(pair) for pair in pairs if cost_key(pair) not in stored]
         if missing:
-            raise SystemExit(f"error: {args.costs_from} has no step cost for {', '.join(missing)}")
+            raise SystemExit(f"error: {' '.join(map(str, args.costs_from))} has no step cost for {', '.join(missing)}")
         costs = {pair: stored[cost_key(pair)] for pair in pairs}
     else:
         costs = step_costs(args.budget, pairs, args.threads)
     seconds = budget["reference_steps"] * costs[budget_pair]
-    steps = {name: args.steps or max(1, round(seconds / costs[(b, r)])) for name, (b, r, _, _) in parsed.items()}
+    steps = {name: args.steps or max(1, round(seconds / costs[arm.pair])) for name, arm in parsed.items()}
     for pair, cost in costs.items():
         print(
             f"{cost_key(pair):>20}: {cost * 1000:.0f} ms per update -> {round(seconds / cost):,} updates "
@@ -278,14 +353,15 @@ def main(argv=None) -> int:
     summary = {}
     for name in arms:
         losses = [r["eval_loss"] for r in runs if r["arm"] == name]
-        b, r, lr, std = parsed[name]
+        arm = parsed[name]
         summary[name] = {
-            "batch": b,
-            "mlm_probability": r,
-            "lr": lr,
-            "init_std": std,
+            "batch": arm.batch,
+            "mlm_probability": arm.rate,
+            "lr": arm.lr,
+            "init_std": arm.get("std"),
+            **{k: v for k, v in arm.extras if k != "std"},
             "steps": steps[name],
-            "tokens_seen": steps[name] * b * blocks.shape[1],
+            "tokens_seen": steps[name] * arm.batch * blocks.shape[1],
             "mean_eval_loss": round(statistics.mean(losses), 4),
             "spread": round(max(losses) - min(losses), 4),
             "losses": losses,
@@ -303,7 +379,7 @@ def main(argv=None) -> int:
         "budget_seconds": round(seconds, 1),
         "reference_head": args.reference_head,
         "step_seconds": {cost_key(pair): round(c, 4) for pair, c in costs.items()},
-        "costs_from": str(args.costs_from) if args.costs_from else None,
+        "costs_from": [str(path) for path in args.costs_from] if args.costs_from else None,
         "seeds": args.seeds,
         "no_context_loss": round(base["no_context_loss"], 4),
         "neighbour_loss": round(base["neighbour_loss"], 4),

@@ -4,15 +4,21 @@
 the `name` argument overrides it. Training and evaluation then follow the model: `training.train_step`
 and `training.evaluate` move each batch to the device of the model's weights.
 
-`resolve_precision(precision, device)` turns a config's precision into the one a run trains in there:
-"auto" is `auto_precision(device)`, chosen from what the hardware reports: bf16 on a GPU with bf16 units,
-fp16 with loss scaling on a GPU without them (Colab's free T4, a V100: they only emulate bf16, slowly), bf16
-on a CPU with AMX matrix units, fp32 on any other CPU. bf16 asked for on a GPU without bf16 units becomes fp16.
+`resolve_precision(precision, device, hidden_size=)` turns a config's precision into the one a run trains in
+there: "auto" is `auto_precision(device, hidden_size=)`, chosen from what the hardware reports and, on a CPU
+with AMX, the model's size: bf16 on a GPU with bf16 units, fp16 with loss scaling on a GPU without them
+(Colab's free T4, a V100: they only emulate bf16, slowly), bf16 on a CPU with AMX matrix units for a model of
+hidden size 256 or more, fp32 for smaller models there and on any other CPU. bf16 asked for on a GPU without
+bf16 units becomes fp16.
 
-Why a CPU needs AMX, not just bf16 instructions (measured by `benchmarks/speed.py`, notebook 04's model, two
-threads): on a CPU with AVX512-BF16 but no AMX, a bf16-autocast step took 0.86 s against fp32's 0.65 s
-(`benchmarks/results/speed_cpu_avx512bf16.json`); on one with neither, bf16 was 12.9x slower (one thread,
-issue 24). No CPU with AMX was at hand to measure; Intel's AMX multiplies bf16 tiles in hardware.
+Why, on a CPU (measured with the course's training step, two threads, fp32 and bf16 autocast interleaved in
+one process: `benchmarks/precision.py`, results in `benchmarks/results/`):
+* without AMX, bf16 is slower: with AVX512-BF16 alone a step of the 256 x 4 speed model took 0.86 s against
+  fp32's 0.65 s (`speed_cpu_avx512bf16.json`); with no bf16 instructions it was 12.9x slower (issue 24);
+* with AMX it depends on the size: bf16 was 0.65x fp32's speed for the demo's 128 x 2 model, 0.87x for
+  notebook 04's and 0.65-0.88x at hidden 128-192, but 1.04-1.68x at hidden 256 and 1.30-2.11x at 384-512
+  (`precision_cpu_amx.json`): at hidden 128 the matrices are too small for the tiles to repay the casts
+  autocast adds.
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ def bf16_supported(device) -> bool:
     """Whether `device` computes in bf16 natively, fast enough to train in. A CUDA GPU: from Ampere on (A100,
     RTX 30xx, L4, H100); emulation does not count (a T4 or a V100 runs bf16 through fp32 units, much slower
     than fp16). A CPU: with AMX (`cpu_bf16_units`); AVX512-BF16 alone measured slower than fp32 (module
-    docstring). Other devices (mps): yes, as autocast runs bf16 there."""
+    docstring; with AMX, bf16 pays only for large enough models: `auto_precision`). Other devices (mps): yes,
+    as autocast runs bf16 there."""
     device = torch.device(device)
     if device.type == "cpu":
         return cpu_bf16_units()["amx"]
@@ -90,10 +97,13 @@ def half_precision(device) -> str:
     return "fp16" if device.type == "cuda" and not bf16_supported(device) else "bf16"
 
 
-def auto_precision(device) -> tuple[str, str]:
+AMX_BF16_MIN_HIDDEN = 256  # the smallest hidden size at which bf16 measured faster than fp32 on an AMX CPU
+
+
+def auto_precision(device, hidden_size: int | None = None) -> tuple[str, str]:
     """(precision, why): what "auto" trains in on `device`, and the reason in words, from what the hardware
-    reports. A CUDA GPU: bf16 with bf16 units, else fp16 with loss scaling. A CPU: bf16 with AMX, else fp32.
-    Other devices: fp32."""
+    reports. A CUDA GPU: bf16 with bf16 units, else fp16 with loss scaling. A CPU: bf16 with AMX when the
+    model's `hidden_size` is at least AMX_BF16_MIN_HIDDEN (unknown: fp32), else fp32. Other devices: fp32."""
     device = torch.device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -103,7 +113,14 @@ def auto_precision(device) -> tuple[str, str]:
     if device.type == "cpu":
         units = cpu_bf16_units()
         if units["amx"]:
-            return "bf16", "this CPU has AMX, bf16 matrix units (as torch reports)"
+            measured = "bf16 measured 0.65-0.88x the speed of fp32 at hidden 128-192 on such a CPU, 1.04-1.68x at 256"
+            if hidden_size is not None and hidden_size >= AMX_BF16_MIN_HIDDEN:
+                return (
+                    "bf16",
+                    f"this CPU has AMX bf16 matrix units (as torch reports), and hidden size {hidden_size}: {measured}",
+                )
+            size = f"hidden size {hidden_size}" if hidden_size is not None else "no model size given"
+            return "fp32", f"this CPU has AMX bf16 matrix units (as torch reports), but {size}: {measured}"
         if units["avx512_bf16"]:
             return "fp32", (
                 "this CPU has AVX512-BF16 but no AMX (as torch reports); bf16 measured 0.76x the speed of fp32 "
@@ -113,10 +130,11 @@ def auto_precision(device) -> tuple[str, str]:
     return "fp32", f"the course trains in fp32 on {device.type}"
 
 
-def resolve_precision(precision: str, device) -> str:
+def resolve_precision(precision: str, device, hidden_size: int | None = None) -> str:
     """The precision a run that asks for `precision` trains in on `device`: "fp32", "bf16" or "fp16".
 
-    "auto": `auto_precision` (bf16 or fp16 on a GPU; bf16 on a CPU with AMX, fp32 on other CPUs).
+    "auto": `auto_precision(device, hidden_size)` (bf16 or fp16 on a GPU; on a CPU with AMX bf16 for a model of
+    hidden size 256 or more, else fp32; fp32 on other CPUs).
     "bf16" on a CUDA GPU without native bf16: "fp16", with loss scaling (`precision_notice` says so); on a
     CPU it stays bf16, as asked, even where it is slow.
     "fp16" anywhere but on a CUDA GPU: DeviceError, as its loss scaler is CUDA-only. Anything else: as asked."""
@@ -124,7 +142,7 @@ def resolve_precision(precision: str, device) -> str:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if precision == "auto":
-        return auto_precision(device)[0]
+        return auto_precision(device, hidden_size)[0]
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError(
             f"precision='fp16' needs a CUDA GPU (its loss scaler is CUDA-only), and this device is "
@@ -135,7 +153,7 @@ def resolve_precision(precision: str, device) -> str:
     return precision
 
 
-def precision_notice(requested: str, resolved: str, device) -> str:
+def precision_notice(requested: str, resolved: str, device, hidden_size: int | None = None) -> str:
     """The line to log when a run trains in another precision than it asked for ("" when it is the same), e.g.
     "train.precision=bf16: Tesla T4 has no bf16; training in fp16 with loss scaling"."""
     if requested == resolved:
@@ -144,5 +162,5 @@ def precision_notice(requested: str, resolved: str, device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"the {device.type.upper()}"
     if resolved == "fp16" and not bf16_supported(device):
         return f"train.precision={requested}: {name} has no bf16; training in fp16 with loss scaling"
-    why = f" ({auto_precision(device)[1]})" if requested == "auto" else ""
+    why = f" ({auto_precision(device, hidden_size)[1]})" if requested == "auto" else ""
     return f"train.precision={requested}: training in {resolved} on {name}{why}"

@@ -202,6 +202,12 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def hidden_size(model: torch.nn.Module) -> int | None:
+    """The model's hidden size (the course's and Hugging Face's models keep it in `.config`), or None: what
+    "auto" precision weighs on a CPU with AMX (`device.auto_precision`)."""
+    return getattr(getattr(model, "config", None), "hidden_size", None)
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
@@ -361,7 +367,7 @@ class PlainLoop:
         self.model = self.module = model  # `module`: the plain model, for evaluation
         self.config = config
         # what this device trains in: bf16 on a GPU without bf16 units is fp16 (with the scaler), "auto" a choice
-        self.precision = resolve_precision(config.precision, _device(model))
+        self.precision = resolve_precision(config.precision, _device(model), hidden_size(model))
         self.optimizer = make_optimizer(model, config)
         self.scaler = make_scaler(self.precision, _device(model))
         self.scheduler = make_scheduler(self.optimizer, config)
@@ -437,8 +443,8 @@ def train(
     folder = Path(folder)
     ckpt_dir = folder / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    precision = resolve_precision(config.precision, _device(model))
-    notice = precision_notice(config.precision, precision, _device(model))
+    precision = resolve_precision(config.precision, _device(model), hidden_size(model))
+    notice = precision_notice(config.precision, precision, _device(model), hidden_size(model))
     config = dataclasses.replace(config, precision=precision)
     loop = loop if loop is not None else PlainLoop(model, config)
     main = loop.rank == 0  # in a multi-process run, process 0 logs and shows progress
@@ -537,9 +543,9 @@ def hf_trainer(
     from transformers import Trainer, TrainingArguments
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the Trainer's (use_cpu below)
-    precision = resolve_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device, hidden_size(hf_model))
     if precision != config.precision:
-        print(precision_notice(config.precision, precision, device))
+        print(precision_notice(config.precision, precision, device, hidden_size(hf_model)))
     args = dict(
         output_dir=str(output_dir),
         max_steps=config.max_steps,

@@ -214,27 +214,60 @@ def test_a_torch_without_the_emulation_argument(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "units, auto, why",
+    "units, hidden, auto, why",
     [
-        ({"amx": True, "avx512_bf16": True}, "bf16", "this CPU has AMX"),
-        ({"amx": False, "avx512_bf16": True}, "fp32", "AVX512-BF16 but no AMX"),
-        ({"amx": False, "avx512_bf16": False}, "fp32", "no bf16 units"),
+        (
+            {"amx": True, "avx512_bf16": True},
+            256,
+            "bf16",
+            "AMX bf16 matrix units (as torch reports), and hidden size 256",
+        ),
+        ({"amx": True, "avx512_bf16": True}, 1024, "bf16", "and hidden size 1024: bf16 measured"),
+        ({"amx": True, "avx512_bf16": True}, 128, "fp32", "but hidden size 128: bf16 measured 0.65-0.88x"),
+        ({"amx": True, "avx512_bf16": True}, 255, "fp32", "but hidden size 255"),
+        ({"amx": True, "avx512_bf16": True}, None, "fp32", "but no model size given"),
+        ({"amx": False, "avx512_bf16": True}, 1024, "fp32", "AVX512-BF16 but no AMX"),
+        ({"amx": False, "avx512_bf16": False}, 1024, "fp32", "no bf16 units"),
     ],
 )
-def test_the_cpu_keeps_what_it_asks_for_and_auto_follows_its_bf16_units(monkeypatch, units, auto, why):
-    """fp32 and bf16 (autocast) as asked, fp16 refused; "auto" is bf16 only on a CPU with AMX (AVX512-BF16 alone
-    measured slower than fp32), and the notice says why."""
+def test_the_cpu_keeps_what_it_asks_for_and_auto_follows_its_bf16_units(monkeypatch, units, hidden, auto, why):
+    """fp32 and bf16 (autocast) as asked, fp16 refused; "auto" is bf16 only on a CPU with AMX and for a model of
+    hidden size 256 or more (benchmarks/precision.py: bf16 slower than fp32 below, and on CPUs without AMX),
+    and the notice says why."""
     monkeypatch.setattr(device_lib, "cpu_bf16_units", lambda: dict(units))
     assert device_lib.bf16_supported(CPU) == units["amx"] and device_lib.half_precision(CPU) == "bf16"
-    assert [device_lib.resolve_precision(p, CPU) for p in ("fp32", "bf16", "auto")] == ["fp32", "bf16", auto]
-    chosen, reason = device_lib.auto_precision(CPU)
+    resolved = [device_lib.resolve_precision(p, CPU, hidden) for p in ("fp32", "bf16", "auto")]
+    assert resolved == ["fp32", "bf16", auto]
+    chosen, reason = device_lib.auto_precision(CPU, hidden)
     assert chosen == auto and why in reason
     with pytest.raises(device_lib.DeviceError, match="precision='fp16' needs a CUDA GPU .*this device is cpu"):
-        device_lib.resolve_precision("fp16", CPU)
+        device_lib.resolve_precision("fp16", CPU, hidden)
     with pytest.raises(ValueError, match="precision='fp8': choose one of fp32, bf16, fp16, auto"):
         device_lib.resolve_precision("fp8", CPU)
-    notice = device_lib.precision_notice("auto", "fp32", CPU)
-    assert notice.startswith("train.precision=auto: training in fp32 on the CPU (") and why in notice
+    notice = device_lib.precision_notice("auto", auto, CPU, hidden)
+    assert notice.startswith(f"train.precision=auto: training in {auto} on the CPU (") and why in notice
+
+
+@pytest.mark.parametrize("hidden, expected", [(128, "fp32"), (256, "bf16")])
+def test_the_loop_and_the_command_line_weigh_the_models_size(monkeypatch, tmp_path, hidden, expected):
+    """On a CPU with AMX, "auto" asks the model's hidden size: the plain loop and `train` read it from the model,
+    the command line from config.model; the demo's 128 trains in fp32, a 256 model in bf16."""
+    from course_lib import training
+    from course_lib.cli import common, schema
+    from course_lib.model import EncoderConfig, EncoderForMaskedLM
+    from course_lib.paths import course_path
+
+    monkeypatch.setattr(device_lib, "cpu_bf16_units", lambda: {"amx": True, "avx512_bf16": True})
+    model = EncoderForMaskedLM(
+        EncoderConfig(vocab_size=50, max_length=8, hidden_size=hidden, num_layers=1, num_heads=2, intermediate_size=8)
+    )
+    assert training.hidden_size(model) == hidden and training.hidden_size(torch.nn.Linear(2, 2)) is None
+    assert training.PlainLoop(model, training.TrainConfig(precision="auto")).precision == expected
+    assert training.PlainLoop(torch.nn.Linear(2, 2), training.TrainConfig(precision="auto")).precision == "fp32"
+    config = schema.load_pretrain(course_path("configs", "tiny.yaml"), [f"--model.hidden_size={hidden}"])
+    config, hparams, notice = common.precision_for(config, CPU)
+    assert config.train.precision == expected and hparams["train"]["requested_precision"] == "auto"
+    assert f"hidden size {hidden}" in notice
 
 
 @pytest.mark.real_cpu_units

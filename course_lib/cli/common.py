@@ -156,16 +156,18 @@ def device_for(run, train):
 
 def precision_for(config, device) -> tuple:
     """(config, hparams, notice): `config` with train.precision resolved for `device`, the precision the run
-    trains in (`device.resolve_precision`: "auto" becomes fp32 on a CPU and 16 bits on a GPU; bf16 on a GPU
+    trains in (`device.resolve_precision`: "auto" becomes 16 bits on a GPU, fp32 on a CPU unless it has AMX and
+    the model is large enough (config.model.hidden_size); bf16 on a GPU
     without bf16 units, such as a T4, becomes fp16 with loss scaling); the settings to record in hparams.json,
     which add train.requested_precision when the request was another; and the line saying so ("" if none)."""
     requested = config.train.precision
-    train = dataclasses.replace(config.train, precision=device_lib.resolve_precision(requested, device))
+    hidden = config.model.hidden_size
+    train = dataclasses.replace(config.train, precision=device_lib.resolve_precision(requested, device, hidden))
     config = dataclasses.replace(config, train=train)
     hparams = config.to_dict()
     if train.precision != requested:
         hparams["train"]["requested_precision"] = requested
-    return config, hparams, device_lib.precision_notice(requested, train.precision, device)
+    return config, hparams, device_lib.precision_notice(requested, train.precision, device, hidden)
 
 
 @contextlib.contextmanager
