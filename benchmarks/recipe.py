@@ -18,14 +18,16 @@ Every arm has rotary positions, no dropout, the masked-only head and fp32, and i
 training masking rate (m) and peak learning rate (lr); further `key=value` words change one setting each
 (`EXTRAS`): the model's size (hidden=, layers=, heads=, ffn=), the init std (std=, 0.05), the warmup's share of
 the updates (warmup=, 0.1; then linear decay to 0, or schedule=cosine), Adam's beta2 (0.98), the weight decay
-(wd=, 0.01) and gradient clipping (clip=, 1.0; 0: none). First the cost: one update of every (batch, rate,
-model size) is timed, interleaved in one process with the thread count a run uses (`--threads`, default:
-torch's, all cores), nothing else running; each arm then gets the updates that fit in the reference run's
-time (reference updates x reference step time / its step time). Then the runs, compared in updates and
-tokens, `--jobs` at a time with one thread each (their wall time is not their cost). Each run is judged on
-the budget's fixed held-out masks, next to the no-context baseline and the neighbour-count model on the same
-masks; per-seed losses, means and spreads (max - min) are written to `--out`. `--steps N` gives every arm N
-updates instead (equal updates, not equal cost: to tell what an arm does per update from what its cost buys).
+(wd=, 0.01) and gradient clipping (clip=, 1.0; 0: none); two diagnostics: the feed-forward layers' learning
+rate as a multiple of lr (ffn_lr=, 1) and their output projection's init std (ffn_out_std=). First the cost:
+one update of every (batch, rate, model size) is timed, interleaved in one process with the thread count a
+run uses (`--threads`, default: torch's, all cores), nothing else running; each arm then gets the updates
+that fit in the reference run's time (reference updates x reference step time / its step time). Then the
+runs, compared in updates and tokens, `--jobs` at a time with one thread each (their wall time is not their
+cost). Each run is judged on the budget's fixed held-out masks, next to the no-context baseline and the
+neighbour-count model on the same masks; per-seed losses, means and spreads (max - min) are written to
+`--out`. `--steps N` gives every arm N updates instead (equal updates, not equal cost: to tell what an arm
+does per update from what its cost buys).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ EXTRAS = {
     "wd": 0.01,  # weight decay
     "clip": 1.0,  # max gradient norm (0: none)
     "schedule": "linear",  # linear or cosine decay to 0 after warmup
+    "ffn_lr": 1.0,  # the feed-forward layers' learning rate, as a multiple of lr (a diagnostic)
+    "ffn_out_std": None,  # init std of the feed-forward layers' output projection (None: std; a diagnostic)
     "hidden": None,  # None: the budget's model
     "layers": None,
     "heads": None,
@@ -160,6 +164,8 @@ def setup(budget: str):
 
 
 def _model(settings: dict, seed: int, arm: Arm | None = None):
+    import torch
+
     from course_lib import model as M
     from course_lib.seeding import set_seed
 
@@ -169,7 +175,30 @@ def _model(settings: dict, seed: int, arm: Arm | None = None):
         names = {"hidden": "hidden_size", "layers": "num_layers", "heads": "num_heads", "ffn": "intermediate_size"}
         changes.update({names[k]: v for k, v in arm.shape})
     set_seed(seed)
-    return M.EncoderForMaskedLM(M.EncoderConfig(**{**settings, **changes}))
+    model = M.EncoderForMaskedLM(M.EncoderConfig(**{**settings, **changes}))
+    if arm is not None and arm.get("ffn_out_std") is not None:
+        for layer in model.layers:
+            torch.nn.init.normal_(layer.feed_forward.down.weight, std=arm.get("ffn_out_std"))
+    return model
+
+
+def _optimizer(model, config, ffn_lr: float = 1.0):
+    """training.make_optimizer's AdamW; with ffn_lr != 1 the feed-forward layers' parameters get their own
+    groups at ffn_lr x the learning rate (same weight decay rule)."""
+    import torch
+
+    from course_lib import training
+
+    if ffn_lr == 1.0:
+        return training.make_optimizer(model, config)
+    ffn = {id(param) for name, param in model.named_parameters() if ".feed_forward." in name}
+    groups = []
+    for group in training.param_groups(model, config.weight_decay):
+        for in_ffn in (False, True):
+            params = [param for param in group["params"] if (id(param) in ffn) == in_ffn]
+            if params:
+                groups.append({**group, "params": params, "lr": config.lr * (ffn_lr if in_ffn else 1.0)})
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
 
 
 # --------------------------------------------------------------------------- cost
@@ -244,7 +273,7 @@ def run_arm(budget: str, name: str, steps: int, seed: int) -> dict:
         max_grad_norm=arm.get("clip"),
         seed=seed,
     )
-    optimizer = training.make_optimizer(model, config)
+    optimizer = _optimizer(model, config, arm.get("ffn_lr"))
     scheduler = training.make_scheduler(optimizer, config)
     stream = training.BatchStream(len(blocks), arm.batch, seed=seed)
     collator = masking.MLMCollator(tokenizer, mlm_probability=arm.rate, seed=seed)
