@@ -6,8 +6,9 @@ What `device.auto_precision` decides on a CPU rests on this: for each model size
 one bf16-autocast model (same initial weights, same settings) take turns, update by update, in this process
 (`training.train_step` on random tokens masked at the size's rate; `--threads` threads, default 2, the
 course's laptop), and the median seconds per update of each are compared. Nothing else may run meanwhile.
-The sizes are the demo's (configs/tiny.yaml), notebook 04's, the 256 x 4 model of `models/brown-small` and
-`benchmarks/speed.py`, and a few between and beyond, so that the size where bf16 starts to pay shows.
+The sizes are the demo's (configs/tiny.yaml, and the one it had before), notebook 04's, the 256 x 4 model of
+`models/brown-small` and `benchmarks/speed.py`, and a few between and beyond, so that the size where bf16
+starts to pay shows.
 """
 
 from __future__ import annotations
@@ -19,21 +20,22 @@ import statistics
 import time
 from pathlib import Path
 
-# name, hidden, layers, vocabulary, sequence length, batch, masking rate
+# name, hidden, layers, feed-forward width, vocabulary, sequence length, batch, masking rate
 SIZES = [
-    ("demo: 128 x 2, vocab 4,000, 16 x 64 tokens, 40% masked", 128, 2, 4000, 64, 16, 0.4),
-    ("notebook 04: 128 x 2, vocab 8,000, 16 x 128 tokens, 40%", 128, 2, 8000, 128, 16, 0.4),
-    ("128 x 2, vocab 8,000, 64 x 128 tokens, 40%", 128, 2, 8000, 128, 64, 0.4),
-    ("192 x 3, vocab 4,000, 16 x 64 tokens, 40%", 192, 3, 4000, 64, 16, 0.4),
-    ("256 x 4, vocab 4,000, 16 x 64 tokens, 40%", 256, 4, 4000, 64, 16, 0.4),
-    ("256 x 4, vocab 8,000, 16 x 128 tokens, 40%", 256, 4, 8000, 128, 16, 0.4),
-    ("brown-small / speed.py: 256 x 4, vocab 8,000, 32 x 128 tokens, 15%", 256, 4, 8000, 128, 32, 0.15),
-    ("384 x 4, vocab 4,000, 16 x 64 tokens, 40%", 384, 4, 4000, 64, 16, 0.4),
-    ("512 x 4, vocab 8,000, 32 x 128 tokens, 15%", 512, 4, 8000, 128, 32, 0.15),
+    ("demo (tiny.yaml): 128 x 1, FFN 128, vocab 4,000, 16 x 64 tokens, 40%", 128, 1, 128, 4000, 64, 16, 0.4),
+    ("the demo before: 128 x 2, FFN 512, vocab 4,000, 16 x 64, 40%", 128, 2, 512, 4000, 64, 16, 0.4),
+    ("notebook 04: 128 x 2, FFN 512, vocab 8,000, 16 x 128, 40%", 128, 2, 512, 8000, 128, 16, 0.4),
+    ("128 x 2, FFN 512, vocab 8,000, 64 x 128, 40%", 128, 2, 512, 8000, 128, 64, 0.4),
+    ("192 x 3, FFN 768, vocab 4,000, 16 x 64, 40%", 192, 3, 768, 4000, 64, 16, 0.4),
+    ("256 x 4, FFN 1024, vocab 4,000, 16 x 64, 40%", 256, 4, 1024, 4000, 64, 16, 0.4),
+    ("256 x 4, FFN 1024, vocab 8,000, 16 x 128, 40%", 256, 4, 1024, 8000, 128, 16, 0.4),
+    ("brown-small, speed.py: 256 x 4, FFN 1024, vocab 8,000, 32 x 128, 15%", 256, 4, 1024, 8000, 128, 32, 0.15),
+    ("384 x 4, FFN 1536, vocab 4,000, 16 x 64, 40%", 384, 4, 1536, 4000, 64, 16, 0.4),
+    ("512 x 4, FFN 2048, vocab 8,000, 32 x 128, 15%", 512, 4, 2048, 8000, 128, 32, 0.15),
 ]
 
 
-def measure(hidden, layers, vocab, length, batch, rate, rounds: int, warmup: int) -> dict:
+def measure(hidden, layers, ffn, vocab, length, batch, rate, rounds: int, warmup: int) -> dict:
     import torch
 
     from course_lib import model as M
@@ -48,7 +50,7 @@ def measure(hidden, layers, vocab, length, batch, rate, rounds: int, warmup: int
             hidden_size=hidden,
             num_layers=layers,
             num_heads=max(2, hidden // 64),
-            intermediate_size=4 * hidden,
+            intermediate_size=ffn,
             position="rotary",
             dropout=0.0,
             attention_dropout=0.0,
@@ -93,9 +95,11 @@ def main(argv=None) -> int:
     units = device.cpu_bf16_units()
     print(f"CPU bf16 units (as torch reports): {units}; {args.threads} threads", flush=True)
     rows = []
-    for name, hidden, layers, vocab, length, batch, rate in SIZES:
-        row = {"size": name, "hidden": hidden, "layers": layers, "vocab": vocab, "length": length, "batch": batch}
-        row.update(measure(hidden, layers, vocab, length, batch, rate, args.rounds, args.warmup))
+    for name, hidden, layers, ffn, vocab, length, batch, rate in SIZES:
+        row = {"size": name, "hidden": hidden, "layers": layers, "ffn": ffn, "vocab": vocab, "length": length}
+        row.update(
+            batch=batch, rate=rate, **measure(hidden, layers, ffn, vocab, length, batch, rate, args.rounds, args.warmup)
+        )
         rows.append(row)
         print(
             f"{name}: fp32 {row['fp32_step_s'] * 1000:.1f} ms, bf16 {row['bf16_step_s'] * 1000:.1f} ms per update: "

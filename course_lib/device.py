@@ -15,10 +15,10 @@ Why, on a CPU (measured with the course's training step, two threads, fp32 and b
 one process: `benchmarks/precision.py`, results in `benchmarks/results/`):
 * without AMX, bf16 is slower: with AVX512-BF16 alone a step of the 256 x 4 speed model took 0.86 s against
   fp32's 0.65 s (`speed_cpu_avx512bf16.json`); with no bf16 instructions it was 12.9x slower (issue 24);
-* with AMX it depends on the size: bf16 was 0.65x fp32's speed for the demo's 128 x 2 model, 0.87x for
-  notebook 04's and 0.65-0.88x at hidden 128-192, but 1.04-1.68x at hidden 256 and 1.30-2.11x at 384-512
-  (`precision_cpu_amx.json`): at hidden 128 the matrices are too small for the tiles to repay the casts
-  autocast adds.
+* with AMX it depends on the size (two runs, `precision_cpu_amx.json` and `_2.json`): bf16 was 0.51-0.52x
+  fp32's speed for the demo's 128 x 1 model, 0.86-0.87x for notebook 04's and 0.51-1.00x at hidden 128-192,
+  but 1.01-1.37x at hidden 256 (the more tokens per batch, the more) and 1.17-2.21x at 384-512: at hidden
+  128 the matrices are too small for the tiles to repay the casts autocast adds.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def auto_precision(device, hidden_size: int | None = None) -> tuple[str, str]:
     if device.type == "cpu":
         units = cpu_bf16_units()
         if units["amx"]:
-            measured = "bf16 measured 0.65-0.88x the speed of fp32 at hidden 128-192 on such a CPU, 1.04-1.68x at 256"
+            measured = "bf16 measured 0.51-1.00x the speed of fp32 at hidden 128-192 on such a CPU, 1.01-1.37x at 256"
             if hidden_size is not None and hidden_size >= AMX_BF16_MIN_HIDDEN:
                 return (
                     "bf16",

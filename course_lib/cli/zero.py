@@ -12,7 +12,8 @@ RESULTS.json: per setup, the losses of the updates (the mean over every process'
 seconds each update took, and every process's peak memory by kind (`distributed.measured_memory`).
 
 The precision is `--precision` resolved for the processes' device (`device.resolve_precision`; "auto": fp32
-on any CPU, as no model size is passed: notebook 07's tables mean the same on every CPU). On one machine without GPUs, torchrun's processes share its CPU cores (one thread each).
+on any CPU, as no model size is passed: notebook 07's tables mean the same on every CPU). On one machine
+without GPUs, torchrun's processes share its CPU cores (one thread each).
 """
 
 from __future__ import annotations
