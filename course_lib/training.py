@@ -443,8 +443,9 @@ def train(
     folder = Path(folder)
     ckpt_dir = folder / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    precision = resolve_precision(config.precision, _device(model), hidden_size(model))
-    notice = precision_notice(config.precision, precision, _device(model), hidden_size(model))
+    where, hidden = _device(model), hidden_size(model)
+    precision = resolve_precision(config.precision, where, hidden)
+    notice = precision_notice(config.precision, precision, where, hidden)
     config = dataclasses.replace(config, precision=precision)
     loop = loop if loop is not None else PlainLoop(model, config)
     main = loop.rank == 0  # in a multi-process run, process 0 logs and shows progress
