@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv, install the course, run the end-to-end demo on the shipped data
-#   make test   create .venv if missing, install, run the whole test suite (COURSE_PROFILE=ci, two pytest workers)
+#   make test   create .venv if missing, install, run the whole test suite (COURSE_PROFILE=ci, two pytest workers;
+#               files in the order conftest.py gives them, long ones first: --no-loadscope-reorder)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -29,7 +30,7 @@ demo: $(STAMP)
 	$(PY) -m course_lib.cli.demo
 
 test: $(STAMP)
-	COURSE_PROFILE=$${COURSE_PROFILE:-ci} $(PY) -m pytest -n $${COURSE_TEST_WORKERS:-2} --dist loadfile
+	COURSE_PROFILE=$${COURSE_PROFILE:-ci} $(PY) -m pytest -n $${COURSE_TEST_WORKERS:-2} --dist loadfile --no-loadscope-reorder
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/

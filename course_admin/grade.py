@@ -303,7 +303,8 @@ def assemble(reference, sources: dict[str, str], skip=(), standing_in=()):
 
 
 _WITHHELD: dict[str, list[int]] = {}
-_WITHHELD_LOCK = threading.Lock()
+_WITHHELD_LOCKS: dict[str, threading.Lock] = {}  # one per reference: different notebooks' runs go side by side
+_WITHHELD_LOCK = threading.Lock()  # guards _WITHHELD_LOCKS
 
 
 def withheld_cells(reference, stem: str, library: dict[str, bytes], timeout: int, threads=None, log=None) -> list[int]:
@@ -314,6 +315,8 @@ def withheld_cells(reference, stem: str, library: dict[str, bytes], timeout: int
     then pass every exercise; submissions' runs skip these cells."""
     key = hashlib.sha256(nbs.dumps(reference).encode() + b"".join(library[k] for k in sorted(library))).hexdigest()
     with _WITHHELD_LOCK:
+        lock = _WITHHELD_LOCKS.setdefault(key, threading.Lock())
+    with lock:
         if key not in _WITHHELD:
             solutions = {nbs.cell_exercise(c): c.source for c in reference.cells if nbs.cell_role(c) == "exercise"}
             withheld: list[int] = []
@@ -781,6 +784,12 @@ def grade(
     if jobs > 1 and limits.cores is None:
         limits = dataclasses.replace(limits, cores=(os.cpu_count() or 1) / jobs)
 
+    def prepare(stem):  # the reference runs of withheld_cells, before the submissions that wait for them
+        try:
+            withheld_cells(references[stem], stem, library, timeout, threads, log)
+        except Exception:  # the course itself does not pass: grade_file tries again and says so for each file
+            pass
+
     def one(path):
         start, path = time.time(), Path(path)
         try:
@@ -806,9 +815,25 @@ def grade(
             )
         return g
 
+    library = library_files(pristine)
+    needed = sorted({stem for stem in (notebook_of(Path(p), references, notebook) for p in paths) if stem})
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(prepare, needed))  # `jobs` notebooks' references at a time, not one while the rest wait
         graded = list(pool.map(one, paths))
     return keep_apart(graded)
+
+
+def notebook_of(path: Path, references: dict, notebook: str | None = None) -> str | None:
+    """The reference a file will be run against (grade_file decides the same way), or None where it will not
+    be run: a link, an unreadable notebook, or not one of the course notebooks."""
+    if path.is_symlink():
+        return None
+    try:
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        nbformat.validate(nb)
+        return which_notebook(nb, path, references, notebook)[0]
+    except Exception:  # unreadable, or odd in a way no check foresaw: grade_file says what is wrong with it
+        return None
 
 
 def keep_apart(graded: list[Graded]) -> list[Graded]:
