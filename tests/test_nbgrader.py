@@ -2,9 +2,12 @@
 nbgrader_sources) writes nbgrader source notebooks, and nbgrader itself (the dev dependency, run as
 `python -m nbgrader` in a subprocess) releases and autogrades them with the exercise registry's points.
 
-The slow tests run nbgrader's real `generate_assignment` and `autograde` on notebooks 01 and 02, offline
-under the `ci` profile, for three submissions each: the solution notebook itself (full points), the
-generated release version (zero) and the solution with one exercise wrong (all points but that one's).
+The slow test runs nbgrader's real `generate_assignment` and `autograde` on notebook 02, offline under the
+`ci` profile, for three submissions: the solution notebook itself (full points), the generated release
+version (zero) and the solution with one exercise wrong (all points but that one's). (Notebook 01 was run
+too until 2026-12-08, 44-64 s of the suite's time for the same path through nbgrader; its sources are
+still checked against nbgrader's own validator below, and `WRONG` keeps its case: add "01" to
+`NOTEBOOKS` to run it again.)
 """
 
 from __future__ import annotations
@@ -160,8 +163,11 @@ def answered(release, solution, wrong: str, body: str):
     return nb
 
 
+NOTEBOOKS = ["02"]  # the notebooks the slow test releases and autogrades (WRONG has a case for each of 01, 02)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("notebook", ["01", "02"])
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_nbgrader_releases_and_autogrades(tmp_path, notebook):
     root = tmp_path / "course"
     (source,) = nbs.nbgrader_sources(root, [notebook])
