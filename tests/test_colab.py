@@ -55,6 +55,11 @@ class Runtime:
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(WHEELS),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            # no .pyc files written at install (pip reads a "no-" option's variable inverted: "0" is --no-compile;
+            # pip 26.3 here wrote none for tqdm with "0", 31 with "1"): installing image.txt took 52 s of CPU
+            # with them, 21 s without; a module is compiled when first imported instead (torch, transformers,
+            # datasets and pyplot: 9.5 s once). Nothing a notebook does depends on it.
+            "PIP_NO_COMPILE": "0",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1",

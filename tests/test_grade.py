@@ -1053,33 +1053,6 @@ def test_every_student_notebook_states_the_grading_rules_in_its_introduction():
         assert "(1)" in rules.source and "hidden cases" in rules.source and "honest Python" in rules.source
 
 
-def test_an_installed_course_lib_is_hidden_from_the_run_but_not_the_packages_beside_it(monkeypatch):
-    """Installed from a wheel, course_lib sits in site-packages: the run must not see it, and still import torch."""
-    import shutil
-    import sysconfig
-
-    from course_admin import sandbox
-    from course_lib import paths
-
-    if sandbox.level() != "bwrap":
-        pytest.skip("needs bubblewrap: at the process level the course's files are readable")
-    installed = grade.Path(sysconfig.get_paths()["purelib"]) / f"course_lib_installed_{grade.os.getpid()}"
-    installed.mkdir()
-    (installed / "tokenization.py").write_text("SECRET = 1\n")
-    library = grade.library_files()
-    try:
-        monkeypatch.setattr(paths, "in_checkout", lambda: False)
-        monkeypatch.setattr(grade, "LIBRARY", installed)
-        secret = str(installed / "tokenization.py")
-        cell = f"import pathlib, torch, transformers\nassert not pathlib.Path({secret!r}).exists()"
-        run = grade.run_nbval(
-            nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), 60, library, notebook="01"
-        )
-    finally:
-        shutil.rmtree(installed)
-    assert run.outcomes == {0: ("passed", "")}, run.outcomes
-
-
 # --------------------------------------------------------------------------- identity and reports
 
 

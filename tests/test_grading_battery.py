@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from course_admin import grade, sandbox
@@ -861,3 +863,29 @@ def test_the_process_level_notes_and_undoes_an_attack(fallback):
     ended = [n for n in fallback["notes"] if n.startswith("a process the run started was still running")]
     assert any("sleep 300" in n for n in ended), notes
     assert fallback["new sleepers"] == {}, f"sleep 300 still running: {fallback['new sleepers']}"
+
+
+# Here, not in tests/test_grade.py: it writes into site-packages, which `fallback`'s process-level run watches
+# and restores. In another file, on the other pytest worker, that run once removed this test's folder while
+# this test's own run was going on (2026-12-08, when `make test` began to keep conftest.py's file order).
+def test_an_installed_course_lib_is_hidden_from_the_run_but_not_the_packages_beside_it(monkeypatch):
+    """Installed from a wheel, course_lib sits in site-packages: the run must not see it, and still import torch."""
+    if not BWRAP:
+        pytest.skip("needs bubblewrap: at the process level the course's files are readable")
+    installed = SITE_PACKAGES / f"course_lib_installed_{os.getpid()}"
+    installed.mkdir()
+    (installed / "tokenization.py").write_text("SECRET = 1\n")
+    library = grade.library_files()
+    try:
+        monkeypatch.setattr(paths, "in_checkout", lambda: False)
+        monkeypatch.setattr(grade, "LIBRARY", installed)
+        secret = str(installed / "tokenization.py")
+        cell = f"import pathlib, torch, transformers\nassert not pathlib.Path({secret!r}).exists()"
+        assert (installed / "tokenization.py").exists()
+        run = grade.run_nbval(
+            nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), 60, library, notebook="01"
+        )
+        assert (installed / "tokenization.py").exists(), "still there after the run: the run did not see it"
+    finally:
+        shutil.rmtree(installed, ignore_errors=True)
+    assert run.outcomes == {0: ("passed", "")}, run.outcomes
