@@ -860,11 +860,12 @@ def test_a_malformed_notebook_is_an_error_for_that_student_only(graded_01):
 
 # Through the command line, against the light solutions: notebook 01 solved; for each of 02 to 08 one
 # submission with every exercise wrong (each in its own way: WRONG), so that every exercise of the course fails
-# through the grader, on its own checker's hidden cases; and erin's notebook 03, solved but for a 3.5 that calls
-# the checker's own helper. That every exercise's solution passes is shown by the reference runs: the grader
-# grades each notebook's reference first, and a reference that fails any exercise is an error for each of the
-# notebook's rows (the test expects none). (Until 2026-12-08 two submissions a notebook split the wrong
-# exercises between them, 16 kernels: the same cover, with the solved ones graded twice.)
+# through the grader, on its own checker's hidden cases; and erin's notebook 03 and grace's 04, each with its
+# first exercise wrong and the rest solved (erin's 3.5 calls the checker's own helper): what comes after a wrong
+# exercise is graded on its own. That every exercise's solution passes is shown by the reference runs: the
+# grader grades each notebook's reference first, and a reference that fails any exercise is an error for each of
+# the notebook's rows (the test expects none). (Until 2026-12-08 two submissions a notebook split the wrong
+# exercises between them, 16 kernels: each exercise was graded once wrong beside solved ones and once solved.)
 CLASS = [
     ("alice", "01_bpe_tokenizer", ()),
     *[
@@ -879,14 +880,15 @@ CLASS = [
             ("olivia", "08_downstream"),
         ]
     ],
-    ("erin", "03_transformer_encoder", ()),
+    ("erin", "03_transformer_encoder", ("3.1",)),  # and 3.2-3.5 solved, though they build on attention
+    ("grace", "04_training_loop", ("4.1",)),  # and 4.2-4.4 solved, though the notebook trains with train_step
 ]
 # Graded two at a time (--jobs 2): each kernel gets one math thread on a 2-core machine. (Against the full
 # solutions, with two threads each, the kernels fought for the cores and the training cells of notebooks 05
 # and 06 ran past 120 s.)
 
 
-@pytest.mark.slow  # 10 kernels and the 8 references', among them 07's DeepSpeed engines
+@pytest.mark.slow  # 11 kernels and the 8 references', among them 07's DeepSpeed engines
 def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     # erin's 3.5 calls the checker's own helper, which calls transformers' RoFormer: it passes, with a hint
     extra = {"erin": {"3.5": TWIN_USERS["calls the checker's own helper"][1]}}
@@ -921,7 +923,7 @@ def test_grading_a_class_with_the_command(light_solutions, tmp_path, capsys):
     failed = {r["exercise"] for r in rows if r["status"] == "failed" and r["student"] != "mallory"}
     assert failed == set(registry.EXERCISES) - ones, "every exercise of notebooks 02 to 08 fails somewhere"
     passed = {r["exercise"] for r in rows if r["status"] == "passed"}
-    assert passed >= ones | {e.id for e in registry.for_notebook("03")}
+    assert passed == ones | {e.id for stem in ("03", "04") for e in registry.for_notebook(stem)} - {"3.1", "4.1"}
     for name, stem, wrong in CLASS:
         mine = [r for r in rows if r["student"] == name]
         assert mine and all(r["notebook"] == stem for r in mine)
