@@ -676,12 +676,7 @@ def grade_file(
         student = student_name(None, path, references)
         message = f"{path.name}: a symbolic link, not a file: not graded (hand in the notebook itself)"
         return Graded(path, student, "?", [Result(student, "?", "-", 0, 0, "error", message, str(path))])
-    try:
-        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-        nbformat.validate(nb)
-        error = None
-    except Exception as e:  # not JSON, not a notebook, not nbformat 4: a row per exercise says so
-        nb, error = None, f"{path.name}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+    nb, error = read_submission(path)
     stem, named = which_notebook(nb, path, references, notebook)
     student = student_name(nb, path, references)
     claimed = claimed_name(nb, student)
@@ -823,16 +818,27 @@ def grade(
     return keep_apart(graded)
 
 
+def read_submission(path: Path):
+    """(the notebook, None), or (None, why not) for a file that is not JSON, not a notebook, not nbformat 4."""
+    try:
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        nbformat.validate(nb)
+        return nb, None
+    except Exception as e:  # a row per exercise says so
+        return None, f"{path.name}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+
+
 def notebook_of(path: Path, references: dict, notebook: str | None = None) -> str | None:
     """The reference a file will be run against (grade_file decides the same way), or None where it will not
     be run: a link, an unreadable notebook, or not one of the course notebooks."""
     if path.is_symlink():
         return None
+    nb, error = read_submission(path)
+    if error:
+        return None
     try:
-        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-        nbformat.validate(nb)
         return which_notebook(nb, path, references, notebook)[0]
-    except Exception:  # unreadable, or odd in a way no check foresaw: grade_file says what is wrong with it
+    except Exception:  # odd in a way no check foresaw: grade_file says what is wrong with it
         return None
 
 
